@@ -1,0 +1,12 @@
+"""The autograd engine (floor 2): `Tensor`, the ops, the backward pass and `gradcheck`.
+
+Imports only `backend` (floor 1) and its own modules.
+"""
+
+from .tensor import (Tensor, arange, bool_, cat, float16, float32, float64, full,  # noqa: F401
+                     int32, int64, manual_seed, ones, ones_like, rand, randint, randn,
+                     stack, tensor, uint8, where, zeros, zeros_like)
+from .function import OPS, Function, enable_grad, is_grad_enabled, no_grad, register  # noqa: F401
+from .engine import backward  # noqa: F401
+from .gradcheck import GradcheckError, gradcheck  # noqa: F401
+from . import ops  # noqa: F401  (registers every op)

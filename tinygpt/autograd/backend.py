@@ -1,0 +1,219 @@
+"""The array module behind a tensor: NumPy on the CPU, CuPy on CUDA (floor 1).
+
+This is the only file that names CuPy, and it imports it lazily, on the first use of a
+CUDA device, so that tinygpt starts fast and a missing or broken CuPy shows its own
+import error where it is actually needed. Every difference between NumPy and CuPy that
+the ops care about is one named function here (`scatter_add`, `erf`, `to_numpy`, random
+generators, `synchronize`). Imports: numpy only.
+"""
+
+import math
+
+import numpy as np
+
+DEFAULT_FLOAT = np.dtype(np.float32)
+FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+_cupy = None
+
+
+def _import_cupy():
+    """Import CuPy on first use and check that a GPU is there."""
+    global _cupy
+    if _cupy is None:
+        try:
+            import cupy
+        except ImportError as e:
+            raise RuntimeError(
+                "device 'cuda' needs CuPy, which is not installed: pip install cupy-cuda12x "
+                "(or the wheel matching your CUDA version)") from e
+        try:
+            count = cupy.cuda.runtime.getDeviceCount()
+        except Exception as e:  # CUDA driver missing or broken
+            raise RuntimeError(f"device 'cuda' is not usable: {e}") from e
+        if count == 0:
+            raise RuntimeError("device 'cuda' requested but no GPU is visible")
+        _cupy = cupy
+    return _cupy
+
+
+def cuda_available():
+    """True when CuPy imports and sees at least one GPU."""
+    try:
+        _import_cupy()
+        return True
+    except RuntimeError:
+        return False
+
+
+def normalize_device(device):
+    """'cpu', 'cuda' or 'cuda:N' (only device 0 is used) -> 'cpu' or 'cuda'."""
+    if device is None:
+        return "cpu"
+    device = str(device)
+    if device == "cpu":
+        return "cpu"
+    if device == "cuda" or device.startswith("cuda:"):
+        return "cuda"
+    raise ValueError(f"unknown device {device!r}: expected 'cpu' or 'cuda'")
+
+
+def get_array_module(device):
+    """The array module (numpy or cupy) of a device name."""
+    if device == "cpu":
+        return np
+    return _import_cupy()
+
+
+def array_module(array):
+    """The array module of an array: the Chainer/DeZero `xp` idiom."""
+    if isinstance(array, np.ndarray) or _cupy is None:
+        return np
+    return _cupy.get_array_module(array)
+
+
+def device_of(array):
+    """'cpu' for a NumPy array, 'cuda' for a CuPy one."""
+    return "cpu" if isinstance(array, (np.ndarray, np.generic)) else "cuda"
+
+
+def to_numpy(array):
+    """A NumPy copy of the array, from the GPU when it lives there."""
+    if isinstance(array, np.ndarray):
+        return array.copy()
+    if isinstance(array, np.generic):
+        return np.asarray(array)
+    return _cupy.asnumpy(array)
+
+
+def to_device(array, device):
+    """The array on `device` ('cpu' or 'cuda'); the same object when it is there already."""
+    if device_of(array) == device:
+        return array
+    if device == "cpu":
+        return _cupy.asnumpy(array)
+    return _import_cupy().asarray(array)
+
+
+def scatter_add(target, indices, values):
+    """target[indices] += values, accumulating repeated indices (unlike `+=`)."""
+    if isinstance(target, np.ndarray):
+        np.add.at(target, indices, values)
+    else:
+        import cupyx
+        cupyx.scatter_add(target, indices, values)
+
+
+# erf for NumPy, which has none: W. J. Cody's rational Chebyshev approximations
+# (Math. Comp. 1969), the ones behind most C libraries' erf, accurate to float64
+# precision. Three ranges: |x| < 0.5, 0.5 <= |x| < 4, |x| >= 4 (via erfc).
+_ERF_A = (3.16112374387056560e00, 1.13864154151050156e02, 3.77485237685302021e02,
+          3.20937758913846947e03, 1.85777706184603153e-1)
+_ERF_B = (2.36012909523441209e01, 2.44024637934444173e02, 1.28261652607737228e03,
+          2.84423683343917062e03)
+_ERF_C = (5.64188496988670089e-1, 8.88314979438837594e00, 6.61191906371416295e01,
+          2.98635138197400131e02, 8.81952221241769090e02, 1.71204761263407058e03,
+          2.05107837782607147e03, 1.23033935479799725e03, 2.15311535474403846e-8)
+_ERF_D = (1.57449261107098347e01, 1.17693950891312499e02, 5.37181101862009858e02,
+          1.62138957456669019e03, 3.29079923573345963e03, 4.36261909014324716e03,
+          3.43936767414372164e03, 1.23033935480374942e03)
+_ERF_P = (3.05326634961232344e-1, 3.60344899949804439e-1, 1.25781726111229246e-1,
+          1.60837851487422766e-2, 6.58749161529837803e-4, 1.63153871373020978e-2)
+_ERF_Q = (2.56852019228982242e00, 1.87295284992346725e00, 5.27905102951428412e-1,
+          6.05183413124413191e-2, 2.33520497626869185e-3)
+_SQRT_PI_INV = 1.0 / math.sqrt(math.pi)
+
+
+def _erf_numpy(x):
+    x64 = np.asarray(x, dtype=np.float64)
+    ax = np.abs(x64)
+    out = np.empty_like(x64)
+    # |x| < 0.5: erf(x) = x * P(x^2) / Q(x^2)
+    small = ax < 0.5
+    y = ax[small]
+    z = y * y
+    num = _ERF_A[4] * z
+    den = z
+    for i in range(3):
+        num = (num + _ERF_A[i]) * z
+        den = (den + _ERF_B[i]) * z
+    out[small] = y * (num + _ERF_A[3]) / (den + _ERF_B[3])
+    # 0.5 <= |x| < 4: erfc(x) = exp(-x^2) * P(x) / Q(x)
+    mid = (ax >= 0.5) & (ax < 4.0)
+    y = ax[mid]
+    num = _ERF_C[8] * y
+    den = y
+    for i in range(7):
+        num = (num + _ERF_C[i]) * y
+        den = (den + _ERF_D[i]) * y
+    erfc = (num + _ERF_C[7]) / (den + _ERF_D[7])
+    out[mid] = 1.0 - _erfc_scale(y) * erfc
+    # |x| >= 4: erfc(x) = exp(-x^2) / x * (1/sqrt(pi) + R(1/x^2) / x^2)
+    big = ax >= 4.0
+    y = np.minimum(ax[big], 27.0)  # erf(27) is 1 to double precision; keeps inf finite
+    z = 1.0 / (y * y)
+    num = _ERF_P[5] * z
+    den = z
+    for i in range(4):
+        num = (num + _ERF_P[i]) * z
+        den = (den + _ERF_Q[i]) * z
+    r = z * (num + _ERF_P[4]) / (den + _ERF_Q[4])
+    erfc = (_SQRT_PI_INV - r) / y
+    out[big] = 1.0 - _erfc_scale(y) * erfc
+    out = np.copysign(out, x64)
+    return out.astype(np.result_type(x), copy=False) if np.result_type(x).kind == "f" else out
+
+
+def _erfc_scale(y):
+    """exp(-y^2), computed as exp(-ysq^2) * exp(-(y - ysq)(y + ysq)) with ysq = y rounded
+    to 1/16, as Cody does, so the rounding error of y*y is not amplified."""
+    ysq = np.trunc(y * 16.0) / 16.0
+    return np.exp(-ysq * ysq) * np.exp(-(y - ysq) * (y + ysq))
+
+
+def erf(x):
+    """The error function, elementwise, in the dtype of `x`."""
+    if isinstance(x, np.ndarray):
+        return _erf_numpy(x)
+    import cupyx.scipy.special
+    return cupyx.scipy.special.erf(x)
+
+
+# Random numbers: one generator per device, reseeded by `manual_seed`.
+_generators = {}
+_seed = None
+
+
+def manual_seed(seed):
+    """Seed the random generators of every device."""
+    global _seed
+    _seed = int(seed)
+    _generators.clear()
+
+
+def generator(device):
+    """The random generator of a device (NumPy's Generator, or CuPy's)."""
+    gen = _generators.get(device)
+    if gen is None:
+        if device == "cpu":
+            gen = np.random.default_rng(_seed)
+        else:
+            gen = _import_cupy().random.default_rng(_seed)
+        _generators[device] = gen
+    return gen
+
+
+def get_rng_state():
+    """The CPU generator's state, a plain dict (saved in checkpoints)."""
+    return generator("cpu").bit_generator.state
+
+
+def set_rng_state(state):
+    """Restore the CPU generator from `get_rng_state()`'s dict."""
+    generator("cpu").bit_generator.state = state
+
+
+def synchronize(device):
+    """Wait for the device's queued work (for timing); nothing to do on the CPU."""
+    if device != "cpu":
+        _import_cupy().cuda.Device().synchronize()

@@ -1,0 +1,56 @@
+"""Matrix product with NumPy's `matmul` semantics: 1-D, 2-D and batched (floor 2).
+
+y = a @ b;  da = dy @ b^T,  db = a^T @ dy  (transposes of the last two axes), each
+summed back to its input's shape where the batch axes were broadcast. A 1-D `a` is
+treated as a row (1, k) and a 1-D `b` as a column (k, 1), then the extra axis dropped.
+"""
+
+from ..function import Function, register
+from .elementwise import unbroadcast
+
+
+@register("matmul")
+class MatMul(Function):
+    """y = a @ b;  da = dy @ b^T,  db = a^T @ dy  (saves a and b)."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        if a.ndim == 0 or b.ndim == 0:
+            raise ValueError(
+                f"matmul: both operands need at least 1 dimension, got shapes {a.shape} and "
+                f"{b.shape}")
+        if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
+            raise ValueError(
+                f"matmul: shapes {a.shape} and {b.shape} do not match: the last dimension of "
+                f"the first ({a.shape[-1]}) must equal the "
+                f"{'second-to-last' if b.ndim > 1 else 'only'} dimension of the second")
+        ctx.save(a, b)
+        return a @ b
+
+    @staticmethod
+    def backward(ctx, dy):
+        a, b = ctx.saved
+        need_a, need_b = ctx.needs_grad
+        # Promote 1-D operands to matrices so one rule serves all cases.
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        if a.ndim == 1:
+            dy = dy[..., None, :]
+        if b.ndim == 1:
+            dy = dy[..., None]
+        da = db = None
+        if need_a:
+            if b2.ndim == 2 and a2.ndim > 2:
+                # One large 2-D product for BLAS instead of a batch of small ones.
+                da = (dy.reshape(-1, dy.shape[-1]) @ b2.T).reshape(dy.shape[:-1] + (b2.shape[0],))
+            else:
+                da = dy @ b2.swapaxes(-1, -2)
+            da = unbroadcast(da, a2.shape).reshape(a.shape)
+        if need_b:
+            if b2.ndim == 2 and a2.ndim > 2:
+                # Sum over the batch inside the product: (N, k)^T @ (N, m).
+                db = a2.reshape(-1, a2.shape[-1]).T @ dy.reshape(-1, dy.shape[-1])
+            else:
+                db = unbroadcast(a2.swapaxes(-1, -2) @ dy, b2.shape)
+            db = db.reshape(b.shape)
+        return da, db

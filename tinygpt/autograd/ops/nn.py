@@ -1,0 +1,408 @@
+"""Fused layer ops with hand-derived backward passes (floor 2).
+
+Each could be written as a chain of primitives (and is, in `tests/composed.py`, as the
+oracle the tests compare against); fused, it saves fewer arrays, runs fewer passes over
+memory and states its whole gradient in one formula. Shape letters: B batch, T and S
+sequence lengths, C channels, H heads, hs head size, V vocabulary, N rows.
+"""
+
+import math
+
+import numpy as np
+
+from .. import backend
+from ..function import Function, register
+
+
+@register("linear")
+class Linear(Function):
+    """y = x @ W^T + b, with W of shape (out, in) as PyTorch's `Linear`.
+
+    dx = dy @ W,  dW = dy^T @ x,  db = dy summed over all leading axes. The leading axes
+    of x are flattened first so BLAS sees one (N, in) @ (in, out) product.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias=None):
+        if x.shape[-1] != weight.shape[1]:
+            raise ValueError(
+                f"linear: input of shape {x.shape} has {x.shape[-1]} features but the weight "
+                f"of shape {weight.shape} expects {weight.shape[1]}")
+        x2 = x.reshape(-1, x.shape[-1])                    # (N, in)
+        y = x2 @ weight.T                                  # (N, out)
+        if bias is not None:
+            y += bias
+        ctx.save(x2, weight)
+        ctx.lead = x.shape[:-1]
+        return y.reshape(ctx.lead + (weight.shape[0],))
+
+    @staticmethod
+    def backward(ctx, dy):
+        x2, weight = ctx.saved
+        dy2 = dy.reshape(-1, dy.shape[-1])                 # (N, out)
+        need = ctx.needs_grad
+        dx = (dy2 @ weight).reshape(ctx.lead + (weight.shape[1],)) if need[0] else None
+        dw = dy2.T @ x2 if need[1] else None
+        db = dy2.sum(axis=0) if len(need) > 2 and need[2] else None
+        return dx, dw, db
+
+
+@register("softmax")
+class Softmax(Function):
+    """y = exp(x - max) / sum(exp(x - max)) along `axis`;  dx = y * (dy - sum(dy * y)).
+
+    Subtracting the max changes nothing mathematically and keeps exp from overflowing.
+    Saves y only.
+    """
+
+    @staticmethod
+    def forward(ctx, x, axis):
+        xp = backend.array_module(x)
+        y = x - x.max(axis=axis, keepdims=True)
+        xp.exp(y, out=y)
+        y /= y.sum(axis=axis, keepdims=True)
+        ctx.save(y)
+        ctx.axis = axis
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        (y,) = ctx.saved
+        dx = dy * y
+        dx -= y * dx.sum(axis=ctx.axis, keepdims=True)
+        return (dx,)
+
+
+@register("log_softmax")
+class LogSoftmax(Function):
+    """y = x - max - log(sum(exp(x - max))) along `axis`;  dx = dy - exp(y) * sum(dy).
+
+    Saves y only (exp(y) is the softmax).
+    """
+
+    @staticmethod
+    def forward(ctx, x, axis):
+        xp = backend.array_module(x)
+        y = x - x.max(axis=axis, keepdims=True)
+        y -= xp.log(xp.exp(y).sum(axis=axis, keepdims=True))
+        ctx.save(y)
+        ctx.axis = axis
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        (y,) = ctx.saved
+        xp = backend.array_module(dy)
+        return (dy - xp.exp(y) * dy.sum(axis=ctx.axis, keepdims=True),)
+
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+@register("cross_entropy")
+class CrossEntropy(Function):
+    """loss_i = -log softmax(logits_i)[t_i]: log-softmax and negative log-likelihood fused.
+
+    logits (N, V) and integer targets (N,); rows whose target is `ignore_index` count for
+    nothing. With reduction "mean" the loss is the mean over the other rows, and
+
+        dlogits = (softmax(logits) - onehot(t)) * dloss / n_valid,  0 on ignored rows.
+
+    Stable for any logit magnitude: the log-sum-exp is taken after subtracting the row max.
+    Saves the softmax (N, V) and the targets.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, targets, ignore_index, reduction):
+        xp = backend.array_module(logits)
+        n, v = logits.shape
+        valid = targets != ignore_index
+        safe = xp.where(valid, targets, 0)                 # any class index for ignored rows
+        rows = xp.arange(n)
+        probs = logits - logits.max(axis=1, keepdims=True)  # shifted logits, (N, V)
+        picked = probs[rows, safe]                          # shifted logit of each target
+        xp.exp(probs, out=probs)
+        total = probs.sum(axis=1)
+        probs /= total[:, None]                             # now the softmax
+        nll = (xp.log(total) - picked) * valid              # (N,), 0 on ignored rows
+        count = int(valid.sum()) if reduction == "mean" else n
+        ctx.save(probs, safe, valid)
+        ctx.reduction, ctx.count = reduction, count
+        if reduction == "none":
+            return nll.astype(logits.dtype, copy=False)
+        loss = nll.sum()
+        if reduction == "mean":
+            # 0/0 when every target is ignored: NaN, as PyTorch.
+            loss = loss / logits.dtype.type(count) if count else logits.dtype.type(np.nan)
+        return xp.asarray(loss, dtype=logits.dtype)
+
+    @staticmethod
+    def backward(ctx, dy):
+        probs, safe, valid = ctx.saved
+        xp = backend.array_module(probs)
+        dx = probs.copy()
+        dx[xp.arange(len(safe)), safe] -= 1
+        if ctx.reduction == "none":
+            scale = (dy * valid)[:, None]                   # (N, 1) per-row upstream
+        elif ctx.reduction == "mean":
+            scale = (valid * (dy / dy.dtype.type(max(ctx.count, 1))))[:, None]
+        else:
+            scale = (valid * dy)[:, None]
+        dx *= scale.astype(dx.dtype, copy=False)
+        return dx, None
+
+
+@register("layer_norm")
+class LayerNorm(Function):
+    """Normalise over the last `n_axes` axes, then scale and shift.
+
+    mean, var over those axes (var biased), rstd = 1 / sqrt(var + eps),
+    n = (x - mean) * rstd,  y = n * w + b.
+
+    dn = dy * w
+    dx = rstd * (dn - mean(dn) - n * mean(dn * n))
+    dw = sum of dy * n over the leading axes,  db = sum of dy over the leading axes.
+
+    Saves n rather than x and mean (the same memory, and backward needs n itself), plus
+    rstd and w.
+    """
+
+    @staticmethod
+    def forward(ctx, x, *params, n_axes, eps, has_weight, has_bias):
+        xp = backend.array_module(x)
+        weight = params[0] if has_weight else None
+        bias = params[-1] if has_bias else None
+        axes = tuple(range(x.ndim - n_axes, x.ndim))
+        mean = x.mean(axis=axes, keepdims=True)
+        n = x - mean
+        var = (n * n).mean(axis=axes, keepdims=True)
+        rstd = 1.0 / xp.sqrt(var + eps)
+        n *= rstd
+        y = n * weight if weight is not None else n.copy()
+        if bias is not None:
+            y += bias
+        ctx.save(n, rstd, weight)
+        ctx.axes, ctx.has_weight, ctx.has_bias = axes, has_weight, has_bias
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        n, rstd, weight = ctx.saved
+        axes = ctx.axes
+        lead = tuple(range(dy.ndim - len(axes)))
+        dn = dy * weight if weight is not None else dy
+        dx = dn - dn.mean(axis=axes, keepdims=True)
+        dx -= n * (dn * n).mean(axis=axes, keepdims=True)
+        dx *= rstd
+        grads = [dx]
+        if ctx.has_weight:
+            grads.append((dy * n).sum(axis=lead) if ctx.needs_grad[1] else None)
+        if ctx.has_bias:
+            grads.append(dy.sum(axis=lead) if ctx.needs_grad[-1] else None)
+        return tuple(grads)
+
+
+GELU_APPROXIMATIONS = ("none", "tanh")
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+@register("gelu")
+class Gelu(Function):
+    """GELU, the Gaussian error linear unit, y = x * Phi(x).
+
+    approximate="none":  y = 0.5 x (1 + erf(x / sqrt 2)),  dx = dy * (Phi(x) + x phi(x))
+        with phi(x) = exp(-x^2 / 2) / sqrt(2 pi).
+    approximate="tanh" (GPT-2's):  u = sqrt(2/pi) (x + 0.044715 x^3),  t = tanh(u),
+        y = 0.5 x (1 + t),  dx = dy * (0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)).
+
+    Saves x only: backward recomputes t (or Phi), one transcendental, to save a full
+    activation's memory.
+    """
+
+    @staticmethod
+    def forward(ctx, x, approximate):
+        xp = backend.array_module(x)
+        ctx.save(x)
+        ctx.approximate = approximate
+        if approximate == "tanh":
+            t = x * x
+            t *= 0.044715
+            t += 1
+            t *= x
+            t *= _SQRT_2_OVER_PI
+            xp.tanh(t, out=t)
+            t += 1
+            t *= x
+            t *= 0.5
+            return t
+        phi = backend.erf(x * _INV_SQRT_2)
+        phi += 1
+        phi *= x
+        phi *= 0.5
+        return phi
+
+    @staticmethod
+    def backward(ctx, dy):
+        (x,) = ctx.saved
+        xp = backend.array_module(x)
+        x2 = x * x
+        if ctx.approximate == "tanh":
+            t = xp.tanh(_SQRT_2_OVER_PI * x * (1 + 0.044715 * x2))
+            # 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+            d = (1 - t * t) * x * (_SQRT_2_OVER_PI * 0.5) * (1 + (3 * 0.044715) * x2)
+            t += 1
+            t *= 0.5
+            d += t
+        else:
+            d = backend.erf(x * _INV_SQRT_2)
+            d += 1
+            d *= 0.5
+            d += x * xp.exp(-0.5 * x2) * _INV_SQRT_2PI
+        d *= dy
+        return (d,)
+
+
+@register("embedding")
+class Embedding(Function):
+    """y = weight[idx]: row idx of a (V, C) table for each index.
+
+    dweight = zeros (V, C), then dweight[idx] += dy: a scatter-add, so an index that
+    appears several times receives the sum of its rows' gradients. idx gets no gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, idx, weight):
+        ctx.save(idx)
+        ctx.shape = weight.shape
+        return weight[idx]
+
+    @staticmethod
+    def backward(ctx, dy):
+        (idx,) = ctx.saved
+        xp = backend.array_module(dy)
+        v, c = ctx.shape
+        dw = xp.zeros((v, c), dtype=dy.dtype)
+        backend.scatter_add(dw, idx.reshape(-1), dy.reshape(-1, c))
+        return None, dw
+
+
+@register("dropout")
+class Dropout(Function):
+    """Inverted dropout: y = x * keep / (1 - p), keep ~ Bernoulli(1 - p) per element;
+    dx = dy * keep / (1 - p).  Saves the boolean mask (1 byte per element)."""
+
+    @staticmethod
+    def forward(ctx, x, p):
+        gen = backend.generator(backend.device_of(x))
+        keep = gen.random(x.shape, dtype=_random_dtype(x.dtype)) >= p
+        ctx.scale = x.dtype.type(1.0 / (1.0 - p))
+        ctx.save(keep)
+        y = x * keep
+        y *= ctx.scale
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        (keep,) = ctx.saved
+        dx = dy * keep
+        dx *= ctx.scale
+        return (dx,)
+
+
+def _random_dtype(dtype):
+    return dtype if dtype in (np.float32, np.float64) else np.float32
+
+
+_causal_masks = {}
+
+
+def causal_mask(xp, t, s):
+    """Boolean (T, S) mask, True where attention is *blocked*: key j > query i
+    (top-left aligned, as PyTorch's is_causal). Cached per size and device."""
+    key = (xp.__name__, t, s)
+    mask = _causal_masks.get(key)
+    if mask is None:
+        mask = xp.triu(xp.ones((t, s), dtype=bool), k=1)
+        _causal_masks[key] = mask
+    return mask
+
+
+@register("scaled_dot_product_attention")
+class ScaledDotProductAttention(Function):
+    """out = dropout(softmax(q k^T * scale + mask)) @ v, per batch and head.
+
+    q (B, H, T, hs), k (B, H, S, hs), v (B, H, S, hv) -> out (B, H, T, hv).
+    The mask is a boolean (True = may attend, as PyTorch) or an additive float array
+    broadcastable to (B, H, T, S); is_causal blocks keys after each query. A row whose
+    keys are all blocked gets weights 0 (and output 0), never NaN.
+
+    With P the softmax, D the dropout mask scaled by 1/(1-p) and A = P * D:
+        dv = A^T @ dy,  dA = dy @ v^T,  dP = dA * D,
+        dS = P * (dP - sum(dP * P, over keys)) * scale,
+        dq = dS @ k,  dk = dS^T @ q.
+    Saves q, k, v, P and D (P is (B, H, T, S): the one T^2 array).
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, *mask, is_causal, dropout_p, scale):
+        xp = backend.array_module(q)
+        t, s = q.shape[-2], k.shape[-2]
+        att = q @ k.swapaxes(-1, -2)                        # (B, H, T, S)
+        att *= scale
+        blocked = None
+        if mask:
+            (m,) = mask
+            if m.dtype == bool:
+                blocked = ~m
+            else:
+                att += m
+        if is_causal:
+            c = causal_mask(xp, t, s)
+            blocked = c if blocked is None else blocked | c
+        if blocked is not None:
+            xp.copyto(att, -xp.inf, where=blocked)          # broadcasts the (T, S) mask
+        # Softmax over keys; rows with every key blocked have max -inf: use 0 as their
+        # shift so exp gives exact zeros, and divide by 1 instead of 0.
+        row_max = att.max(axis=-1, keepdims=True)
+        row_max[~xp.isfinite(row_max)] = 0
+        att -= row_max
+        xp.exp(att, out=att)
+        total = att.sum(axis=-1, keepdims=True)
+        total[total == 0] = 1
+        att /= total                                        # P
+        keep = None
+        if dropout_p > 0:
+            gen = backend.generator(backend.device_of(q))
+            keep = gen.random(att.shape, dtype=_random_dtype(att.dtype)) >= dropout_p
+            weights = att * keep
+            weights *= att.dtype.type(1.0 / (1.0 - dropout_p))
+        else:
+            weights = att
+        ctx.save(q, k, v, att, keep)
+        ctx.scale, ctx.dropout_p = scale, dropout_p
+        return weights @ v                                  # (B, H, T, hv)
+
+    @staticmethod
+    def backward(ctx, dy):
+        q, k, v, p, keep = ctx.saved
+        need = ctx.needs_grad
+        if keep is not None:
+            d = p.dtype.type(1.0 / (1.0 - ctx.dropout_p))
+            weights = p * keep
+            weights *= d
+        else:
+            weights = p
+        dv = weights.swapaxes(-1, -2) @ dy if need[2] else None
+        dp = dy @ v.swapaxes(-1, -2)                        # dA, (B, H, T, S)
+        if keep is not None:
+            dp *= keep
+            dp *= d
+        # dS = P * (dP - sum(dP * P)) * scale
+        ds = dp * p
+        ds -= p * ds.sum(axis=-1, keepdims=True)
+        ds *= ds.dtype.type(ctx.scale)
+        dq = ds @ k if need[0] else None
+        dk = ds.swapaxes(-1, -2) @ q if need[1] else None
+        return (dq, dk, dv) + (None,) * (len(need) - 3)

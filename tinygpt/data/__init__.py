@@ -1,0 +1,1 @@
+"""Data: tokenizers, corpora and batch sampling (floor 4)."""

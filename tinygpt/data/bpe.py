@@ -1,0 +1,610 @@
+"""GPT-2's byte-level byte-pair encoding, written from scratch (floor 4, data).
+
+Text becomes token ids in three steps, the same three as GPT-2 and tiktoken:
+
+1. A regular expression splits the text into pre-tokens (words with their leading space,
+   runs of digits, runs of punctuation, runs of whitespace). Merges never cross a pre-token
+   boundary, so " the" is always the same tokens wherever it appears, and a cache per
+   pre-token makes encoding fast.
+2. Each pre-token is turned into its UTF-8 bytes, one part per byte. Every text is then
+   encodable: all 256 single bytes are tokens, so nothing is ever "unknown".
+3. Adjacent parts are merged, lowest rank first, until no adjacent pair forms a token.
+
+A vocabulary is a table `ranks: bytes -> rank`. As in tiktoken, the merge priority of a pair of
+parts is the rank of their concatenated bytes: a pair merges when its concatenation is a token,
+and earlier-learned (lower-rank) tokens merge first. For GPT-2 the rank is also the token id.
+
+`BPETokenizer` loads GPT-2's vocabulary from a tiktoken rank file (`from_tiktoken`, `gpt2`) or
+from OpenAI's original `encoder.json` + `vocab.bpe` (`from_encoder_files`), trains a new
+vocabulary (`train`), and saves/loads its own JSON format (`save`, `load`, `to_dict`). Encoding
+is identical to tiktoken's for both loaders.
+
+    >>> tok = BPETokenizer.gpt2()                 # doctest: +SKIP
+    >>> tok.encode("Hello world")                 # doctest: +SKIP
+    [15496, 995]
+
+Imports: the standard library and `regex` only (GPT-2's pattern needs `\\p{L}`, which `re`
+lacks); numpy arrays of ids are accepted by duck typing.
+"""
+
+import base64
+import heapq
+import json
+import os
+import secrets
+import sys
+from collections import Counter
+from pathlib import Path
+
+import regex
+
+# GPT-2's pre-tokenizer pattern: contractions, letters, digits and other symbols (each with an
+# optional leading space), then whitespace. `\s+(?!\S)` leaves the last space of a run to start
+# the next word, so "a   b" splits as "a", "  ", " b".
+GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+ENDOFTEXT = "<|endoftext|>"
+FORMAT = "tinygpt-bpe"  # marker in files written by `save`, so `load` can reject foreign JSON
+FORMAT_VERSION = 1
+
+# Pieces longer than this (in bytes) are merged with a heap in O(n log n); shorter ones with a
+# plain list, whose min()/index() run in C and beat the heap's Python bookkeeping.
+_HEAP_THRESHOLD = 128
+# The per-pre-token cache is cleared when it reaches this many entries (bounded memory), and
+# pieces longer than _CACHE_MAX_PIECE characters are not cached (they rarely repeat).
+_CACHE_SIZE = 1 << 17
+_CACHE_MAX_PIECE = 256
+_NO_RANK = sys.maxsize  # "this pair does not merge": larger than any real rank
+
+
+def bytes_to_unicode():
+    """GPT-2's map from the 256 byte values to 256 printable unicode characters.
+
+    `encoder.json` and `vocab.bpe` write tokens as strings; GPT-2 makes every byte printable by
+    keeping the printable Latin-1 bytes as themselves and moving the rest (control characters,
+    space, 0x7F-0xA0, 0xAD) to chr(256), chr(257), ... in byte order. So space is "Ġ" (U+0120).
+    The insertion order of the dict (printable bytes first) is also GPT-2's id order of the 256
+    byte tokens.
+    """
+    bs = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+          + list(range(ord("®"), ord("ÿ") + 1)))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def _cache_dir():
+    """The folder tinygpt keeps downloaded-by-hand files in: $TINYGPT_CACHE, else the XDG cache."""
+    if os.environ.get("TINYGPT_CACHE"):
+        return Path(os.environ["TINYGPT_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "tinygpt"
+
+
+def _write_atomically(path, text):
+    """Write `text` to a temporary file beside `path`, then rename it into place.
+
+    A crash or a full disk leaves the old file as it was, never a half-written one.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class BPETokenizer:
+    """A byte-level BPE tokenizer: `encode(str) -> list[int]`, `decode(list[int]) -> str`.
+
+    ranks:          bytes -> merge rank for every regular token; all 256 single bytes needed.
+    special_tokens: str -> id for tokens such as "<|endoftext|>", which `encode` only produces
+                    when asked to (`allowed_special`) and which never come out of merges.
+    ids:            bytes -> token id, when ids are not the ranks (only `from_encoder_files`
+                    needs this); default: id = rank.
+    pattern:        the pre-tokenizer regular expression (default GPT-2's).
+    """
+
+    def __init__(self, ranks, special_tokens=None, *, ids=None, pattern=GPT2_PATTERN):
+        ranks = dict(ranks)
+        special_tokens = dict(special_tokens or {})
+        ids = ranks if ids is None else dict(ids)
+        missing = [b for b in range(256) if bytes([b]) not in ranks]
+        if missing:
+            raise ValueError(
+                f"a byte-level BPE vocabulary needs all 256 single bytes as tokens; "
+                f"{len(missing)} are missing, e.g. byte {missing[0]:#04x}")
+        if len(set(ranks.values())) != len(ranks):
+            raise ValueError("two tokens share a rank; every rank must be unique")
+        unknown = [t for t in ranks if t not in ids]
+        if unknown:
+            raise ValueError(f"token {unknown[0]!r} has a rank but no id")
+        for name in special_tokens:
+            if not isinstance(name, str) or not name:
+                raise TypeError(f"special token names must be non-empty strings, got {name!r}")
+        for token, i in [*ids.items(), *special_tokens.items()]:
+            if not isinstance(i, int) or isinstance(i, bool) or i < 0:
+                raise ValueError(f"token {token!r} has id {i!r}; expected an int >= 0")
+
+        self.pattern = pattern
+        try:
+            self._pat = regex.compile(pattern)
+        except regex.error as e:
+            raise ValueError(f"pre-tokenizer pattern does not compile: {e}") from e
+        self._ranks = ranks              # bytes -> merge priority
+        self._ids = ids                  # bytes -> token id (the same dict for GPT-2)
+        self.special_tokens = special_tokens
+        self.eot_token = special_tokens.get(ENDOFTEXT)
+
+        # id -> bytes, a list so decode is one C-level lookup per id; None marks unused ids.
+        size = max([*ids.values(), *special_tokens.values()]) + 1
+        table = [None] * size
+        for token, i in [*ids.items(), *((s.encode("utf-8"), i) for s, i in special_tokens.items())]:
+            if table[i] is not None:
+                raise ValueError(f"id {i} is used twice: by {table[i]!r} and by {token!r}")
+            table[i] = token
+        self._decoder = table
+        self._cache = {}
+        self._special_pats = {}  # frozenset of allowed specials -> compiled splitting pattern
+
+    # ----------------------------------------------------------------------------- loaders
+
+    @classmethod
+    def from_tiktoken(cls, path, special_tokens=None):
+        """Load a tiktoken rank file: one `base64(token bytes) rank` line per token.
+
+        special_tokens defaults to {"<|endoftext|>": max rank + 1}, which for GPT-2's file is
+        50256, GPT-2's end-of-text id. Pass {} for none.
+        """
+        path = Path(path)
+        ranks = {}
+        with open(path, "rb") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                fields = line.split()
+                try:
+                    if len(fields) != 2:
+                        raise ValueError(f"expected 2 fields, found {len(fields)}")
+                    token = base64.b64decode(fields[0], validate=True)
+                    rank = int(fields[1])
+                except ValueError as e:  # binascii.Error is a ValueError
+                    raise ValueError(
+                        f"{path}:{lineno}: not a tiktoken rank file line "
+                        f"('base64(token) rank'): {line[:60]!r} ({e})") from None
+                if token in ranks:
+                    raise ValueError(f"{path}:{lineno}: token {token!r} appears twice")
+                ranks[token] = rank
+        if not ranks:
+            raise ValueError(f"{path}: no tokens found; is it a tiktoken rank file?")
+        if special_tokens is None:
+            special_tokens = {ENDOFTEXT: max(ranks.values()) + 1}
+        return cls(ranks, special_tokens)
+
+    @classmethod
+    def from_encoder_files(cls, encoder_json, vocab_bpe, special_tokens=(ENDOFTEXT,)):
+        """Load OpenAI's original GPT-2 files: `encoder.json` (token string -> id) and
+        `vocab.bpe` (one merge `a b` per line, in rank order).
+
+        Token strings are bytes written through `bytes_to_unicode`. As tiktoken does, the 256
+        byte tokens take ranks 0..255 and the i-th merge makes the token of rank 256 + i; ids
+        come from encoder.json. Names in `special_tokens` found in encoder.json are special.
+        """
+        byte_decoder = {c: b for b, c in bytes_to_unicode().items()}
+
+        def to_bytes(s, where):
+            try:
+                return bytes(byte_decoder[c] for c in s)
+            except KeyError as e:
+                raise ValueError(f"{where}: {s!r} has a character outside GPT-2's byte "
+                                 f"alphabet: {e.args[0]!r}") from None
+
+        try:
+            with open(encoder_json, encoding="utf-8") as f:
+                encoder = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{encoder_json}: not a JSON encoder file ({e})") from None
+        if not isinstance(encoder, dict):
+            raise ValueError(f"{encoder_json}: expected a JSON object token -> id")
+
+        specials = {s: encoder.pop(s) for s in special_tokens if s in encoder}
+        ids = {to_bytes(s, encoder_json): i for s, i in encoder.items()}
+
+        ranks = {bytes([b]): r for r, b in enumerate(bytes_to_unicode())}
+        with open(vocab_bpe, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if line.startswith("#version") or not line.strip():
+                    continue
+                fields = line.split()
+                if len(fields) != 2:
+                    raise ValueError(f"{vocab_bpe}:{lineno}: expected a merge 'a b', "
+                                     f"found {line.rstrip()!r}")
+                merged = to_bytes(fields[0], vocab_bpe) + to_bytes(fields[1], vocab_bpe)
+                # A merge that rebuilds an existing token adds nothing: the first rank stands.
+                ranks.setdefault(merged, len(ranks))
+        unranked = [t for t in ids if t not in ranks]
+        if unranked:
+            raise ValueError(f"{encoder_json} has {len(unranked)} tokens that {vocab_bpe} never "
+                             f"builds, e.g. {unranked[0]!r}")
+        return cls(ranks, specials, ids=ids)
+
+    @classmethod
+    def gpt2(cls):
+        """GPT-2's tokenizer, from a gpt2.tiktoken rank file found on this machine.
+
+        Looks at $TINYGPT_GPT2_VOCAB (a path to the file), then at gpt2.tiktoken in the cache
+        folder ($TINYGPT_CACHE, else $XDG_CACHE_HOME/tinygpt, else ~/.cache/tinygpt). Nothing is
+        downloaded.
+        """
+        env = os.environ.get("TINYGPT_GPT2_VOCAB")
+        if env:
+            path = Path(env).expanduser()
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"TINYGPT_GPT2_VOCAB is set to {env!r}, but no file is there; point it at "
+                    f"GPT-2's gpt2.tiktoken rank file")
+        else:
+            path = _cache_dir() / "gpt2.tiktoken"
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"GPT-2's vocabulary file gpt2.tiktoken was not found at {path}. Supply it "
+                    f"by setting TINYGPT_GPT2_VOCAB=/path/to/gpt2.tiktoken, or copy the file to "
+                    f"{path}. It ships with the openai-whisper package as "
+                    f"whisper/assets/gpt2.tiktoken (835,554 bytes); tinygpt downloads nothing.")
+        tok = cls.from_tiktoken(path, {ENDOFTEXT: 50256})
+        if len(tok._ranks) != 50256:
+            raise ValueError(f"{path} has {len(tok._ranks)} tokens; GPT-2's gpt2.tiktoken has "
+                             f"50256 (ranks 0..50255)")
+        return tok
+
+    # ----------------------------------------------------------------------------- encode
+
+    @property
+    def vocab_size(self):
+        """One more than the largest id (special tokens included): the model's vocab_size."""
+        return len(self._decoder)
+
+    n_vocab = vocab_size  # tiktoken's name
+
+    def encode(self, text, allowed_special=()):
+        """Encode `text` to a list of token ids.
+
+        Special token strings (e.g. "<|endoftext|>") in `text` raise ValueError unless named in
+        `allowed_special` (a set of names, or "all"), which encodes them as their ids. This
+        guards against user text smuggling in control tokens; `encode_ordinary` instead
+        treats them as plain text.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"encode expects a str, got {type(text).__name__}")
+        if allowed_special == "all":
+            allowed = frozenset(self.special_tokens)
+        else:
+            if isinstance(allowed_special, str):
+                raise TypeError(f"allowed_special must be a set of names or 'all', "
+                                f"got the string {allowed_special!r}")
+            allowed = frozenset(allowed_special)
+            unknown = allowed - self.special_tokens.keys()
+            if unknown:
+                raise ValueError(f"allowed_special names {sorted(unknown)}, which are not special "
+                                 f"tokens of this tokenizer ({sorted(self.special_tokens)})")
+        for name in self.special_tokens.keys() - allowed:
+            if name in text:
+                raise ValueError(
+                    f"text contains the special token {name!r}, which encode() does not allow "
+                    f"by default; pass allowed_special={{{name!r}}} (or 'all') to encode it as "
+                    f"id {self.special_tokens[name]}, or use encode_ordinary() to encode it as "
+                    f"plain text")
+        if not allowed or not any(name in text for name in allowed):
+            return self.encode_ordinary(text)
+
+        # Split around the allowed specials, longest first so that one special that is a
+        # prefix of another does not win; the text between them is encoded as ordinary text.
+        pat = self._special_pats.get(allowed)
+        if pat is None:
+            names = sorted(allowed, key=len, reverse=True)
+            pat = self._special_pats[allowed] = regex.compile("|".join(map(regex.escape, names)))
+        out, start = [], 0
+        for m in pat.finditer(text):
+            out += self.encode_ordinary(text[start:m.start()])
+            out.append(self.special_tokens[m.group()])
+            start = m.end()
+        out += self.encode_ordinary(text[start:])
+        return out
+
+    def encode_ordinary(self, text):
+        """Encode `text` ignoring special tokens: "<|endoftext|>" becomes ordinary tokens."""
+        cache, encode_piece = self._cache, self._encode_piece
+        out = []
+        extend = out.extend  # bound once: this loop runs once per pre-token
+        for piece in self._pat.findall(text):
+            ids = cache.get(piece)
+            if ids is None:
+                ids = encode_piece(piece)
+            extend(ids)
+        return out
+
+    def _encode_piece(self, piece):
+        """Token ids of one pre-token (a str), remembered in the cache."""
+        data = piece.encode("utf-8")
+        if data in self._ranks:
+            # tiktoken's shortcut: a pre-token that is itself a token is that token. Most words
+            # are, which saves the merge loop; kept for exact agreement with tiktoken.
+            parts = (data,)
+        elif len(data) <= _HEAP_THRESHOLD:
+            parts = self._merge_list(data)
+        else:
+            parts = self._merge_heap(data)
+        ids = self._ids
+        result = tuple([ids[p] for p in parts])
+        if len(piece) <= _CACHE_MAX_PIECE:
+            if len(self._cache) >= _CACHE_SIZE:
+                self._cache.clear()  # crude but bounded; a fresh cache refills in one pass
+            self._cache[piece] = result
+        return result
+
+    def _merge_list(self, data):
+        """Merge the bytes of `data` into tokens: tiktoken's byte-pair merge, on a list.
+
+        `pair_ranks[i]` is the rank of parts[i] + parts[i+1]. Each step merges the lowest-rank
+        pair, the leftmost on a tie, and recomputes only the two pairs the merge touched.
+        """
+        ranks = self._ranks
+        parts = [data[i:i + 1] for i in range(len(data))]
+        pair_ranks = [ranks.get(data[i:i + 2], _NO_RANK) for i in range(len(data) - 1)]
+        while pair_ranks:
+            best = min(pair_ranks)
+            if best == _NO_RANK:
+                break
+            i = pair_ranks.index(best)  # leftmost of equal ranks, as in tiktoken
+            parts[i:i + 2] = [parts[i] + parts[i + 1]]
+            del pair_ranks[i]
+            if i > 0:
+                pair_ranks[i - 1] = ranks.get(parts[i - 1] + parts[i], _NO_RANK)
+            if i < len(pair_ranks):
+                pair_ranks[i] = ranks.get(parts[i] + parts[i + 1], _NO_RANK)
+        return parts
+
+    def _merge_heap(self, data):
+        """The same merge as `_merge_list` in O(n log n), for long pieces.
+
+        Parts are named by their start offset and linked through `end`/`prev` offsets. The heap
+        holds (rank, start) of candidate pairs; ordering by start keeps tiktoken's leftmost
+        tie-break. Entries are not removed when a merge changes a pair; an entry is stale when
+        the pair now at `start` has another rank, and is skipped when popped.
+        """
+        ranks = self._ranks
+        n = len(data)
+        end = list(range(1, n + 1))      # end[i]: end offset of the part starting at i
+        prev = list(range(-1, n - 1))    # prev[i]: start of the part before the one at i
+        alive = [True] * n
+        heap = [(ranks[data[i:i + 2]], i) for i in range(n - 1) if data[i:i + 2] in ranks]
+        heapq.heapify(heap)
+        while heap:
+            rank, i = heapq.heappop(heap)
+            if not alive[i] or end[i] >= n or ranks.get(data[i:end[end[i]]]) != rank:
+                continue  # stale: the part at i or its right neighbour changed
+            j = end[i]
+            end[i] = end[j]              # part i swallows part j
+            alive[j] = False
+            k = end[i]
+            if k < n:
+                prev[k] = i
+                r = ranks.get(data[i:end[k]])
+                if r is not None:
+                    heapq.heappush(heap, (r, i))
+            p = prev[i]
+            if p >= 0:
+                r = ranks.get(data[p:end[i]])
+                if r is not None:
+                    heapq.heappush(heap, (r, p))
+        return [data[i:end[i]] for i in range(n) if alive[i]]
+
+    # ----------------------------------------------------------------------------- decode
+
+    def decode_bytes(self, ids):
+        """The bytes that token ids stand for (special tokens as their UTF-8 names)."""
+        if hasattr(ids, "tolist"):
+            ids = ids.tolist()  # numpy arrays (and 0-d ones) become Python ints
+        if isinstance(ids, int):
+            ids = [ids]
+        elif not isinstance(ids, (list, tuple)):
+            ids = list(ids)
+        if not ids:
+            return b""
+        table = self._decoder
+        try:
+            # min() catches negative ids, which list indexing would silently wrap around.
+            if min(ids) >= 0:
+                return b"".join([table[i] for i in ids])
+        except (IndexError, TypeError):
+            pass  # an id past the end, an unused id (None in the table) or a non-int
+        self._bad_id(ids)
+
+    def _bad_id(self, ids):
+        """Find the first id `decode_bytes` cannot handle and raise an error naming it."""
+        for i in ids:
+            if not isinstance(i, int) or isinstance(i, bool):
+                raise TypeError(f"token ids must be ints, got {i!r} ({type(i).__name__})")
+            if not 0 <= i < len(self._decoder) or self._decoder[i] is None:
+                raise ValueError(f"token id {i} is out of range: valid ids are "
+                                 f"0..{len(self._decoder) - 1} (vocab_size {self.vocab_size})")
+        raise TypeError(f"token ids must be ints, got {ids!r}")
+
+    def decode(self, ids):
+        """Decode token ids to text. Bytes that are not valid UTF-8 (a token sequence cut in the
+        middle of a character) become U+FFFD, so decoding never fails on valid ids."""
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+    def token_bytes(self, token_id):
+        """The bytes of one token."""
+        return self.decode_bytes([token_id])
+
+    # ----------------------------------------------------------------------------- training
+
+    @classmethod
+    def train(cls, text, vocab_size, verbose=False, pattern=GPT2_PATTERN):
+        """Learn a byte-level BPE vocabulary of `vocab_size` regular tokens from `text`.
+
+        Starts from the 256 byte tokens and repeatedly merges the most frequent adjacent pair
+        within pre-tokens, until `vocab_size` tokens exist or no pair is left (the vocabulary is
+        then smaller). Ties go to the pair with the smallest (left id, right id). "<|endoftext|>"
+        is then appended as special token id `vocab_size`, so `tok.vocab_size == vocab_size + 1`,
+        as GPT-2 has 50256 regular tokens plus end-of-text.
+
+        Pre-token frequencies are counted first and pairs counted per distinct pre-token times its
+        frequency; each merge updates only the pre-tokens that contain the pair.
+        """
+        if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
+            raise TypeError(f"vocab_size must be an int, got {vocab_size!r}")
+        if vocab_size < 256:
+            raise ValueError(f"vocab_size {vocab_size} is below 256: a byte-level BPE needs the "
+                             f"256 byte tokens before any merge")
+        if not isinstance(text, str):
+            raise TypeError(f"train expects a str, got {type(text).__name__}")
+
+        counts = Counter(regex.findall(pattern, text))
+        words = [list(piece.encode("utf-8")) for piece in counts]   # token ids, bytes at first
+        freqs = list(counts.values())
+        vocab = [bytes([b]) for b in range(256)]                     # id -> bytes
+        known = set(vocab)
+
+        pair_counts = Counter()
+        where = {}  # pair -> indices of words that contain it (may hold stale indices)
+        for w, word in enumerate(words):
+            for pair in zip(word, word[1:]):
+                pair_counts[pair] += freqs[w]
+                where.setdefault(pair, set()).add(w)
+        # Max-heap by count through negation; (left, right) in the key makes ties deterministic.
+        heap = [(-c, a, b) for (a, b), c in pair_counts.items()]
+        heapq.heapify(heap)
+        banned = set()
+
+        while len(vocab) < vocab_size and heap:
+            negcount, a, b = heapq.heappop(heap)
+            if pair_counts.get((a, b)) != -negcount or (a, b) in banned:
+                continue  # stale entry: the count changed and a fresher entry was pushed
+            merged = vocab[a] + vocab[b]
+            if merged in known:
+                # Two different pairs can spell the same bytes; a rank file holds each byte
+                # string once, so the later pair is not learned.
+                banned.add((a, b))
+                continue
+            new_id = len(vocab)
+            vocab.append(merged)
+            known.add(merged)
+            if verbose:
+                print(f"merge {new_id - 255}/{vocab_size - 256}: {a} + {b} -> {new_id} "
+                      f"{merged!r} ({-negcount} occurrences)")
+
+            delta = Counter()
+            for w in where.pop((a, b), ()):
+                word = words[w]
+                new_word, i = [], 0
+                while i < len(word):    # merge left to right, non-overlapping ("aaa" -> aa a)
+                    if i + 1 < len(word) and word[i] == a and word[i + 1] == b:
+                        new_word.append(new_id)
+                        i += 2
+                    else:
+                        new_word.append(word[i])
+                        i += 1
+                if len(new_word) == len(word):
+                    continue            # stale index: this word no longer has the pair
+                f = freqs[w]
+                for pair in zip(word, word[1:]):
+                    delta[pair] -= f
+                for pair in zip(new_word, new_word[1:]):
+                    delta[pair] += f
+                    where.setdefault(pair, set()).add(w)
+                words[w] = new_word
+            for pair, d in delta.items():
+                if d == 0:
+                    continue
+                c = pair_counts[pair] + d
+                if c > 0:
+                    pair_counts[pair] = c
+                    heapq.heappush(heap, (-c, *pair))
+                else:
+                    del pair_counts[pair]
+        if verbose and len(vocab) < vocab_size:
+            print(f"stopped at {len(vocab)} tokens: no pair left to merge")
+        ranks = {token: i for i, token in enumerate(vocab)}
+        return cls(ranks, {ENDOFTEXT: len(vocab)}, pattern=pattern)
+
+    # ----------------------------------------------------------------------------- saving
+
+    def to_dict(self):
+        """A JSON-serialisable dict of this tokenizer (embedded in training checkpoints).
+
+        "tokens" lists the token bytes (base64) in merge-rank order; a token's id is its index
+        unless an "ids" list is present.
+        """
+        tokens = sorted(self._ranks, key=self._ranks.__getitem__)
+        d = {"format": FORMAT, "version": FORMAT_VERSION, "pattern": self.pattern,
+             "tokens": [base64.b64encode(t).decode("ascii") for t in tokens],
+             "special_tokens": dict(self.special_tokens)}
+        ids = [self._ids[t] for t in tokens]
+        if ids != list(range(len(ids))):
+            d["ids"] = ids
+        return d
+
+    @classmethod
+    def from_dict(cls, d):
+        """Rebuild a tokenizer from `to_dict()`'s output; a foreign dict raises ValueError."""
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            found = d.get("format") if isinstance(d, dict) else type(d).__name__
+            raise ValueError(f"not a tinygpt BPE tokenizer: expected format {FORMAT!r}, "
+                             f"found {found!r}")
+        if d.get("version") != FORMAT_VERSION:
+            raise ValueError(f"tinygpt BPE format version {d.get('version')!r} is not supported "
+                             f"(this tinygpt reads version {FORMAT_VERSION})")
+        tokens, specials = d.get("tokens"), d.get("special_tokens", {})
+        pattern = d.get("pattern", GPT2_PATTERN)
+        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+            raise ValueError("tinygpt BPE tokenizer: 'tokens' must be a list of base64 strings")
+        if not isinstance(specials, dict) or not isinstance(pattern, str):
+            raise ValueError("tinygpt BPE tokenizer: 'special_tokens' must be an object and "
+                             "'pattern' a string")
+        try:
+            token_bytes = [base64.b64decode(t, validate=True) for t in tokens]
+        except ValueError as e:  # binascii.Error is a ValueError
+            raise ValueError(f"tinygpt BPE tokenizer: a token is not valid base64 ({e})") from None
+        if len(set(token_bytes)) != len(token_bytes):
+            raise ValueError("tinygpt BPE tokenizer: a token appears twice in 'tokens'")
+        ranks = {t: r for r, t in enumerate(token_bytes)}
+        ids = None
+        if "ids" in d:
+            if not isinstance(d["ids"], list) or len(d["ids"]) != len(tokens):
+                raise ValueError("tinygpt BPE tokenizer: 'ids' must be a list as long as 'tokens'")
+            ids = dict(zip(token_bytes, d["ids"]))
+        return cls(ranks, specials, ids=ids, pattern=pattern)
+
+    def save(self, path):
+        """Write this tokenizer to a JSON file (atomically: temporary file, then rename)."""
+        _write_atomically(path, json.dumps(self.to_dict()))
+
+    @classmethod
+    def load(cls, path):
+        """Read a tokenizer written by `save`."""
+        try:
+            with open(path, encoding="utf-8") as f:
+                d = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path} is not a tinygpt BPE tokenizer file: not JSON ({e})") from None
+        try:
+            return cls.from_dict(d)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+
+    def __repr__(self):
+        return (f"BPETokenizer(vocab_size={self.vocab_size}, "
+                f"special_tokens={self.special_tokens})")

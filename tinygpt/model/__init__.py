@@ -1,0 +1,1 @@
+"""The GPT model, its checkpoints and weight files (floor 5)."""

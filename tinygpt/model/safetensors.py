@@ -1,0 +1,235 @@
+"""Reading and writing safetensors files, written from scratch (floor 5, the model's weights).
+
+The format (https://github.com/huggingface/safetensors) is deliberately simple:
+
+    [8 bytes]  N, the header length, an unsigned 64-bit little-endian integer
+    [N bytes]  a JSON header: {name: {"dtype": "F32", "shape": [2, 3], "data_offsets": [b, e]},
+               ..., "__metadata__": {str: str}} (the metadata is optional)
+    [rest]     the data section: each tensor's raw little-endian bytes at [b, e), offsets counted
+               from the start of the data section
+
+A valid file's tensors tile the data section exactly: no gaps, no overlaps, nothing after the
+last one. `load_file` checks all of that and raises ValueError naming the problem, so a
+truncated download or a foreign file fails loudly instead of loading garbage.
+
+Imports: numpy and the standard library only.
+"""
+
+import json
+import math
+import os
+import secrets
+from pathlib import Path
+
+import numpy as np
+
+# safetensors dtype name -> NumPy dtype of the stored (little-endian) bytes. BF16 has no NumPy
+# dtype: it is read as uint16 and widened to float32 in `_bf16_to_f32`.
+_DTYPES = {
+    "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"),
+    "BF16": np.dtype("<u2"),
+    "I64": np.dtype("<i8"), "I32": np.dtype("<i4"), "I16": np.dtype("<i2"), "I8": np.dtype("i1"),
+    "U64": np.dtype("<u8"), "U32": np.dtype("<u4"), "U16": np.dtype("<u2"), "U8": np.dtype("u1"),
+    "BOOL": np.dtype("?"),
+}
+# NumPy dtype kind + size -> safetensors name, for writing (BF16 is never written: NumPy has none).
+_NAMES = {(dt.kind, dt.itemsize): name for name, dt in _DTYPES.items() if name != "BF16"}
+
+# The reference implementation refuses headers over 100 MB; a larger N means a corrupt file,
+# and refusing it early avoids trying to read gigabytes as JSON.
+_MAX_HEADER = 100_000_000
+
+
+def _bf16_to_f32(raw):
+    """bfloat16 is the top half of a float32: shift the 16 bits up and reinterpret."""
+    return (raw.astype(np.uint32) << 16).view(np.float32)
+
+
+def _no_duplicates(pairs):
+    """json object hook: a name given twice would silently lose a tensor, so refuse it."""
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        seen = set()
+        name = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise ValueError(f"the header names {name!r} twice")
+    return d
+
+
+def _read_header(f, path, file_size):
+    """Read and check the length prefix and the JSON header; return (header, data_start)."""
+    if file_size < 8:
+        raise ValueError(f"{path}: not a safetensors file: it is {file_size} bytes, shorter than "
+                         f"the 8-byte header length")
+    n = int.from_bytes(f.read(8), "little")
+    if n > file_size - 8:
+        raise ValueError(f"{path}: truncated header: the header length says {n} bytes but only "
+                         f"{file_size - 8} follow")
+    if n > _MAX_HEADER:
+        raise ValueError(f"{path}: header length {n} is over the {_MAX_HEADER}-byte limit")
+    try:
+        header = json.loads(f.read(n).decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: the header is not JSON ({e})") from None
+    except ValueError as e:  # from _no_duplicates
+        raise ValueError(f"{path}: {e}") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: the header must be a JSON object, found "
+                         f"{type(header).__name__}")
+    return header, 8 + n
+
+
+def _check_entries(header, path, data_len):
+    """Check each tensor entry and that they tile the data section; return [(name, dtype, shape,
+    begin, end)] sorted by offset."""
+    metadata = header.pop("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        raise ValueError(f"{path}: __metadata__ must map strings to strings")
+    entries = []
+    for name, info in header.items():
+        if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= info.keys():
+            raise ValueError(f"{path}: tensor {name!r} needs dtype, shape and data_offsets, found "
+                             f"{info!r}")
+        dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+        if dtype not in _DTYPES:
+            raise ValueError(f"{path}: tensor {name!r} has unknown dtype {dtype!r}; known: "
+                             f"{', '.join(_DTYPES)}")
+        if not isinstance(shape, list) or not all(
+                isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+            raise ValueError(f"{path}: tensor {name!r} has shape {shape!r}; expected a list of "
+                             f"non-negative ints")
+        if (not isinstance(offsets, list) or len(offsets) != 2
+                or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+                or not 0 <= offsets[0] <= offsets[1]):
+            raise ValueError(f"{path}: tensor {name!r} has data_offsets {offsets!r}; expected "
+                             f"[begin, end] with 0 <= begin <= end")
+        begin, end = offsets
+        if end > data_len:
+            raise ValueError(f"{path}: tensor {name!r} has data_offsets [{begin}, {end}] past the "
+                             f"end of the file (the data section is {data_len} bytes); is the "
+                             f"file truncated?")
+        nbytes = math.prod(shape) * _DTYPES[dtype].itemsize
+        if end - begin != nbytes:
+            raise ValueError(f"{path}: tensor {name!r} of shape {shape} and dtype {dtype} needs "
+                             f"{nbytes} bytes, but its data_offsets [{begin}, {end}] hold "
+                             f"{end - begin}")
+        entries.append((name, dtype, shape, begin, end))
+
+    # The tensors, sorted by offset, must each start where the previous one ended.
+    entries.sort(key=lambda e: (e[3], e[4]))
+    position, previous = 0, None
+    for name, _, _, begin, end in entries:
+        if begin < position:
+            raise ValueError(f"{path}: tensors {previous!r} and {name!r} have overlapping "
+                             f"data_offsets (byte {begin} is used twice)")
+        if begin > position:
+            raise ValueError(f"{path}: data is not contiguous: bytes [{position}, {begin}) before "
+                             f"tensor {name!r} belong to no tensor")
+        position, previous = end, name
+    if position != data_len:
+        raise ValueError(f"{path}: data is not contiguous: the tensors end at byte {position} "
+                         f"but the data section has {data_len} bytes")
+    return entries, metadata
+
+
+def load_file(path):
+    """Load every tensor of a safetensors file as a dict name -> np.ndarray.
+
+    F32/F16/F64 and the integer dtypes keep their dtype; BF16 becomes float32 (NumPy has no
+    bfloat16). The data section is read once into one buffer, and arrays are views of it, so
+    loading holds one copy of the weights (BF16 tensors and misaligned ones get their own).
+    Raises ValueError naming the problem for a malformed file.
+
+        >>> save_file({"w": np.ones((2, 3), np.float32)}, "w.safetensors")   # doctest: +SKIP
+        >>> load_file("w.safetensors")["w"].shape                           # doctest: +SKIP
+        (2, 3)
+    """
+    path = Path(path)
+    with open(path, "rb") as f:
+        file_size = os.fstat(f.fileno()).st_size
+        header, data_start = _read_header(f, path, file_size)
+        entries, _ = _check_entries(header, path, file_size - data_start)
+        buffer = bytearray(file_size - data_start)  # writable, so the arrays are too
+        if f.readinto(buffer) != len(buffer):
+            raise ValueError(f"{path}: the file changed size while it was read")
+
+    tensors = {}
+    for name, dtype, shape, begin, end in entries:
+        stored = _DTYPES[dtype]
+        array = np.frombuffer(buffer, dtype=stored, count=(end - begin) // stored.itemsize,
+                              offset=begin).reshape(shape)
+        if dtype == "BF16":
+            array = _bf16_to_f32(array)
+        elif not stored.isnative:
+            array = array.astype(stored.newbyteorder("="))  # only on big-endian machines
+        elif not array.flags.aligned:
+            array = array.copy()  # unaligned views work, but slowly, and some libraries refuse them
+        tensors[name] = array
+    return tensors
+
+
+def load_metadata(path):
+    """The header's "__metadata__" dict (str -> str) of a safetensors file, or {}."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        file_size = os.fstat(f.fileno()).st_size
+        header, data_start = _read_header(f, path, file_size)
+    return _check_entries(header, path, file_size - data_start)[1]
+
+
+def save_file(tensors, path, metadata=None):
+    """Write a dict name -> np.ndarray as a safetensors file.
+
+    Every input is checked before anything is written, and the file is written to a temporary
+    file in the same folder and then renamed into place: an error or a crash leaves an existing
+    file at `path` untouched. `metadata` (str -> str) goes into the header's "__metadata__".
+    Tensors are laid out widest dtype first, so that each starts at a multiple of its item size
+    (the header is padded with spaces to a multiple of 8).
+    """
+    if not isinstance(tensors, dict):
+        raise TypeError(f"save_file expects a dict name -> array, got {type(tensors).__name__}")
+    if metadata is not None and not (isinstance(metadata, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())):
+        raise TypeError(f"metadata must be a dict of str -> str, got {metadata!r}")
+    arrays = {}
+    for name, value in tensors.items():
+        if not isinstance(name, str) or name == "__metadata__":
+            raise ValueError(f"tensor name {name!r} is not allowed; names are strings other than "
+                             f"'__metadata__'")
+        if not isinstance(value, np.ndarray):
+            raise TypeError(f"tensor {name!r} is a {type(value).__name__}; save_file expects NumPy "
+                            f"arrays (use .numpy() on a Tensor)")
+        key = (value.dtype.kind, value.dtype.itemsize)
+        if key not in _NAMES:
+            raise ValueError(f"tensor {name!r} has dtype {value.dtype}, which safetensors cannot "
+                             f"store; supported: {', '.join(sorted({str(d) for d in _DTYPES.values()}))}")
+        # Little-endian and C-contiguous, as the format stores them (no copy when already so).
+        arrays[name] = np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<"))
+
+    # Widest first (stable, so names keep their order within a width): offsets stay aligned.
+    order = sorted(arrays, key=lambda k: -arrays[k].dtype.itemsize)
+    header, offset = {}, 0
+    if metadata:
+        header["__metadata__"] = dict(metadata)
+    for name in order:
+        a = arrays[name]
+        header[name] = {"dtype": _NAMES[(a.dtype.kind, a.dtype.itemsize)], "shape": list(a.shape),
+                        "data_offsets": [offset, offset + a.nbytes]}
+        offset += a.nbytes
+    header_bytes = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    header_bytes += b" " * (-len(header_bytes) % 8)  # pad so the data section starts 8-aligned
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(len(header_bytes).to_bytes(8, "little"))
+            f.write(header_bytes)
+            for name in order:
+                f.write(arrays[name].reshape(-1).view(np.uint8))  # raw bytes, no copy
+            f.flush()
+            os.fsync(f.fileno())  # the bytes are on disk before the rename makes them the file
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,204 @@
+"""Stateless layer ops with PyTorch's signatures (floor 3): `import tinygpt.nn.functional as F`.
+
+Each function checks its arguments (so a bad shape or option is named here, in the
+user's terms) and calls one fused op of `tinygpt.autograd.ops.nn`, where the forward
+and the backward sit side by side. Imports: autograd.
+"""
+
+import math
+
+from ..autograd import backend
+from ..autograd.ops.nn import (GELU_APPROXIMATIONS, REDUCTIONS, CrossEntropy, Dropout,
+                               Embedding, Gelu, LayerNorm, Linear, ScaledDotProductAttention)
+from ..autograd.tensor import Tensor, _axis
+
+
+def linear(x, weight, bias=None):
+    """y = x @ weight^T + bias; x (..., in), weight (out, in), bias (out,)."""
+    if bias is None:
+        return Linear.apply(x, weight)
+    if bias.shape != (weight.shape[0],):
+        raise ValueError(
+            f"linear: bias of shape {tuple(bias.shape)} does not match the weight's "
+            f"{weight.shape[0]} outputs (expected ({weight.shape[0]},))")
+    return Linear.apply(x, weight, bias)
+
+
+def relu(x):
+    return x.relu()
+
+
+def gelu(x, approximate="none"):
+    """GELU; approximate="none" (exact, erf) as PyTorch's default, or "tanh" (GPT-2's)."""
+    if approximate not in GELU_APPROXIMATIONS:
+        raise ValueError(
+            f"gelu: unknown approximate={approximate!r}, expected one of {GELU_APPROXIMATIONS}")
+    return Gelu.apply(x, approximate=approximate)
+
+
+def softmax(x, dim):
+    return x.softmax(dim)
+
+
+def log_softmax(x, dim):
+    return x.log_softmax(dim)
+
+
+def cross_entropy(logits, targets, ignore_index=-100, reduction="mean"):
+    """Cross-entropy of raw logits against integer class targets (PyTorch's semantics).
+
+    logits (N, C) with targets (N,), or (C,) with a 0-d target, or (N, C, d1, ...) with
+    targets (N, d1, ...) (the class axis is 1). Targets equal to `ignore_index` count for
+    nothing; "mean" averages over the other targets.
+    """
+    if reduction not in REDUCTIONS:
+        raise ValueError(
+            f"cross_entropy: unknown reduction={reduction!r}, expected one of {REDUCTIONS}")
+    if not isinstance(targets, Tensor):
+        targets = Tensor(backend.array_module(logits.data).asarray(targets))
+    if targets.dtype.kind not in "iu":
+        raise TypeError(
+            f"cross_entropy: targets must be integer class indices, got dtype {targets.dtype}")
+    if logits.ndim == 0:
+        raise ValueError("cross_entropy: logits must have a class dimension, got a 0-d tensor")
+    expected = (logits.shape[:1] + logits.shape[2:]) if logits.ndim > 1 else ()
+    if tuple(targets.shape) != tuple(expected):
+        raise ValueError(
+            f"cross_entropy: logits of shape {tuple(logits.shape)} need targets of shape "
+            f"{tuple(expected)}, got {tuple(targets.shape)}")
+    n_classes = logits.shape[1] if logits.ndim > 1 else logits.shape[0]
+    _check_class_ids(targets.data, n_classes, ignore_index)
+    out_shape = expected
+    if logits.ndim == 1:
+        flat_logits, flat_targets = logits.reshape(1, -1), targets.reshape(1)
+    elif logits.ndim == 2:
+        flat_logits, flat_targets = logits, targets
+    else:  # (N, C, d1, ...) -> (N * d1 * ..., C)
+        perm = (0,) + tuple(range(2, logits.ndim)) + (1,)
+        flat_logits = logits.permute(*perm).reshape(-1, n_classes)
+        flat_targets = targets.reshape(-1)
+    loss = CrossEntropy.apply(flat_logits, flat_targets, ignore_index=ignore_index,
+                              reduction=reduction)
+    if reduction == "none":
+        loss = loss.reshape(out_shape)
+    return loss
+
+
+def _check_class_ids(targets, n_classes, ignore_index):
+    """Name the first out-of-range class id and the valid range."""
+    if targets.size == 0:
+        return
+    xp = backend.array_module(targets)
+    bad = (targets != ignore_index) & ((targets < 0) | (targets >= n_classes))
+    if bool(bad.any()):
+        value = int(targets[bad].reshape(-1)[0])
+        raise IndexError(
+            f"cross_entropy: target {value} is out of range: class ids must be in "
+            f"[0, {n_classes - 1}] (or ignore_index={ignore_index})")
+    del xp
+
+
+def nll_loss(log_probs, targets, ignore_index=-100, reduction="mean"):
+    """Negative log-likelihood of log-probabilities (N, C) at integer targets (N,)."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(
+            f"nll_loss: unknown reduction={reduction!r}, expected one of {REDUCTIONS}")
+    xp = backend.array_module(log_probs.data)
+    t = targets.data if isinstance(targets, Tensor) else xp.asarray(targets)
+    _check_class_ids(t, log_probs.shape[1], ignore_index)
+    valid = t != ignore_index
+    picked = -log_probs[xp.arange(len(t)), xp.where(valid, t, 0)] * Tensor(
+        valid.astype(log_probs.dtype))
+    if reduction == "none":
+        return picked
+    if reduction == "sum":
+        return picked.sum()
+    return picked.sum() / float(valid.sum())
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """Normalise over the trailing `normalized_shape` axes, then scale by weight and
+    shift by bias (each of that shape, or None)."""
+    if isinstance(normalized_shape, int):
+        normalized_shape = (normalized_shape,)
+    normalized_shape = tuple(normalized_shape)
+    k = len(normalized_shape)
+    if tuple(x.shape[x.ndim - k:]) != normalized_shape or x.ndim < k:
+        raise ValueError(
+            f"layer_norm: input of shape {tuple(x.shape)} does not end in normalized_shape "
+            f"{normalized_shape}")
+    params = []
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is not None:
+            if tuple(p.shape) != normalized_shape:
+                raise ValueError(
+                    f"layer_norm: {name} of shape {tuple(p.shape)}, expected {normalized_shape}")
+            params.append(p)
+    return LayerNorm.apply(x, *params, n_axes=k, eps=float(eps),
+                           has_weight=weight is not None, has_bias=bias is not None)
+
+
+def embedding(idx, weight):
+    """Rows of `weight` (V, C) at the integer indices `idx` (any shape) -> idx.shape + (C,)."""
+    if not isinstance(idx, Tensor):
+        idx = Tensor(backend.array_module(weight.data).asarray(idx))
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"embedding: indices must be integers, got dtype {idx.dtype}")
+    v = weight.shape[0]
+    if idx.data.size:
+        low, high = int(idx.data.min()), int(idx.data.max())
+        if low < 0 or high >= v:
+            bad = high if high >= v else low
+            raise IndexError(
+                f"embedding: index {bad} is out of range for a table of {v} rows "
+                f"(valid range [0, {v - 1}])")
+    return Embedding.apply(idx, weight)
+
+
+def dropout(x, p=0.5, training=True):
+    """Inverted dropout: zero each element with probability p and scale the rest by
+    1 / (1 - p). The identity (the same tensor) when not training or p == 0."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout: p must be in [0, 1], got {p}")
+    if not training or p == 0.0:
+        return x
+    if p == 1.0:
+        return x * 0.0
+    return Dropout.apply(x, p=float(p))
+
+
+def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, dropout_p=0.0,
+                                 scale=None):
+    """softmax(q k^T / sqrt(head_size) + mask) @ v with q (B, H, T, hs), k (B, H, S, hs),
+    v (B, H, S, hv) (any leading axes that broadcast).
+
+    attn_mask: boolean (True = may attend) or additive float, broadcastable to
+    (B, H, T, S). is_causal: query i attends to keys j <= i. A fully blocked row gives 0.
+    """
+    if q.ndim < 2 or k.ndim < 2 or v.ndim < 2:
+        raise ValueError("scaled_dot_product_attention: q, k, v need at least 2 dimensions")
+    if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
+        raise ValueError(
+            f"scaled_dot_product_attention: q {tuple(q.shape)}, k {tuple(k.shape)} and v "
+            f"{tuple(v.shape)} do not fit: q and k need one head size, k and v one length")
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"scaled_dot_product_attention: dropout_p must be in [0, 1), got {dropout_p}")
+    if scale is None:
+        scale = 1.0 / math.sqrt(q.shape[-1])
+    inputs = [q, k, v]
+    if attn_mask is not None:
+        if not isinstance(attn_mask, Tensor):
+            attn_mask = Tensor(backend.array_module(q.data).asarray(attn_mask))
+        if attn_mask.requires_grad:
+            raise ValueError("scaled_dot_product_attention: attn_mask gets no gradient; detach it")
+        if attn_mask.dtype != bool and attn_mask.dtype.kind != "f":
+            raise TypeError(
+                f"scaled_dot_product_attention: attn_mask must be boolean or float, got "
+                f"{attn_mask.dtype}")
+        inputs.append(attn_mask)
+    return ScaledDotProductAttention.apply(*inputs, is_causal=bool(is_causal),
+                                           dropout_p=float(dropout_p), scale=float(scale))
+
+
+__all__ = ["linear", "relu", "gelu", "softmax", "log_softmax", "cross_entropy", "nll_loss",
+           "layer_norm", "embedding", "dropout", "scaled_dot_product_attention", "_axis"]
