@@ -85,7 +85,7 @@ def test_non_contiguous_and_big_endian_inputs(tmp_path):
 
 def test_bf16_read_as_float32(tmp_path):
     # bfloat16 is a float32's top 16 bits; pick values that bf16 represents exactly.
-    values = np.array([[1.0, -2.5], [0.15625, 3.0e38], [np.inf, -0.0]], np.float32)
+    values = np.array([[1.0, -2.5], [0.15625, 2.0**127], [np.inf, -0.0]], np.float32)
     bf16 = (values.view(np.uint32) >> 16).astype("<u2")
     path = write(tmp_path, raw_file(
         {"w": {"dtype": "BF16", "shape": [3, 2], "data_offsets": [0, 12]}}, bf16.tobytes()))

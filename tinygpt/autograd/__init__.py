@@ -1,4 +1,5 @@
-"""The autograd engine (floor 2): `Tensor`, the ops, the backward pass and `gradcheck`.
+"""The autograd engine (floor 2): `Tensor`, the ops, the backward pass, `gradcheck`, and
+the instruments to look inside it: `to_dot` (the graph) and `trace` (every op run, timed).
 
 Imports only `backend` (floor 1) and its own modules.
 """
@@ -10,3 +11,5 @@ from .function import OPS, Function, enable_grad, is_grad_enabled, no_grad, regi
 from .engine import backward  # noqa: F401
 from .gradcheck import GradcheckError, gradcheck  # noqa: F401
 from . import ops  # noqa: F401  (registers every op)
+from .graph import to_dot  # noqa: F401
+from .trace import Record, trace  # noqa: F401

@@ -173,7 +173,7 @@ def _erfc_scale(y):
 
 def erf(x):
     """The error function, elementwise, in the dtype of `x`."""
-    if isinstance(x, np.ndarray):
+    if isinstance(x, (np.ndarray, np.generic)):  # arithmetic on 0-d arrays gives np.generic
         return _erf_numpy(x)
     import cupyx.scipy.special
     return cupyx.scipy.special.erf(x)

@@ -6,10 +6,11 @@ an op's output, dL/dy; `dx`, `dw`, `db` are dL/dx, dL/dw, dL/db for its inputs.
 `backward(root)` visits the graph in reverse topological order, so each tensor's
 gradient is complete (summed over every use) before it flows on to its inputs. The
 order is built with an explicit stack, never recursion, so a chain of 100,000 ops works
-at any recursion limit. Imports: backend.
+at any recursion limit. Imports: backend, function (for the tracer hook).
 """
 
 from .backend import array_module
+from .function import get_tracer
 
 _FREED = ("this tensor's graph was freed by an earlier backward(); call backward("
           "retain_graph=True) the first time to go through it twice")
@@ -18,13 +19,18 @@ _FREED = ("this tensor's graph was freed by an earlier backward(); call backward
 def _topological_order(root):
     """Tensors that need a gradient, each after every tensor computed from it (root first
     when reversed): an iterative depth-first search with post-order emission."""
-    order, visited = [], {id(root)}
+    order, visited = [], set()
     stack = [(root, False)]
     while stack:
         node, expanded = stack.pop()
         if expanded:
             order.append(node)
             continue
+        # Marked when expanded, not when pushed: a tensor pushed earlier by one consumer
+        # and reached again from a later consumer must still be emitted after that one.
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
         stack.append((node, True))
         ctx = node._ctx
         if ctx is None:
@@ -34,7 +40,6 @@ def _topological_order(root):
             raise RuntimeError(_FREED)
         for parent, need in zip(parents, ctx.needs_grad):
             if need and id(parent) not in visited:
-                visited.add(id(parent))
                 stack.append((parent, False))
     return order
 
@@ -64,7 +69,10 @@ def backward(root, grad=None, retain_graph=False):
             raise RuntimeError(
                 f"backward(): grad is on another device than the output ({root.device})")
     grads = {id(root): grad}
-    handed_out = set()
+    # The caller's grad array counts as handed out: a leaf reached by it unchanged (x + 0)
+    # gets a copy, so updating x.grad in place never writes into the caller's tensor.
+    handed_out = {id(grad)}
+    tracer = get_tracer()      # a `trace()` in progress times each op's backward
     for node in reversed(_topological_order(root)):
         dy = grads.pop(id(node), None)
         if dy is None:
@@ -81,7 +89,7 @@ def backward(root, grad=None, retain_graph=False):
                 continue
         if ctx.parents is None:
             raise RuntimeError(_FREED)
-        dxs = ctx.backward(ctx, dy)
+        dxs = ctx.backward(ctx, dy) if tracer is None else tracer.backward(ctx, dy)
         for parent, need, dx in zip(ctx.parents, ctx.needs_grad, dxs):
             if not need or dx is None:
                 continue

@@ -101,30 +101,51 @@ class Function:
         keyword arguments.
         """
         ctx = cls()
-        device = inputs[0].device
+        kind = type(inputs[0].data)
         requires_grad = False
         for t in inputs:
-            if t.device != device:
-                raise RuntimeError(
-                    f"{cls.name}: expected all tensors on one device, got {device!r} and "
-                    f"{t.device!r}; move them with .to(device) first")
+            if type(t.data) is not kind:
+                _device_mismatch(cls.name, inputs)
             if t.requires_grad:
                 requires_grad = True
-        requires_grad = requires_grad and is_grad_enabled()
-        if requires_grad:
+        if requires_grad and getattr(_state, "grad_enabled", True):
             ctx.needs_grad = tuple([t.requires_grad for t in inputs])
         else:
+            requires_grad = False
             ctx.needs_grad = None
         tracer = getattr(_state, "tracer", None)
         if tracer is None:
             out = cls.forward(ctx, *[t.data for t in inputs], **params)
         else:
             out = tracer.forward(cls, ctx, inputs, params)
-        result = Tensor(out, requires_grad=requires_grad)
+        # Build the output without Tensor.__init__'s checks: the op made a valid array.
+        result = _new_tensor(Tensor)
+        if type(out) is not kind:
+            out = backend.array_module(inputs[0].data).asarray(out)
+        result.data = out
+        result.grad = None
+        result.requires_grad = requires_grad
+        result._hooks = None
+        result._retains_grad = False
+        result.name = None
         if requires_grad:
             ctx.parents = inputs
             result._ctx = ctx
+        else:
+            result._ctx = None
         return result
+
+
+def _device_mismatch(name, inputs):
+    devices = [t.device for t in inputs]
+    first = devices[0]
+    other = next(d for d in devices if d != first)
+    raise RuntimeError(
+        f"{name}: expected all tensors on one device, got {first!r} and {other!r}; "
+        f"move them with .to(device) first")
+
+
+_new_tensor = object.__new__
 
 
 from .tensor import Tensor  # noqa: E402  (tensor.py imports this module first)

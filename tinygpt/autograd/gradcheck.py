@@ -113,16 +113,17 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0, raise_exceptio
     worst = None
     for i, g in zip(checked, analytic):
         t = inputs[i]
-        flat = t.data.reshape(-1)  # a view: writing it perturbs the input in place
         numeric = np.zeros(t.shape).reshape(-1)
         with no_grad():
-            for j in range(flat.size):
-                orig = float(flat[j])
-                flat[j] = orig + eps
+            # Write through t.data[index], not a flattened copy: for a non-contiguous input
+            # (a transposed view) reshape(-1) copies and the input would never move.
+            for j, index in enumerate(np.ndindex(*t.shape)):
+                orig = float(t.data[index])
+                t.data[index] = orig + eps
                 plus = _weighted_sum(_outputs(fn(*inputs)), rng_up)
-                flat[j] = orig - eps
+                t.data[index] = orig - eps
                 minus = _weighted_sum(_outputs(fn(*inputs)), rng_up)
-                flat[j] = orig
+                t.data[index] = orig
                 numeric[j] = (plus - minus) / (2 * eps)
         analytic_flat = np.zeros(numeric.shape) if g is None else g.reshape(-1)
         err = np.abs(analytic_flat - numeric)

@@ -29,7 +29,9 @@ lacks); numpy arrays of ids are accepted by duck typing.
 
 import base64
 import heapq
+import itertools
 import json
+import operator
 import os
 import secrets
 import sys
@@ -84,6 +86,31 @@ def _cache_dir():
         return Path(os.environ["TINYGPT_CACHE"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base).expanduser() / "tinygpt"
+
+
+def find_gpt2_vocab():
+    """Path of GPT-2's gpt2.tiktoken rank file on this machine; nothing is downloaded.
+
+    Looks at $TINYGPT_GPT2_VOCAB (a path to the file), then at gpt2.tiktoken in the cache folder
+    ($TINYGPT_CACHE, else $XDG_CACHE_HOME/tinygpt, else ~/.cache/tinygpt). Raises
+    FileNotFoundError saying how to supply the file.
+    """
+    env = os.environ.get("TINYGPT_GPT2_VOCAB")
+    if env:
+        path = Path(env).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"TINYGPT_GPT2_VOCAB is set to {env!r}, but no file is there; point it at "
+                f"GPT-2's gpt2.tiktoken rank file")
+        return path
+    path = _cache_dir() / "gpt2.tiktoken"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"GPT-2's vocabulary file gpt2.tiktoken was not found at {path}. Supply it by setting "
+            f"TINYGPT_GPT2_VOCAB=/path/to/gpt2.tiktoken, or copy the file to {path}. It ships "
+            f"with the openai-whisper package as whisper/assets/gpt2.tiktoken (835,554 bytes); "
+            f"tinygpt downloads nothing.")
+    return path
 
 
 def _write_atomically(path, text):
@@ -148,8 +175,13 @@ class BPETokenizer:
 
         # id -> bytes, a list so decode is one C-level lookup per id; None marks unused ids.
         size = max([*ids.values(), *special_tokens.values()]) + 1
+        if size > 2 * (len(ids) + len(special_tokens)) + 1024:
+            # A corrupt file could name id 10**12; refuse before allocating the table.
+            raise ValueError(f"the largest token id is {size - 1}, but there are only "
+                             f"{len(ids) + len(special_tokens)} tokens; ids must be nearly dense")
         table = [None] * size
-        for token, i in [*ids.items(), *((s.encode("utf-8"), i) for s, i in special_tokens.items())]:
+        specials_as_bytes = [(name.encode("utf-8"), i) for name, i in special_tokens.items()]
+        for token, i in [*ids.items(), *specials_as_bytes]:
             if table[i] is not None:
                 raise ValueError(f"id {i} is used twice: by {table[i]!r} and by {token!r}")
             table[i] = token
@@ -240,27 +272,8 @@ class BPETokenizer:
 
     @classmethod
     def gpt2(cls):
-        """GPT-2's tokenizer, from a gpt2.tiktoken rank file found on this machine.
-
-        Looks at $TINYGPT_GPT2_VOCAB (a path to the file), then at gpt2.tiktoken in the cache
-        folder ($TINYGPT_CACHE, else $XDG_CACHE_HOME/tinygpt, else ~/.cache/tinygpt). Nothing is
-        downloaded.
-        """
-        env = os.environ.get("TINYGPT_GPT2_VOCAB")
-        if env:
-            path = Path(env).expanduser()
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"TINYGPT_GPT2_VOCAB is set to {env!r}, but no file is there; point it at "
-                    f"GPT-2's gpt2.tiktoken rank file")
-        else:
-            path = _cache_dir() / "gpt2.tiktoken"
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"GPT-2's vocabulary file gpt2.tiktoken was not found at {path}. Supply it "
-                    f"by setting TINYGPT_GPT2_VOCAB=/path/to/gpt2.tiktoken, or copy the file to "
-                    f"{path}. It ships with the openai-whisper package as "
-                    f"whisper/assets/gpt2.tiktoken (835,554 bytes); tinygpt downloads nothing.")
+        """GPT-2's tokenizer, from the gpt2.tiktoken rank file `find_gpt2_vocab` finds."""
+        path = find_gpt2_vocab()
         tok = cls.from_tiktoken(path, {ENDOFTEXT: 50256})
         if len(tok._ranks) != 50256:
             raise ValueError(f"{path} has {len(tok._ranks)} tokens; GPT-2's gpt2.tiktoken has "
@@ -276,13 +289,16 @@ class BPETokenizer:
 
     n_vocab = vocab_size  # tiktoken's name
 
-    def encode(self, text, allowed_special=()):
+    def encode(self, text, allowed_special=(), disallowed_special="all"):
         """Encode `text` to a list of token ids.
 
         Special token strings (e.g. "<|endoftext|>") in `text` raise ValueError unless named in
         `allowed_special` (a set of names, or "all"), which encodes them as their ids. This
-        guards against user text smuggling in control tokens; `encode_ordinary` instead
-        treats them as plain text.
+        guards against user text smuggling in control tokens. As in tiktoken,
+        `disallowed_special=()` (or `encode_ordinary`) encodes them as plain text instead.
+
+            >>> tok.encode("Hello world<|endoftext|>", allowed_special="all")  # doctest: +SKIP
+            [15496, 995, 50256]
         """
         if not isinstance(text, str):
             raise TypeError(f"encode expects a str, got {type(text).__name__}")
@@ -297,7 +313,11 @@ class BPETokenizer:
             if unknown:
                 raise ValueError(f"allowed_special names {sorted(unknown)}, which are not special "
                                  f"tokens of this tokenizer ({sorted(self.special_tokens)})")
-        for name in self.special_tokens.keys() - allowed:
+        if disallowed_special == "all":
+            disallowed = self.special_tokens.keys() - allowed
+        else:
+            disallowed = frozenset(disallowed_special)
+        for name in disallowed:
             if name in text:
                 raise ValueError(
                     f"text contains the special token {name!r}, which encode() does not allow "
@@ -433,11 +453,15 @@ class BPETokenizer:
     def _bad_id(self, ids):
         """Find the first id `decode_bytes` cannot handle and raise an error naming it."""
         for i in ids:
-            if not isinstance(i, int) or isinstance(i, bool):
-                raise TypeError(f"token ids must be ints, got {i!r} ({type(i).__name__})")
-            if not 0 <= i < len(self._decoder) or self._decoder[i] is None:
+            try:
+                i = operator.index(i)  # ints and NumPy integers, not floats or strings
+            except TypeError:
+                raise TypeError(f"token ids must be ints, got {i!r} ({type(i).__name__})") from None
+            if not 0 <= i < len(self._decoder):
                 raise ValueError(f"token id {i} is out of range: valid ids are "
                                  f"0..{len(self._decoder) - 1} (vocab_size {self.vocab_size})")
+            if self._decoder[i] is None:
+                raise ValueError(f"token id {i} is not used by this vocabulary")
         raise TypeError(f"token ids must be ints, got {ids!r}")
 
     def decode(self, ids):
@@ -481,7 +505,7 @@ class BPETokenizer:
         pair_counts = Counter()
         where = {}  # pair -> indices of words that contain it (may hold stale indices)
         for w, word in enumerate(words):
-            for pair in zip(word, word[1:]):
+            for pair in itertools.pairwise(word):
                 pair_counts[pair] += freqs[w]
                 where.setdefault(pair, set()).add(w)
         # Max-heap by count through negation; (left, right) in the key makes ties deterministic.
@@ -520,9 +544,9 @@ class BPETokenizer:
                 if len(new_word) == len(word):
                     continue            # stale index: this word no longer has the pair
                 f = freqs[w]
-                for pair in zip(word, word[1:]):
+                for pair in itertools.pairwise(word):
                     delta[pair] -= f
-                for pair in zip(new_word, new_word[1:]):
+                for pair in itertools.pairwise(new_word):
                     delta[pair] += f
                     where.setdefault(pair, set()).add(w)
                 words[w] = new_word
@@ -599,7 +623,8 @@ class BPETokenizer:
             with open(path, encoding="utf-8") as f:
                 d = json.load(f)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{path} is not a tinygpt BPE tokenizer file: not JSON ({e})") from None
+            raise ValueError(f"{path} is not a tinygpt BPE tokenizer file: not JSON "
+                             f"({e})") from None
         try:
             return cls.from_dict(d)
         except ValueError as e:

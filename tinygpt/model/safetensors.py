@@ -201,10 +201,12 @@ def save_file(tensors, path, metadata=None):
                             f"arrays (use .numpy() on a Tensor)")
         key = (value.dtype.kind, value.dtype.itemsize)
         if key not in _NAMES:
+            supported = ", ".join(sorted({str(d) for d in _DTYPES.values()}))
             raise ValueError(f"tensor {name!r} has dtype {value.dtype}, which safetensors cannot "
-                             f"store; supported: {', '.join(sorted({str(d) for d in _DTYPES.values()}))}")
+                             f"store; supported: {supported}")
         # Little-endian and C-contiguous, as the format stores them (no copy when already so).
-        arrays[name] = np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<"))
+        # (np.asarray, not np.ascontiguousarray, which turns a 0-d array into a 1-d one.)
+        arrays[name] = np.asarray(value, dtype=value.dtype.newbyteorder("<"), order="C")
 
     # Widest first (stable, so names keep their order within a width): offsets stay aligned.
     order = sorted(arrays, key=lambda k: -arrays[k].dtype.itemsize)

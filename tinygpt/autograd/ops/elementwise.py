@@ -27,6 +27,18 @@ def unbroadcast(grad, shape):
     return grad.reshape(shape)
 
 
+def broadcast_error(op, **arrays):
+    """The ValueError for operands whose shapes do not broadcast, naming every shape.
+
+    Ops raise it from NumPy's or CuPy's own ValueError instead of checking the shapes
+    beforehand, so valid calls (the hot path) pay nothing for it.
+    """
+    shapes = ", ".join(f"{name} {tuple(a.shape)}" for name, a in arrays.items())
+    return ValueError(
+        f"{op}: shapes do not broadcast: {shapes} (each trailing dimension must be equal "
+        f"or 1 in both)")
+
+
 @register("add")
 class Add(Function):
     """y = a + b;  da = dy,  db = dy  (each summed back to its input's shape)."""
@@ -34,7 +46,10 @@ class Add(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.shapes = a.shape, b.shape
-        return a + b
+        try:
+            return a + b
+        except ValueError:
+            raise broadcast_error("add", a=a, b=b) from None
 
     @staticmethod
     def backward(ctx, dy):
@@ -50,7 +65,10 @@ class Sub(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.shapes = a.shape, b.shape
-        return a - b
+        try:
+            return a - b
+        except ValueError:
+            raise broadcast_error("sub", a=a, b=b) from None
 
     @staticmethod
     def backward(ctx, dy):
@@ -66,7 +84,10 @@ class Mul(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save(a, b)
-        return a * b
+        try:
+            return a * b
+        except ValueError:
+            raise broadcast_error("mul", a=a, b=b) from None
 
     @staticmethod
     def backward(ctx, dy):
@@ -82,7 +103,10 @@ class Div(Function):
 
     @staticmethod
     def forward(ctx, a, b):
-        y = a / b
+        try:
+            y = a / b
+        except ValueError:
+            raise broadcast_error("div", a=a, b=b) from None
         ctx.save(a, b, y)
         return y
 
@@ -118,7 +142,10 @@ class Pow(Function):
 
     @staticmethod
     def forward(ctx, a, b):
-        y = a ** b
+        try:
+            y = a ** b
+        except ValueError:
+            raise broadcast_error("pow", a=a, b=b) from None
         ctx.save(a, b, y)
         return y
 
@@ -263,7 +290,11 @@ class MaskedFill(Function):
     @staticmethod
     def forward(ctx, x, mask, value):
         xp = backend.array_module(x)
-        if xp.broadcast_shapes(x.shape, mask.shape) != x.shape:
+        try:
+            fits = xp.broadcast_shapes(x.shape, mask.shape) == x.shape
+        except ValueError:  # not even broadcastable together
+            fits = False
+        if not fits:
             raise ValueError(
                 f"masked_fill: mask of shape {mask.shape} does not broadcast to the input's "
                 f"shape {x.shape}")
@@ -284,7 +315,10 @@ class Where(Function):
     def forward(ctx, cond, a, b):
         ctx.save(cond)
         ctx.shapes = a.shape, b.shape
-        return backend.array_module(a).where(cond, a, b)
+        try:
+            return backend.array_module(a).where(cond, a, b)
+        except ValueError:
+            raise broadcast_error("where", condition=cond, input=a, other=b) from None
 
     @staticmethod
     def backward(ctx, dy):

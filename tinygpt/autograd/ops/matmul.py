@@ -25,7 +25,12 @@ class MatMul(Function):
                 f"the first ({a.shape[-1]}) must equal the "
                 f"{'second-to-last' if b.ndim > 1 else 'only'} dimension of the second")
         ctx.save(a, b)
-        return a @ b
+        try:
+            return a @ b
+        except ValueError:  # the batch axes do not broadcast
+            raise ValueError(
+                f"matmul: the batch dimensions of shapes {a.shape} and {b.shape} "
+                f"({a.shape[:-2]} and {b.shape[:-2]}) do not broadcast") from None
 
     @staticmethod
     def backward(ctx, dy):
@@ -34,10 +39,11 @@ class MatMul(Function):
         # Promote 1-D operands to matrices so one rule serves all cases.
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
-        if a.ndim == 1:
-            dy = dy[..., None, :]
+        # b's axis first: for 1-D @ 1-D, dy is 0-d and becomes (1,) then (1, 1).
         if b.ndim == 1:
             dy = dy[..., None]
+        if a.ndim == 1:
+            dy = dy[..., None, :]
         da = db = None
         if need_a:
             if b2.ndim == 2 and a2.ndim > 2:

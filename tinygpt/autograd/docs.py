@@ -1,0 +1,231 @@
+"""The op reference, docs/ops.md, generated from the ops themselves (floor 2).
+
+For every registered op: its forward formula and its derivative, read from the op
+class's docstring; what its forward keeps for backward, measured by running the first
+call of its gradient-check case under a probing tracer; and that case's input shapes.
+`python -m tinygpt docs` writes the file; a test fails when it is out of date.
+
+Docstring convention read here (STYLE.md section 8): the summary is the docstring's first
+paragraph, `forward;  derivative` (`y = a * b;  da = dy * b,  db = dy * a.`). When the
+summary has no `;`, the derivative is every later paragraph that states one (a line with
+`dx = ...`, `dweight = ...`). Imports: numpy, autograd.
+"""
+
+import inspect
+import re
+import sys
+
+import numpy as np
+
+from . import backend
+from .function import OPS, get_tracer, set_tracer
+
+HEADER = """\
+# Op reference
+
+Every differentiable op of tinygpt's autograd engine: its forward, its derivative, what it
+keeps for backward and its gradient check. Generated from the op classes' docstrings and the
+gradient-check cases (`tinygpt/autograd/checks.py`) by `python -m tinygpt docs`; do not edit by
+hand (`python -m tinygpt docs --check` exits 1 when this file is out of date).
+
+Notation: `dy` is the gradient of the final scalar L with respect to the op's output, dL/dy;
+`dx`, `da`, `dw` are dL/dx, dL/da, dL/dw for its inputs. Binary ops broadcast, and each input's
+gradient is summed back to its shape. "Saves" lists what the first call of the op's
+gradient-check case kept on its ctx (float64 inputs): `input i` is that input's own array (no
+copy), `the output` the array returned, a new array something forward computed.
+`python -m tinygpt gradcheck` runs every check below on fresh random inputs.
+"""
+
+# A derivative statement: `dx =`, `dx_i =`, `dweight[idx] +=` at the start of a line or
+# after a separator.
+_DERIVATIVE = re.compile(r"(^|[\s(,;:])d[A-Za-z]\w*(\[[^\]]*\])? \+?= ")
+
+
+def op_doc(cls):
+    """Split an op's docstring: dict(summary, forward, derivative, notes).
+
+    forward and derivative are one-line strings (derivative "" when the docstring states
+    none); notes are the remaining paragraphs, each a string of lines.
+    """
+    doc = inspect.cleandoc(cls.__doc__ or "")
+    paragraphs = [p for p in re.split(r"\n\s*\n", doc) if p.strip()]
+    if not paragraphs:
+        return dict(summary="", forward="", derivative="", notes=[])
+    summary = " ".join(line.strip() for line in paragraphs[0].splitlines())
+    notes = paragraphs[1:]
+    if ";" in summary:
+        forward, derivative = (part.strip() for part in summary.split(";", 1))
+    else:
+        forward = summary
+        stated = [p for p in notes if any(_DERIVATIVE.search(line) for line in p.splitlines())]
+        notes = [p for p in notes if p not in stated]
+        derivative = "\n\n".join(stated)
+    return dict(summary=summary, forward=forward, derivative=derivative, notes=notes)
+
+
+class _Probe:
+    """A tracer that runs each op as usual and keeps (op class, ctx, input arrays, output)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def forward(self, cls, ctx, inputs, params):
+        arrays = [t.data for t in inputs]
+        out = cls.forward(ctx, *arrays, **params)
+        self.calls.append((cls, ctx, arrays, out, sorted(params)))
+        return out
+
+    def backward(self, ctx, dy):
+        return ctx.backward(ctx, dy)
+
+
+def probe_case(name, seed=0):
+    """Run op `name`'s gradient-check case forward and describe its first call:
+    dict(inputs=[(shape, dtype, requires_grad)], params=[names], saved=[text],
+    attributes=[text]); None when the op has no case."""
+    from .checks import CASES
+    if name not in CASES:
+        return None
+    fn, inputs = CASES[name](np.random.default_rng(seed))
+    probe = _Probe()
+    previous = get_tracer()
+    rng_state = backend.get_rng_state()        # dropout cases reseed the global generator
+    set_tracer(probe)
+    try:
+        fn(*inputs)
+    finally:
+        set_tracer(previous)
+        backend.set_rng_state(rng_state)
+    described = dict(inputs=[(tuple(t.shape), str(t.dtype), t.requires_grad) for t in inputs],
+                     params=None, saved=None, attributes=None)
+    first = next((call for call in probe.calls if call[0] is OPS[name]), None)
+    if first is None:
+        return described
+    _, ctx, arrays, out, params = first
+    saved = getattr(ctx, "saved", None) or ()
+    described["params"] = params
+    described["saved"] = [_describe_array(a, arrays, out) for a in saved]
+    described["attributes"] = [
+        f"{key} ({_describe_array(value, arrays, out)})" if _is_array(value) else key
+        for key, value in sorted(vars(ctx).items())]
+    return described
+
+
+def _is_array(value):
+    return hasattr(value, "shape") and hasattr(value, "dtype") and not isinstance(
+        value, np.generic)
+
+
+def _describe_array(a, inputs, out):
+    if a is None:
+        return "None"
+    if not _is_array(a):
+        return type(a).__name__
+    shape = _shape(a.shape)
+    if a is out:
+        return f"the output {shape}"
+    xp = backend.array_module(a)
+    for i, x in enumerate(inputs):
+        if a is x:
+            return f"input {i} {shape}"
+    for i, x in enumerate(inputs):
+        if _is_array(x) and type(x) is type(a) and xp.shares_memory(a, x):
+            return f"a view of input {i} {shape}"
+    if _is_array(out) and type(out) is type(a) and xp.shares_memory(a, out):
+        return f"a view of the output {shape}"
+    return f"a new {shape} {a.dtype} array"
+
+
+def _shape(shape):
+    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _code(text):
+    """A Markdown code span for one line of text (backticks inside are dropped)."""
+    return "`" + " ".join(text.replace("`", "").split()) + "`"
+
+
+def _prose(paragraph):
+    """A docstring paragraph as Markdown: an indented block stays a code block; other
+    text keeps its `code` spans and has *, _ and [ escaped outside them."""
+    lines = paragraph.splitlines()
+    if all(line.startswith("    ") or not line.strip() for line in lines):
+        return "```text\n" + inspect.cleandoc(paragraph) + "\n```"
+    if any(line.startswith("    ") for line in lines):
+        return "```text\n" + paragraph + "\n```"
+    text = " ".join(line.strip() for line in lines)
+    parts = text.split("`")
+    for i in range(0, len(parts), 2):                       # outside code spans
+        parts[i] = re.sub(r"([\\*_\[\]<>|])", r"\\\1", parts[i])
+    return "`".join(parts)
+
+
+def _family(module):
+    return module.rsplit(".", 1)[-1]
+
+
+def ops_reference():
+    """The text of docs/ops.md for the ops registered now."""
+    from .checks import GRADCHECK_OPTIONS
+    families = {}
+    for name, cls in OPS.items():
+        families.setdefault(cls.__module__, []).append(name)
+
+    out = [HEADER, "## Contents\n"]
+    out.append("| family | ops |")
+    out.append("| --- | --- |")
+    for module, names in families.items():
+        out.append(f"| [`{_family(module)}`](#family-{_family(module).lower()}) | "
+                   + ", ".join(f"[`{n}`](#{n})" for n in names) + " |")
+    out.append("")
+    for module, names in families.items():
+        path = module.replace(".", "/") + ".py"
+        out.append(f"## Family `{_family(module)}`\n")
+        doc = inspect.getdoc(sys.modules[module]) or ""
+        first = doc.split("\n\n")[0] if doc else ""
+        out.append(f"`{path}`" + (f": {_prose(first)}" if first else "") + "\n")
+        for name in names:
+            out.append(_op_section(name, OPS[name], GRADCHECK_OPTIONS.get(name)))
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _op_section(name, cls, options):
+    doc = op_doc(cls)
+    lines = [f"### `{name}`\n"]
+    lines.append(f"- **Class:** `{cls.__name__}`")
+    lines.append(f"- **Forward:** {_code(doc['forward'])}")
+    if not doc["derivative"]:
+        lines.append("- **Derivative:** not stated in the docstring")
+    elif "\n" in doc["derivative"] or len(doc["derivative"]) > 100:
+        lines.append("- **Derivative:**\n")
+        lines.append("  ```text")
+        lines += ["  " + line if line.strip() else ""
+                  for line in inspect.cleandoc(doc["derivative"]).splitlines()]
+        lines.append("  ```")
+    else:
+        lines.append(f"- **Derivative:** {_code(doc['derivative'])}")
+    case = probe_case(name)
+    if case is None:
+        lines.append("- **Saves:** unknown (no gradient-check case)")
+        lines.append("- **Gradient check:** none: `python -m tinygpt gradcheck` fails for this op")
+    else:
+        if case["saved"] is None:
+            lines.append("- **Saves:** unknown (its gradient-check case never calls it)")
+        else:
+            call = f"{name}({', '.join(case['params'])})" if case["params"] else f"{name}()"
+            saved = ", ".join(case["saved"]) or "no arrays"
+            kept = (f"; also keeps `{'`, `'.join(case['attributes'])}`"
+                    if case["attributes"] else "")
+            lines.append(f"- **Saves** (first call, `{call}`): {saved}{kept}")
+        from .checks import CASES
+        summary = inspect.getdoc(CASES[name])
+        shapes = ", ".join(
+            f"{_shape(s)} {dtype}" + (" (checked)" if grad else "")
+            for s, dtype, grad in case["inputs"])
+        extra = (" with " + ", ".join(f"{k}={v}" for k, v in sorted(options.items()))
+                 if options else "")
+        lines.append(f"- **Gradient check**{extra}: inputs {shapes}"
+                     + (f". {_prose(summary)}" if summary else ""))
+    lines.append("")
+    lines += [_prose(p) + "\n" for p in doc["notes"]]
+    return "\n".join(lines)

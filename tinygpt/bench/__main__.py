@@ -1,0 +1,50 @@
+"""`python -m tinygpt.bench NAME [ARGS...]`: run the benchmark `tinygpt.bench.NAME`.
+
+NAME is one of `ops` (op forward+backward times beside PyTorch), `train` (training steps
+per second) or `bpe` (tokenizer throughput); ARGS go to that benchmark's `main(argv)`
+(`python -m tinygpt.bench ops --help`). Each benchmark module is imported only when asked
+for, so a missing optional dependency of one does not break the others.
+"""
+
+import importlib
+import sys
+
+BENCHMARKS = {
+    "ops": "forward+backward time per op, beside PyTorch eager when installed",
+    "train": "training steps per second of a small GPT",
+    "bpe": "GPT-2 byte-level BPE encoding throughput",
+}
+
+
+def usage():
+    lines = ["usage: python -m tinygpt.bench NAME [ARGS...]", "", "benchmarks:"]
+    lines += [f"  {name:<6} {text}" for name, text in BENCHMARKS.items()]
+    lines += ["", "`python -m tinygpt.bench NAME --help` lists a benchmark's options."]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage(), file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in BENCHMARKS:
+        print(f"unknown benchmark {name!r}: expected one of {', '.join(BENCHMARKS)}\n\n"
+              + usage(), file=sys.stderr)
+        return 2
+    module_name = f"{__package__ or 'tinygpt.bench'}.{name}"
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name != module_name:
+            raise                          # the benchmark exists but one of its imports does not
+        print(f"benchmark {name!r} is not available in this installation: module "
+              f"{module_name} (tinygpt/bench/{name}.py) is missing", file=sys.stderr)
+        return 2
+    status = module.main(rest)
+    return 0 if status is None else status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""The command line (floor 7): `python -m tinygpt COMMAND [options]`.
+
+Each command is a module of this package with `HELP` (one line), `add_arguments(parser)`
+and `run(args) -> int` (the exit status). Modules are imported only when their command
+runs, so `python -m tinygpt sample` does not pay for the trainer's imports.
+"""
+
+import argparse
+import importlib
+import sys
+
+# command name -> module name in this package
+COMMANDS = {
+    "train": "train",
+    "sample": "sample",
+    "tokenizer": "tokenizer",
+    "gradcheck": "gradcheck",
+    "plot": "plot",
+    "docs": "docs",
+}
+
+_HELP = {
+    "train": "train a GPT (char-level by default) and save checkpoints",
+    "sample": "generate text from a checkpoint or pretrained GPT-2 weights",
+    "tokenizer": "train a byte-level BPE tokenizer on a text file",
+    "gradcheck": "gradient-check every registered op and print a table",
+    "plot": "draw the loss curves and training statistics of a run as PNG files",
+    "docs": "regenerate docs/ops.md from the ops' docstrings",
+}
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m tinygpt",
+        description="tinygpt: a GPT you can read end to end.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        sub.add_parser(name, help=_HELP[name], add_help=False)
+    return parser
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        return 0 if argv else 2
+    name = argv[0]
+    if name not in COMMANDS:
+        parser.error(f"unknown command {name!r}; expected one of: {', '.join(COMMANDS)}")
+    module = importlib.import_module(f".{COMMANDS[name]}", __name__)
+    sub = argparse.ArgumentParser(prog=f"python -m tinygpt {name}", description=_HELP[name])
+    module.add_arguments(sub)
+    args = sub.parse_args(argv[1:])
+    return module.run(args) or 0

@@ -1,0 +1,83 @@
+"""Training checkpoints: one `.npz` file per run, written atomically (floor 5).
+
+A checkpoint holds the model's parameters, the optimizer's state, the model and training
+configs, the tokenizer, the iteration and every random generator's state, so `--resume`
+continues exactly where training stopped. Arrays are stored as NumPy `.npy` members of
+a zip file (`np.savez`, loaded with `allow_pickle=False`: a checkpoint cannot run code);
+everything else is one JSON document stored as a byte array under `__tinygpt__`.
+
+Writing goes to a temporary file in the same folder, then `os.replace` renames it into
+place: a crash mid-save leaves the previous checkpoint intact. Imports: numpy, stdlib.
+"""
+
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+FORMAT = "tinygpt-checkpoint"
+VERSION = 1
+_META = "__tinygpt__"
+
+
+class CheckpointError(ValueError):
+    """A file that is not a readable tinygpt checkpoint."""
+
+
+def save_checkpoint(path, arrays, meta):
+    """Write `arrays` (name -> NumPy array) and `meta` (a JSON-serialisable dict) to `path`.
+
+    Names must not start with `__`. The file appears at `path` only once it is complete.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    document = json.dumps({"format": FORMAT, "version": VERSION, **meta}).encode("utf-8")
+    members = {name: np.ascontiguousarray(a) for name, a in arrays.items()}
+    for name in members:
+        if name.startswith("__"):
+            raise ValueError(f"checkpoint array names may not start with '__': {name!r}")
+    members[_META] = np.frombuffer(document, dtype=np.uint8)
+    fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **members)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path):
+    """Read a checkpoint: returns (arrays, meta). A missing, truncated or foreign file
+    raises an error that names the file and the problem."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            names = list(z.files)
+            if _META not in names:
+                raise CheckpointError(
+                    f"{path} is not a tinygpt checkpoint (no {_META} record); expected a file "
+                    "written by `python -m tinygpt train`")
+            meta = json.loads(bytes(z[_META]).decode("utf-8"))
+            arrays = {name: z[name] for name in names if name != _META}
+    except CheckpointError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
+        raise CheckpointError(
+            f"{path} is not a readable tinygpt checkpoint (truncated or foreign file: {e})"
+        ) from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a tinygpt checkpoint (format {meta.get('format')!r})")
+    if meta.get("version", 0) > VERSION:
+        raise CheckpointError(
+            f"{path} was written by a newer tinygpt (checkpoint version {meta['version']}, this "
+            f"one reads up to {VERSION})")
+    return arrays, meta

@@ -1,0 +1,91 @@
+"""`GPTConfig`: the sizes of a GPT, with nanoGPT's field names and named presets (floor 5).
+
+Imports: the standard library only.
+"""
+
+import numbers
+from dataclasses import asdict, dataclass, fields
+
+# name -> the fields it sets. minGPT's small models keep the default vocabulary and block
+# size (set them for your data); GPT-2's are the published models (OpenAI's vocabulary of
+# 50,257 tokens, 1,024 positions).
+PRESETS = {
+    "gpt-nano": dict(n_layer=3, n_head=3, n_embd=48),
+    "gpt-micro": dict(n_layer=4, n_head=4, n_embd=128),
+    "gpt-mini": dict(n_layer=6, n_head=6, n_embd=192),
+    "gpt2": dict(n_layer=12, n_head=12, n_embd=768, vocab_size=50257, block_size=1024),
+    "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024, vocab_size=50257, block_size=1024),
+    "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280, vocab_size=50257, block_size=1024),
+    "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600, vocab_size=50257, block_size=1024),
+}
+
+GELU_APPROXIMATIONS = ("none", "tanh")
+
+
+@dataclass
+class GPTConfig:
+    """The shape of a GPT. Defaults are nanoGPT's (GPT-2 small with the vocabulary padded
+    to 50,304, a multiple of 64), plus the GELU variant (GPT-2 used the tanh form).
+
+    >>> GPTConfig.from_preset("gpt-nano", vocab_size=65, block_size=64).n_embd
+    48
+    """
+
+    block_size: int = 1024      # longest sequence (number of learned positions)
+    vocab_size: int = 50304     # number of token ids
+    n_layer: int = 12           # transformer blocks
+    n_head: int = 12            # attention heads per block; n_embd % n_head == 0
+    n_embd: int = 768           # channels C of the residual stream
+    dropout: float = 0.0        # on embeddings, attention weights and residual branches
+    bias: bool = True           # biases in Linear and LayerNorm layers (GPT-2 has them)
+    gelu_approximate: str = "tanh"  # "tanh" (GPT-2's) or "none" (exact, erf)
+
+    def __post_init__(self):
+        for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"GPTConfig: {name} must be an int, got {type(value).__name__} "
+                                f"{value!r}")
+            if value <= 0:
+                raise ValueError(f"GPTConfig: {name} must be positive, got {value}")
+            setattr(self, name, int(value))     # NumPy ints become plain ints (JSON-safe)
+        if self.n_embd % self.n_head:
+            raise ValueError(
+                f"GPTConfig: n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
+                f"each head gets n_embd / n_head channels")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, numbers.Real) \
+                or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"GPTConfig: dropout must be in [0, 1), got {self.dropout!r}")
+        self.dropout = float(self.dropout)
+        if not isinstance(self.bias, bool):
+            raise TypeError(f"GPTConfig: bias must be True or False, got {self.bias!r}")
+        if self.gelu_approximate not in GELU_APPROXIMATIONS:
+            raise ValueError(
+                f"GPTConfig: gelu_approximate must be one of {GELU_APPROXIMATIONS}, got "
+                f"{self.gelu_approximate!r}")
+
+    @property
+    def head_size(self):
+        return self.n_embd // self.n_head
+
+    @classmethod
+    def from_preset(cls, name, **overrides):
+        """A named configuration (see `PRESETS`), with any field overridden."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown GPT preset {name!r}; presets: {', '.join(PRESETS)}")
+        return cls.from_dict({**PRESETS[name], **overrides})
+
+    def to_dict(self):
+        """The fields as a plain dict (JSON-serialisable; saved in checkpoints)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        """The inverse of `to_dict`; an unknown field is an error naming it."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(
+                f"GPTConfig: unknown field(s) {', '.join(unknown)}; the fields are "
+                f"{', '.join(sorted(known))}")
+        return cls(**d)

@@ -1,0 +1,119 @@
+"""AdamW: Adam with decoupled weight decay (Loshchilov & Hutter, 2019), as PyTorch (floor 4).
+
+For each parameter p with gradient g, at step t = 1, 2, ...:
+
+    p   <- p * (1 - lr * weight_decay)            decoupled decay, before the Adam step
+    m   <- beta1 * m + (1 - beta1) * g            first moment (mean of g)
+    v   <- beta2 * v + (1 - beta2) * g^2          second moment (mean of g^2)
+    m_hat = m / (1 - beta1^t)                     bias corrections: m and v start at 0
+    v_hat = v / (1 - beta2^t)
+    p   <- p - lr * m_hat / (sqrt(v_hat) + eps)
+
+The decay is "decoupled": it shrinks p directly rather than being added to g (which Adam
+would then rescale by 1/sqrt(v_hat), decaying rarely-updated weights the most).
+
+Imports: autograd (backend), optim.optimizer.
+"""
+
+import math
+
+from ..autograd import backend
+from .optimizer import Optimizer, _check_number
+
+
+class AdamW(Optimizer):
+    """AdamW(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01).
+
+    The defaults are PyTorch's. Any group's "lr" may be changed between steps (a schedule
+    does `group["lr"] = lr`). State per parameter: "step" (an int), "exp_avg" (m) and
+    "exp_avg_sq" (v), arrays of the parameter's shape, dtype and device.
+
+    >>> opt = AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)
+    >>> loss.backward(); opt.step(); opt.zero_grad()
+    """
+
+    state_keys = ("step", "exp_avg", "exp_avg_sq")
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+        self._validate_group(defaults)
+        super().__init__(params, defaults)
+
+    def _validate_group(self, group):
+        _check_number("lr", group["lr"])
+        _check_number("eps", group["eps"])
+        _check_number("weight_decay", group["weight_decay"])
+        betas = group["betas"]
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        for i, beta in enumerate(betas):
+            _check_number(f"betas[{i}]", beta, 0.0, 1.0, high_open=True)
+        group["betas"] = tuple(betas)
+
+    def _update(self, group, p, g, state, scratch):
+        # Python floats, never NumPy float64 scalars: a float64 scalar would turn each
+        # float32 ufunc below into a float64 loop plus a cast back.
+        lr, eps = float(group["lr"]), float(group["eps"])
+        weight_decay = float(group["weight_decay"])
+        beta1, beta2 = float(group["betas"][0]), float(group["betas"][1])
+        xp = backend.array_module(p.data)
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = xp.zeros_like(p.data)
+            state["exp_avg_sq"] = xp.zeros_like(p.data)
+        state["step"] += 1
+        t = state["step"]
+        w, m, v = p.data, state["exp_avg"], state["exp_avg_sq"]
+
+        # Every line below is one in-place ufunc: no temporaries beyond `scratch`.
+        if weight_decay != 0.0:
+            w *= 1.0 - lr * weight_decay                    # p <- p (1 - lr wd)
+        m *= beta1
+        xp.multiply(g, 1.0 - beta1, out=scratch)
+        m += scratch                                        # m <- b1 m + (1 - b1) g
+        v *= beta2
+        xp.multiply(g, g, out=scratch)
+        scratch *= 1.0 - beta2
+        v += scratch                                        # v <- b2 v + (1 - b2) g^2
+
+        # lr m_hat / (sqrt(v_hat) + eps) with m_hat = m / bc1, v_hat = v / bc2 equals
+        # (lr sqrt(bc2) / bc1) m / (sqrt(v) + eps sqrt(bc2)): the bias corrections become
+        # two scalars, which saves a pass over the array (Adam paper, section 2).
+        bias_correction1 = 1.0 - beta1 ** t
+        sqrt_bias_correction2 = math.sqrt(1.0 - beta2 ** t)
+        step_size = lr * sqrt_bias_correction2 / bias_correction1
+        xp.sqrt(v, out=scratch)
+        scratch += eps * sqrt_bias_correction2
+        xp.divide(m, scratch, out=scratch)
+        scratch *= step_size
+        w -= scratch                                # p <- p - lr m_hat / (sqrt(v_hat) + eps)
+
+
+def configure_param_groups(named_params, weight_decay):
+    """Split parameters into a decayed group and an undecayed one, as nanoGPT does.
+
+    Tensors with 2 or more dimensions (the weights of matmuls and embeddings) are decayed;
+    those with fewer (biases, LayerNorm gains and biases) are not: shrinking a gain or a
+    bias towards 0 does not regularise anything. Parameters with requires_grad=False are
+    left out, and a tensor listed under two names (tied weights) is kept once.
+
+    named_params: (name, tensor) pairs, e.g. `model.named_parameters()`, or a dict.
+    Returns [{"params": decayed, "weight_decay": weight_decay},
+             {"params": undecayed, "weight_decay": 0.0}], ready for `AdamW(groups, ...)`.
+    """
+    weight_decay = _check_number("weight_decay", weight_decay)
+    if hasattr(named_params, "items"):
+        named_params = named_params.items()
+    decay, no_decay, seen = [], [], set()
+    for item in named_params:
+        if not (isinstance(item, tuple) and len(item) == 2):
+            raise TypeError(
+                f"configure_param_groups expects (name, tensor) pairs such as "
+                f"model.named_parameters(), got {type(item).__name__}")
+        _, p = item
+        if not p.requires_grad or id(p) in seen:
+            continue
+        seen.add(id(p))
+        (decay if p.ndim >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
