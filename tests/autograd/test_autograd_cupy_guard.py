@@ -14,7 +14,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "tinygpt"
-SCANNED = sorted((PACKAGE / "autograd" / "ops").glob("*.py")) + sorted((PACKAGE / "nn").glob("*.py"))
+SCANNED = (sorted((PACKAGE / "autograd" / "ops").glob("*.py"))
+           + sorted((PACKAGE / "nn").glob("*.py")))
 
 # numpy names that are safe in an op: dtypes and scalar types, constants, and functions of
 # shapes or dtypes only. Anything else (np.exp, np.add.at, np.where, np.ndarray, ...) is data.

@@ -178,6 +178,47 @@ def test_attention_matches_its_twin(variant):
         [q, k, v])
 
 
+def split_heads(qkv, n_head):
+    """(B, T, 3C) -> q, k, v as (B, H, T, hs), with primitive ops."""
+    b, t, c3 = qkv.shape
+    c = c3 // 3
+    return [qkv[:, :, i * c:(i + 1) * c].reshape(b, t, n_head, c // n_head).permute(0, 2, 1, 3)
+            for i in range(3)]
+
+
+def merge_heads(y):
+    """(B, H, T, hs) -> (B, T, H * hs)."""
+    b, h, t, hs = y.shape
+    return y.permute(0, 2, 1, 3).reshape(b, t, h * hs)
+
+
+@pytest.mark.parametrize("block_bytes", [None, 1])
+def test_self_attention_matches_its_twin(block_bytes, monkeypatch):
+    from tinygpt.autograd.ops import attention
+    if block_bytes is not None:        # one sequence per block: the blocked loop is exercised
+        monkeypatch.setattr(attention, "BLOCK_BYTES", block_bytes)
+    qkv = leaf(RNG.standard_normal((3, 5, 3 * 8)))
+    assert_same_function(
+        lambda qkv: F.self_attention(qkv, 2),
+        lambda qkv: merge_heads(composed.scaled_dot_product_attention(
+            *split_heads(qkv, 2), is_causal=True)), [qkv])
+
+
+def test_self_attention_with_dropout_matches_its_twin_with_the_same_draw():
+    qkv = leaf(RNG.standard_normal((2, 5, 3 * 8)))
+    p = 0.3
+
+    def fused(qkv):
+        tg.manual_seed(11)
+        return F.self_attention(qkv, 2, dropout_p=p)
+
+    def via_attention(qkv):
+        tg.manual_seed(11)
+        return merge_heads(F.scaled_dot_product_attention(*split_heads(qkv, 2), is_causal=True,
+                                                          dropout_p=p))
+    assert_same_function(fused, via_attention, [qkv])
+
+
 def test_attention_with_dropout_matches_its_twin_with_the_mask_it_drew():
     q, k, _ = attention_inputs()
     v = leaf(RNG.standard_normal((2, 2, 5, 3)))

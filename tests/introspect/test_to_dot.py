@@ -304,4 +304,4 @@ def test_a_gpt_graph_has_one_cluster_per_block_and_one_node_per_op():
     assert {f"transformer.h.{i}" for i in range(3)} <= set(clusters)
     for i in range(3):
         labels = [nodes[k][0].split("\n")[0] for k in clusters[f"transformer.h.{i}"]]
-        assert "scaled_dot_product_attention" in labels and "attn.c_attn.weight" in labels
+        assert "self_attention" in labels and "attn.c_attn.weight" in labels

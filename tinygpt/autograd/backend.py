@@ -217,3 +217,63 @@ def synchronize(device):
     """Wait for the device's queued work (for timing); nothing to do on the CPU."""
     if device != "cpu":
         _import_cupy().cuda.Device().synchronize()
+
+
+# --- blocked, multi-threaded elementwise work on the CPU ----------------------------------
+# A chain of NumPy ufuncs over a large array streams it through memory once per call.
+# Run the same chain over blocks of rows small enough to stay in a core's cache and the
+# intermediates never leave it; run the blocks on a few threads (NumPy releases the GIL
+# inside ufunc loops) and both cores work, as PyTorch's kernels do.
+BLOCK_ELEMENTS = 1 << 15        # elements per array in one block (128 KB of float32)
+_threads = {"n": None, "pool": None}
+
+
+def get_num_threads():
+    """Threads for blocked elementwise work on the CPU (default: the usable cores)."""
+    if _threads["n"] is None:
+        import os
+        try:
+            _threads["n"] = max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # not on Linux
+            _threads["n"] = max(1, os.cpu_count() or 1)
+    return _threads["n"]
+
+
+def set_num_threads(n):
+    """Set the thread count of blocked elementwise work (BLAS has its own, fixed by the
+    OPENBLAS_NUM_THREADS / OMP_NUM_THREADS environment variables before NumPy loads)."""
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"set_num_threads: expected at least 1 thread, got {n}")
+    if n != _threads["n"] and _threads["pool"] is not None:
+        _threads["pool"].shutdown(wait=True)
+        _threads["pool"] = None
+    _threads["n"] = n
+
+
+def for_blocks(fn, array, row_elements=None):
+    """Call fn(rows) for slices `rows` of the first axis of `array`, each about
+    BLOCK_ELEMENTS elements, and return the list of results in order.
+
+    On the CPU the blocks run on `get_num_threads()` threads; on a GPU fn runs once on
+    all rows (one large kernel is what a GPU wants). fn must only write to its rows.
+    """
+    n = array.shape[0] if array.ndim else 1
+    if not isinstance(array, np.ndarray) or n <= 1:
+        return [fn(slice(0, n))]
+    per_row = row_elements or max(1, array.size // n)
+    rows = max(1, BLOCK_ELEMENTS // per_row)
+    blocks = [slice(i, min(i + rows, n)) for i in range(0, n, rows)]
+    threads = get_num_threads()
+    if len(blocks) == 1 or threads == 1:
+        return [fn(b) for b in blocks]
+    pool = _threads["pool"]
+    if pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+        pool = _threads["pool"] = ThreadPoolExecutor(threads, thread_name_prefix="tinygpt")
+    # One task per thread, each running a contiguous run of blocks: a task per block
+    # would cost more in hand-offs than a block's work.
+    share = -(-len(blocks) // threads)
+    runs = [blocks[i:i + share] for i in range(0, len(blocks), share)]
+    results = pool.map(lambda run: [fn(b) for b in run], runs)
+    return [r for run in results for r in run]

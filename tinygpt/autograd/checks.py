@@ -20,7 +20,7 @@ it is how the Hypothesis tests draw shapes. The other cases raise ValueError for
     >>> run_check("tanh", np.random.default_rng(0))["passed"]
     True
 
-The random cases (`RANDOM_CASES`: dropout, attention with dropout) call
+The random cases (`RANDOM_CASES`: dropout, the attentions with dropout) call
 `tg.manual_seed(DROPOUT_SEED)` on every call of their fn, so that fn is one fixed function
 of its inputs; this reseeds the global generators as a side effect.
 
@@ -35,6 +35,7 @@ import numpy as np
 from . import backend
 from .function import OPS, no_grad
 from .gradcheck import GradcheckError, gradcheck
+from .ops.attention import SelfAttention
 from .ops.elementwise import Cast, ToDevice
 from .ops.nn import (CrossEntropy, Dropout, Embedding, Gelu, LayerNorm, Linear,
                      ScaledDotProductAttention)
@@ -46,7 +47,7 @@ GRADCHECK_OPTIONS = {"cast": {"eps": 1e-3}}
 
 # Cases whose fn draws random numbers (reseeded on every call, so fn is a fixed function
 # on one device): the masks differ between the NumPy and CuPy generators.
-RANDOM_CASES = frozenset({"dropout", "scaled_dot_product_attention"})
+RANDOM_CASES = frozenset({"dropout", "scaled_dot_product_attention", "self_attention"})
 
 DROPOUT_SEED = 1234
 
@@ -271,10 +272,13 @@ def _softmax_case(method):
     return _unary(fn, lambda rng, shape: normal(rng, shape, 2.0), min_dims=1)
 
 
+def _gelu(x):
+    return Gelu.apply(x, approximate="none"), Gelu.apply(x, approximate="tanh")
+
+
 def _gelu_case(rng, shapes=None):
     """Both approximations: exact (erf) and tanh (GPT-2's)."""
-    fn = (lambda x: (Gelu.apply(x, approximate="none"), Gelu.apply(x, approximate="tanh")))
-    return fn, [normal(rng, _one_shape(shapes, (3, 4)), scale=1.5)]
+    return _gelu, [normal(rng, _one_shape(shapes, (3, 4)), scale=1.5)]
 
 
 def _dropout(x):
@@ -363,6 +367,21 @@ def _attention_case(rng, shapes=None):
     return _attention, [q, k, v, _mask(allowed), additive]
 
 
+def _self_attention(qkv):
+    def attend(dropout_p=0.0):
+        if dropout_p:
+            manual_seed(DROPOUT_SEED)
+        return SelfAttention.apply(qkv, n_head=2, dropout_p=dropout_p, scale=0.5)
+    return attend(), attend(dropout_p=0.25)
+
+
+def _self_attention_case(rng, shapes=None):
+    """Causal self-attention of qkv (2, 4, 3 * 6) with 2 heads of size 3, without and with
+    dropout (reseeded)."""
+    _no_shapes("self_attention", shapes)
+    return _self_attention, [normal(rng, (2, 4, 18))]
+
+
 CASES = {
     "add": _binary(_add),
     "sub": _binary(_sub),
@@ -402,6 +421,7 @@ CASES = {
     "embedding": _embedding_case,
     "dropout": _dropout_case,
     "scaled_dot_product_attention": _attention_case,
+    "self_attention": _self_attention_case,
 }
 
 

@@ -351,6 +351,8 @@ class Tensor:
         if dim is None:
             return Max.apply(self, axis=None, keepdims=False)
         axis = _axis(dim, self.ndim)
+        if self.ndim == 0:  # as PyTorch: the element itself, at index 0
+            return MaxResult(self.reshape(()), Tensor(np.zeros((), dtype=int64)))
         xp = backend.array_module(self.data)
         indices = xp.argmax(self.data, axis=axis, keepdims=keepdim)
         return MaxResult(Max.apply(self, axis=axis, keepdims=keepdim), Tensor(indices))
@@ -362,9 +364,13 @@ class Tensor:
         return Tensor(xp.argmax(self.data, axis=_axis(dim, self.ndim), keepdims=keepdim))
 
     def softmax(self, dim):
+        if self.ndim == 0:  # a single element: softmax over it is that element's axis
+            return self.reshape(1).softmax(0).reshape(())
         return Softmax.apply(self, axis=_axis(dim, self.ndim))
 
     def log_softmax(self, dim):
+        if self.ndim == 0:
+            return self.reshape(1).log_softmax(0).reshape(())
         return LogSoftmax.apply(self, axis=_axis(dim, self.ndim))
 
     def reshape(self, *shape):
@@ -394,6 +400,9 @@ class Tensor:
         return self.reshape(self.shape[:dim] + self.shape[dim + 1:])
 
     def transpose(self, dim0, dim1):
+        if self.ndim == 0:  # dims 0 / -1 of a 0-d tensor: nothing to swap
+            _axis(dim0, 0), _axis(dim1, 0)
+            return self.reshape(())
         return Transpose.apply(self, dim0=_axis(dim0, self.ndim), dim1=_axis(dim1, self.ndim))
 
     def permute(self, *dims):
@@ -487,8 +496,11 @@ def _axes(dim, ndim):
     if dim is None:
         return None
     if isinstance(dim, (tuple, list)):
-        return tuple(_axis(d, ndim) for d in dim)
-    return (_axis(dim, ndim),) if ndim else None
+        axes = tuple(_axis(d, ndim) for d in dim)
+    else:
+        axes = (_axis(dim, ndim),)
+    # A 0-d tensor accepts dim 0 / -1 (as PyTorch) and has nothing to reduce over.
+    return axes if ndim else None
 
 
 def _shape_arg(shape):

@@ -65,7 +65,7 @@ def write_random_gpt2(folder, preset="gpt2", dtype="F32", seed=0):
               "activation_function": "gelu_new"}
     with open(os.path.join(folder, "config.json"), "w") as f:
         json.dump(config, f)
-    return sum(math.prod(a.shape) for k, a in tensors.items() if not k.endswith("attn.bias"))
+    return sum(math.prod(a.shape) for k, a in tensors.items() if not k.endswith(".attn.bias"))
 
 
 def _retag_as_bf16(path):

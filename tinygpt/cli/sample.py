@@ -24,10 +24,9 @@ def add_arguments(parser):
 def load(args):
     if args.init_from:
         from ..model import GPT
-        model = GPT.from_pretrained(args.init_from)
-        model.to(args.device)
-        model.eval()
-        return model, model.tokenizer
+        from ..model.pretrained import require_tokenizer
+        model = GPT.from_pretrained(args.init_from, device=args.device)
+        return model, require_tokenizer(model)
     from ..train import load_for_inference
     return load_for_inference(args.out_dir, device=args.device)
 
@@ -40,7 +39,7 @@ def run(args, out=None):
     try:
         model, tokenizer = load(args)
         prompt = tokenizer.encode(args.prompt)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     if not prompt:

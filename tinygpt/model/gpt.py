@@ -43,16 +43,18 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x, kv_cache=None):
         B, T, C = x.shape
         H = self.n_head
-        # (B, T, 3C) -> (B, T, 3, H, hs) -> (3, B, H, T, hs): q, k, v are views, no copies.
-        qkv = self.c_attn(x).view(B, T, 3, H, C // H).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]                  # each (B, H, T, hs)
+        qkv = self.c_attn(x)                               # (B, T, 3C): q, k, v side by side
         if kv_cache is None:
+            # Training and plain forward: one fused op from qkv to (B, T, C), the same as
+            # the split + scaled_dot_product_attention(is_causal=True) below, without copies.
             dropout_p = self.attn_dropout.p if self.training else 0.0
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
-        else:
-            # Generation: keep this step's keys and values, attend over every cached one.
-            k, v = kv_cache.append(k, v)                   # (B, H, S, hs)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=kv_cache.causal_mask(T))
+            return self.resid_dropout(self.c_proj(F.self_attention(qkv, H, dropout_p)))
+        # Generation: keep this step's keys and values, attend over every cached one.
+        # (B, T, 3C) -> (B, T, 3, H, hs) -> (3, B, H, T, hs): q, k, v are views, no copies.
+        qkv = qkv.view(B, T, 3, H, C // H).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]                  # each (B, H, T, hs)
+        k, v = kv_cache.append(k, v)                       # (B, H, S, hs)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=kv_cache.causal_mask(T))
         y = y.transpose(1, 2).reshape(B, T, C)             # heads side by side again
         return self.resid_dropout(self.c_proj(y))
 
@@ -213,6 +215,22 @@ class GPT(nn.Module):
         wpe.weight.data = wpe.weight.data[:block_size].copy()
         wpe.weight.grad = None
         wpe.num_embeddings = block_size
+
+    # --- weight files ---------------------------------------------------------------------
+    tokenizer = None   # set by from_pretrained: the tokenizer found beside the weights
+
+    @classmethod
+    def from_pretrained(cls, path, dtype="float32", device="cpu", dropout=0.0):
+        """A GPT from a Hugging Face GPT-2 folder (config.json + model.safetensors) or
+        nanoGPT's ckpt.pt; see `tinygpt.model.pretrained.load_pretrained`."""
+        from .pretrained import load_pretrained   # pretrained imports this module
+        return load_pretrained(path, dtype=dtype, device=device, dropout=dropout)
+
+    def save_pretrained(self, path, overwrite=False, tokenizer=None):
+        """Write a Hugging Face GPT-2 folder; see `tinygpt.model.pretrained.save_pretrained`."""
+        from .pretrained import save_pretrained
+        save_pretrained(self, path, overwrite=overwrite,
+                        tokenizer=tokenizer if tokenizer is not None else self.tokenizer)
 
     # --- forward --------------------------------------------------------------------------
     def _as_tokens(self, idx, what="idx"):

@@ -31,6 +31,7 @@ import base64
 import contextlib
 import json
 import os
+import pickle
 import secrets
 from pathlib import Path
 
@@ -39,6 +40,7 @@ import numpy as np
 from ..autograd import backend
 from ..data.bpe import GPT2_PATTERN, BPETokenizer, bytes_to_unicode
 from ..data.char import CharTokenizer
+from .. import nn
 from ..nn import init as nn_init
 from . import safetensors
 from .config import GPTConfig
@@ -87,8 +89,12 @@ def load_pretrained(path, dtype="float32", device="cpu", dropout=0.0):
     path = Path(path)
     if path.is_file() or (path.is_dir() and not (path / CONFIG_NAME).exists()
                           and (path / "ckpt.pt").is_file()):
-        if path.suffix == ".json" or path.suffix == ".safetensors":
+        if path.suffix in (".json", ".safetensors"):
             path = path.parent     # config.json or model.safetensors given: their folder
+        elif path.suffix == ".npz":
+            raise ValueError(f"{path} is a tinygpt training checkpoint, not pretrained "
+                             f"weights: sample from it with `python -m tinygpt sample --out_dir "
+                             f"{path.parent}`")
         else:
             return load_nanogpt_ckpt(path, dtype=dtype, device=device, dropout=dropout)
     if not path.is_dir():
@@ -98,6 +104,9 @@ def load_pretrained(path, dtype="float32", device="cpu", dropout=0.0):
             f"openai-community/gpt2 config.json model.safetensors vocab.json merges.txt "
             f"--local-dir gpt2`, then pass that folder")
     config_path, weights_path = path / CONFIG_NAME, path / WEIGHTS_NAME
+    if not weights_path.exists() and (path / f"{WEIGHTS_NAME}.index.json").exists():
+        raise ValueError(f"{path} holds a sharded model (model.safetensors.index.json); "
+                         f"tinygpt reads a single model.safetensors file")
     for needed in (config_path, weights_path):
         if not needed.is_file():
             raise FileNotFoundError(
@@ -110,8 +119,8 @@ def load_pretrained(path, dtype="float32", device="cpu", dropout=0.0):
 
     model = _empty_model(config, dtype)
     for module in model.modules():
-        if hasattr(module, "eps") and hasattr(module, "normalized_shape"):
-            module.eps = eps                              # every LayerNorm
+        if isinstance(module, nn.LayerNorm):
+            module.eps = eps
     _load_hf_weights(model, weights_path, config)
     model.tokenizer = tokenizer
     model.eval()
@@ -165,7 +174,7 @@ def config_from_hf(hf, dropout=0.0, where=CONFIG_NAME):
 
 def hf_name(key):
     """The Hugging Face name of a GPT state_dict key (without the optional `transformer.`)."""
-    return key[len("transformer."):] if key.startswith("transformer.") else key
+    return key.removeprefix("transformer.")
 
 
 def is_conv1d(key):
@@ -221,10 +230,10 @@ def _plan_hf_load(model, entries, path, config):
     (or None). Every problem (missing, unexpected or duplicated tensors, shape mismatches,
     non-float dtypes) is collected and raised at once, before any data is read.
     """
-    by_hf_name, head, unexpected, problems = {}, None, [], []
+    by_hf_name, head, problems = {}, None, []
     for name in entries:
         short = hf_name(name)
-        if short == "lm_head.weight" or name == "lm_head.weight":
+        if short == "lm_head.weight":
             head = name
         elif short.endswith(BUFFER_SUFFIXES):
             continue
@@ -250,7 +259,8 @@ def _plan_hf_load(model, entries, path, config):
             problems.append(f"tensor {name!r} has shape {shape}, but the model built from "
                             f"config.json expects {expected}{layout}")
         elif dtype not in ("F32", "F16", "BF16", "F64"):
-            problems.append(f"tensor {name!r} has dtype {dtype}; expected F32, F16 or BF16")
+            problems.append(f"tensor {name!r} has dtype {dtype}; expected a float dtype (F32, "
+                            f"F16, BF16 or F64)")
         else:
             plan.append((name, param, transpose))
     unexpected = sorted(by_hf_name.values())
@@ -277,7 +287,12 @@ def _some(names, limit=6):
 
 
 def _load_hf_weights(model, path, config):
-    """Read model.safetensors tensor by tensor into the model's parameters, in place."""
+    """Read model.safetensors tensor by tensor into the model's parameters, in place.
+
+    `safetensors.load_file` would read the whole data section into one buffer: a second
+    copy of the model. Its header parser and checks are reused here, and the data is read
+    one tensor at a time instead.
+    """
     with open(path, "rb") as f:
         file_size = os.fstat(f.fileno()).st_size
         header, data_start = safetensors._read_header(f, path, file_size)
@@ -388,7 +403,10 @@ def hf_tokenizer_files(tokenizer):
     ids = d.get("ids", range(len(tokens)))
     ranks = {t: r for r, t in enumerate(tokens)}
     to_text = bytes_to_unicode()
-    text = lambda b: "".join(to_text[x] for x in b)              # noqa: E731
+
+    def text(token):
+        return "".join(to_text[b] for b in token)
+
     merges = []
     for rank, token in enumerate(tokens):
         if len(token) < 2:
@@ -561,8 +579,11 @@ def load_nanogpt_ckpt(path, dtype="float32", device="cpu", dropout=0.0):
     try:
         # weights_only: tensors and plain values only, so a checkpoint cannot run code;
         # mmap: the tensors stay in the file until copied into the model.
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:     # files in the pre-1.6 format cannot be memory-mapped
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as e:
         raise ValueError(f"{path} is not a readable PyTorch checkpoint ({e})") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "model_args" not in ckpt:
         found = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
@@ -580,8 +601,7 @@ def load_nanogpt_ckpt(path, dtype="float32", device="cpu", dropout=0.0):
         raise ValueError(f"{path}: {e}") from None
     state = {}
     for key, tensor in ckpt["model"].items():
-        if key.startswith("_orig_mod."):
-            key = key[len("_orig_mod."):]
+        key = key.removeprefix("_orig_mod.")           # added by torch.compile
         if key.endswith(BUFFER_SUFFIXES):
             continue
         if tensor.dtype not in (torch.float32, torch.float64):

@@ -10,6 +10,7 @@ import math
 from ..autograd import backend
 from ..autograd.ops.nn import (GELU_APPROXIMATIONS, REDUCTIONS, CrossEntropy, Dropout,
                                Embedding, Gelu, LayerNorm, Linear, ScaledDotProductAttention)
+from ..autograd.ops.attention import SelfAttention
 from ..autograd.tensor import Tensor, _axis
 
 
@@ -200,5 +201,26 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, dropo
                                            dropout_p=float(dropout_p), scale=float(scale))
 
 
+def self_attention(qkv, n_head, dropout_p=0.0, scale=None):
+    """Causal multi-head self-attention of a fused projection qkv (B, T, 3C) -> (B, T, C).
+
+    The same as splitting qkv into q, k, v, viewing each as (B, n_head, T, C / n_head),
+    `scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)` and
+    putting the heads side by side again, in one op without the copies (see
+    `tinygpt.autograd.ops.attention`).
+    """
+    if qkv.ndim != 3 or qkv.shape[-1] % 3 or (qkv.shape[-1] // 3) % n_head:
+        raise ValueError(
+            f"self_attention: qkv must be (B, T, 3C) with C divisible by n_head={n_head}, "
+            f"got shape {tuple(qkv.shape)}")
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"self_attention: dropout_p must be in [0, 1), got {dropout_p}")
+    if scale is None:
+        scale = 1.0 / math.sqrt(qkv.shape[-1] // 3 // n_head)
+    return SelfAttention.apply(qkv, n_head=int(n_head), dropout_p=float(dropout_p),
+                               scale=float(scale))
+
+
 __all__ = ["linear", "relu", "gelu", "softmax", "log_softmax", "cross_entropy", "nll_loss",
-           "layer_norm", "embedding", "dropout", "scaled_dot_product_attention", "_axis"]
+           "layer_norm", "embedding", "dropout", "scaled_dot_product_attention",
+           "self_attention"]

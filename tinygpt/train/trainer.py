@@ -27,7 +27,9 @@ from ..autograd.tensor import Tensor
 from ..data import BatchSampler, BPETokenizer, CharTokenizer, load_text, train_val_split
 from ..model import GPT, GPTConfig
 from ..model.checkpoint import load_checkpoint, save_checkpoint
+from ..model.pretrained import require_tokenizer, tokenizer_from_dict
 from ..optim import AdamW, clip_grad_norm_, configure_param_groups, get_schedule
+from .stats import StatsCollector
 
 CHECKPOINT = "ckpt.npz"
 LOG = "log.jsonl"
@@ -45,7 +47,7 @@ class TrainConfig:
     # input and output
     out_dir: str = "out"
     data: str = "default"           # "default" (embedded), "shakespeare", or a text file
-    tokenizer: str = "char"         # "char", or the path of a saved BPE tokenizer
+    tokenizer: str = "char"         # "char", "gpt2", or the path of a saved BPE tokenizer
     resume: bool = False            # continue from out_dir/ckpt.npz
     init_from: str = ""             # a pretrained GPT-2 folder (config.json + model.safetensors)
     overwrite: bool = False         # allow replacing an existing checkpoint in out_dir
@@ -134,6 +136,8 @@ class Trainer:
         self.out_dir = config.out_dir
         self.ckpt_path = os.path.join(config.out_dir, CHECKPOINT)
         self._setup()
+        # --stats: gradient, update and activation statistics on logged iterations
+        self.stats = StatsCollector(self.model) if config.stats else None
 
     # --- set-up ---------------------------------------------------------------------------
     def _setup(self):
@@ -149,14 +153,18 @@ class Trainer:
         backend.manual_seed(cfg.seed)
         text = load_text(cfg.data, min_chars=cfg.block_size + 1)
         if cfg.init_from:
-            from ..model import GPT as _GPT
-            self.model = _GPT.from_pretrained(cfg.init_from)
-            self.tokenizer = self.model.tokenizer
+            # Fine-tuning: the model's shape and tokenizer come from the pretrained folder.
+            self.model = GPT.from_pretrained(cfg.init_from, dropout=cfg.dropout)
+            self.tokenizer = require_tokenizer(self.model)
             mc = self.model.config
             if cfg.block_size > mc.block_size:
                 raise ValueError(
                     f"block_size {cfg.block_size} is larger than the pretrained model's "
                     f"{mc.block_size}")
+            if cfg.block_size < mc.block_size:
+                self.model.crop_block_size(cfg.block_size)
+            cfg.n_layer, cfg.n_head, cfg.n_embd = mc.n_layer, mc.n_head, mc.n_embd
+            cfg.bias, cfg.gelu_approximate = mc.bias, mc.gelu_approximate
         else:
             self.tokenizer = self._make_tokenizer(text)
             self.model = GPT(cfg.model_config(self.tokenizer.vocab_size))
@@ -173,6 +181,8 @@ class Trainer:
         cfg = self.config
         if cfg.tokenizer == "char":
             return CharTokenizer.from_text(text)
+        if cfg.tokenizer == "gpt2":
+            return BPETokenizer.gpt2()
         return BPETokenizer.load(cfg.tokenizer)
 
     def _prepare_data(self, text):
@@ -256,6 +266,10 @@ class Trainer:
                         cfg.block_size, cfg.batch_size, cfg.eval_iters, cfg.device,
                         seed=cfg.seed + 1)
 
+    def _logs(self, it):
+        """Whether iteration `it` writes a log line (and its statistics)."""
+        return it % self.config.log_interval == 0 or it + 1 == self.config.max_iters
+
     def step(self):
         """One iteration (all micro-batches and the update); returns the mean loss."""
         cfg = self.config
@@ -263,6 +277,9 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         n_micro = cfg.gradient_accumulation_steps
+        stats = self.stats if self.stats is not None and self._logs(self.iter_num) else None
+        if stats is not None:
+            stats.start(self.iter_num)
         total = 0.0
         for _ in range(n_micro):
             x, y = self.sampler.get_batch()
@@ -275,9 +292,13 @@ class Trainer:
                     "--learning_rate or --grad_clip")
             total += value
             (loss / n_micro).backward() if n_micro > 1 else loss.backward()
+        if stats is not None:
+            stats.before_update()
         if cfg.grad_clip > 0:
             clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.optimizer.step()
+        if stats is not None:
+            stats.after_update()
         self.optimizer.zero_grad(set_to_none=True)
         return total / n_micro, lr
 
@@ -313,7 +334,7 @@ class Trainer:
                     break
                 loss, lr = self.step()
                 self.iter_num += 1
-                if it % cfg.log_interval == 0 or self.iter_num == cfg.max_iters:
+                if self._logs(it):
                     now = time.perf_counter()
                     dt = (now - mark_time) / max(1, self.iter_num - mark_iter)
                     mark_time, mark_iter = now, self.iter_num
@@ -322,6 +343,9 @@ class Trainer:
                     record = {"event": "train", "iter": it, "loss": loss, "lr": lr,
                               "ms_per_iter": dt * 1e3, "tokens_per_s": tokens_per_iter / dt}
                     log_file.write(json.dumps(record) + "\n")
+                    stats = self.stats.pop() if self.stats is not None else None
+                    if stats is not None:
+                        log_file.write(json.dumps(stats) + "\n")
                     log_file.flush()
                     self.log(f"iter {it}/{cfg.max_iters} ({100 * self.iter_num / cfg.max_iters:.0f}%): "
                              f"loss {loss:.4f}, lr {lr:.2e}, {dt * 1e3:.1f} ms/iter, "
@@ -406,13 +430,6 @@ def train(config=None, log=None, **overrides):
         config = TrainConfig(**{**asdict(config), **overrides})
     trainer = Trainer(config, log=log)
     return trainer.run()
-
-
-def tokenizer_from_dict(d):
-    """A character or BPE tokenizer from the dict its `to_dict()` gave."""
-    if isinstance(d, dict) and d.get("type") == "char":
-        return CharTokenizer.from_dict(d)
-    return BPETokenizer.from_dict(d)
 
 
 def load_for_inference(out_dir, device="cpu"):

@@ -152,6 +152,11 @@ class CrossEntropy(Function):
         return dx, None
 
 
+def _rows(a):
+    """a as a 2-D (rows, last axis) view: the layout the blocked kernels work on."""
+    return a.reshape(-1, a.shape[-1]) if a.ndim else a.reshape(1, 1)
+
+
 @register("layer_norm")
 class LayerNorm(Function):
     """Normalise over the last `n_axes` axes, then scale and shift.
@@ -164,41 +169,76 @@ class LayerNorm(Function):
     dw = sum of dy * n over the leading axes,  db = sum of dy over the leading axes.
 
     Saves n rather than x and mean (the same memory, and backward needs n itself), plus
-    rstd and w.
+    rstd and w. Works row block by row block (backend.for_blocks) so the passes of one
+    block stay in cache.
     """
 
     @staticmethod
     def forward(ctx, x, *params, n_axes, eps, has_weight, has_bias):
         xp = backend.array_module(x)
-        weight = params[0] if has_weight else None
-        bias = params[-1] if has_bias else None
-        axes = tuple(range(x.ndim - n_axes, x.ndim))
-        mean = x.mean(axis=axes, keepdims=True)
-        n = x - mean
-        var = (n * n).mean(axis=axes, keepdims=True)
-        rstd = 1.0 / xp.sqrt(var + eps)
-        n *= rstd
-        y = n * weight if weight is not None else n.copy()
-        if bias is not None:
-            y += bias
-        ctx.save(n, rstd, weight)
-        ctx.axes, ctx.has_weight, ctx.has_bias = axes, has_weight, has_bias
-        return y
+        weight = params[0].reshape(-1) if has_weight else None
+        bias = params[-1].reshape(-1) if has_bias else None
+        d = 1
+        for size in x.shape[x.ndim - n_axes:]:
+            d *= size
+        x2 = x.reshape(-1, d)                                   # (N, D)
+        n2 = xp.empty_like(x2)
+        y2 = xp.empty_like(x2)
+        rstd = xp.empty((x2.shape[0], 1), dtype=x.dtype)
+
+        def block(rows):
+            xb, nb = x2[rows], n2[rows]
+            xp.subtract(xb, xb.mean(axis=1, keepdims=True), out=nb)
+            var = xp.square(nb).mean(axis=1, keepdims=True)
+            var += eps
+            r = rstd[rows]
+            xp.sqrt(var, out=r)
+            xp.reciprocal(r, out=r)
+            nb *= r
+            yb = y2[rows]
+            if weight is not None:
+                xp.multiply(nb, weight, out=yb)
+            else:
+                yb[...] = nb
+            if bias is not None:
+                yb += bias
+
+        backend.for_blocks(block, x2)
+        ctx.save(n2, rstd, weight)
+        ctx.shape, ctx.has_weight, ctx.has_bias = x.shape, has_weight, has_bias
+        ctx.param_shape = x.shape[x.ndim - n_axes:]
+        return y2.reshape(x.shape)
 
     @staticmethod
     def backward(ctx, dy):
-        n, rstd, weight = ctx.saved
-        axes = ctx.axes
-        lead = tuple(range(dy.ndim - len(axes)))
-        dn = dy * weight if weight is not None else dy
-        dx = dn - dn.mean(axis=axes, keepdims=True)
-        dx -= n * (dn * n).mean(axis=axes, keepdims=True)
-        dx *= rstd
-        grads = [dx]
+        n2, rstd, weight = ctx.saved
+        xp = backend.array_module(dy)
+        dy2 = dy.reshape(n2.shape)
+        dx2 = xp.empty_like(n2)
+        need_w = ctx.has_weight and ctx.needs_grad[1]
+        need_b = ctx.has_bias and ctx.needs_grad[-1]
+
+        def block(rows):
+            nb, dyb, dxb = n2[rows], dy2[rows], dx2[rows]
+            dn = dyb * weight if weight is not None else dyb
+            mean_dn = dn.mean(axis=1, keepdims=True)
+            xp.multiply(dn, nb, out=dxb)
+            mean_dnn = dxb.mean(axis=1, keepdims=True)
+            # dx = rstd * (dn - mean(dn) - n * mean(dn * n))
+            xp.multiply(nb, mean_dnn, out=dxb)
+            xp.subtract(dn, dxb, out=dxb)
+            dxb -= mean_dn
+            dxb *= rstd[rows]
+            dw = (dyb * nb).sum(axis=0) if need_w else None
+            db = dyb.sum(axis=0) if need_b else None
+            return dw, db
+
+        partials = backend.for_blocks(block, n2)
+        grads = [dx2.reshape(ctx.shape)]
         if ctx.has_weight:
-            grads.append((dy * n).sum(axis=lead) if ctx.needs_grad[1] else None)
+            grads.append(sum(p[0] for p in partials).reshape(ctx.param_shape) if need_w else None)
         if ctx.has_bias:
-            grads.append(dy.sum(axis=lead) if ctx.needs_grad[-1] else None)
+            grads.append(sum(p[1] for p in partials).reshape(ctx.param_shape) if need_b else None)
         return tuple(grads)
 
 
@@ -206,6 +246,64 @@ GELU_APPROXIMATIONS = ("none", "tanh")
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_A = 0.044715
+
+
+def _gelu_tanh(xp, x, y):
+    """y = 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3), with no temporaries."""
+    c = _SQRT_2_OVER_PI
+    xp.multiply(x, x, out=y)
+    y *= _A * c
+    y += c
+    y *= x                                                      # u
+    xp.tanh(y, out=y)
+    y += 1
+    y *= x
+    y *= 0.5
+
+
+def _gelu_tanh_grad(xp, x, dy, dx):
+    """dx = dy * (0.5 (1 + t) + w (1 - t^2)),  t = tanh(u),
+    w = 0.5 x sqrt(2/pi) (1 + 3 * 0.044715 x^2)."""
+    c = _SQRT_2_OVER_PI
+    w = x * x
+    t = w * (_A * c)
+    t += c
+    t *= x
+    xp.tanh(t, out=t)                                           # t
+    w *= 1.5 * _A * c
+    w += 0.5 * c
+    w *= x                                                      # w
+    xp.multiply(t, t, out=dx)
+    xp.subtract(1, dx, out=dx)                                  # 1 - t^2
+    dx *= w
+    t *= 0.5
+    t += 0.5
+    dx += t
+    dx *= dy
+
+
+def _gelu_exact(xp, x, y):
+    """y = 0.5 x (1 + erf(x / sqrt 2))."""
+    y[...] = backend.erf(x * _INV_SQRT_2)
+    y += 1
+    y *= x
+    y *= 0.5
+
+
+def _gelu_exact_grad(xp, x, dy, dx):
+    """dx = dy * (Phi(x) + x phi(x)),  Phi(x) = 0.5 (1 + erf(x / sqrt 2)),
+    phi(x) = exp(-x^2 / 2) / sqrt(2 pi)."""
+    dx[...] = backend.erf(x * _INV_SQRT_2)
+    dx += 1
+    dx *= 0.5
+    g = x * x
+    g *= -0.5
+    xp.exp(g, out=g)
+    g *= x
+    g *= _INV_SQRT_2PI
+    dx += g
+    dx *= dy
 
 
 @register("gelu")
@@ -218,7 +316,8 @@ class Gelu(Function):
         y = 0.5 x (1 + t),  dx = dy * (0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)).
 
     Saves x only: backward recomputes t (or Phi), one transcendental, to save a full
-    activation's memory.
+    activation's memory. Both directions run block by block (backend.for_blocks) with
+    in-place ufuncs, so the intermediates stay in cache.
     """
 
     @staticmethod
@@ -226,42 +325,21 @@ class Gelu(Function):
         xp = backend.array_module(x)
         ctx.save(x)
         ctx.approximate = approximate
-        if approximate == "tanh":
-            t = x * x
-            t *= 0.044715
-            t += 1
-            t *= x
-            t *= _SQRT_2_OVER_PI
-            xp.tanh(t, out=t)
-            t += 1
-            t *= x
-            t *= 0.5
-            return t
-        phi = backend.erf(x * _INV_SQRT_2)
-        phi += 1
-        phi *= x
-        phi *= 0.5
-        return phi
+        kernel = _gelu_tanh if approximate == "tanh" else _gelu_exact
+        y = xp.empty_like(x)
+        x2, y2 = _rows(x), _rows(y)
+        backend.for_blocks(lambda rows: kernel(xp, x2[rows], y2[rows]), x2)
+        return y
 
     @staticmethod
     def backward(ctx, dy):
         (x,) = ctx.saved
         xp = backend.array_module(x)
-        x2 = x * x
-        if ctx.approximate == "tanh":
-            t = xp.tanh(_SQRT_2_OVER_PI * x * (1 + 0.044715 * x2))
-            # 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)
-            d = (1 - t * t) * x * (_SQRT_2_OVER_PI * 0.5) * (1 + (3 * 0.044715) * x2)
-            t += 1
-            t *= 0.5
-            d += t
-        else:
-            d = backend.erf(x * _INV_SQRT_2)
-            d += 1
-            d *= 0.5
-            d += x * xp.exp(-0.5 * x2) * _INV_SQRT_2PI
-        d *= dy
-        return (d,)
+        kernel = _gelu_tanh_grad if ctx.approximate == "tanh" else _gelu_exact_grad
+        dx = xp.empty_like(x)
+        x2, dy2, dx2 = _rows(x), _rows(dy), _rows(dx)
+        backend.for_blocks(lambda rows: kernel(xp, x2[rows], dy2[rows], dx2[rows]), x2)
+        return (dx,)
 
 
 @register("embedding")
@@ -270,6 +348,8 @@ class Embedding(Function):
 
     dweight = zeros (V, C), then dweight[idx] += dy: a scatter-add, so an index that
     appears several times receives the sum of its rows' gradients. idx gets no gradient.
+    Small vocabularies compute the same sum as onehot(idx)^T @ dy (measured: 5x faster
+    than np.add.at for V=65, N=16384 on the CPU); large ones scatter-add.
     """
 
     @staticmethod
@@ -283,9 +363,20 @@ class Embedding(Function):
         (idx,) = ctx.saved
         xp = backend.array_module(dy)
         v, c = ctx.shape
+        rows, dy2 = idx.reshape(-1), dy.reshape(-1, c)
+        if backend.device_of(dy) == "cpu" and v * len(rows) <= ONE_HOT_LIMIT:
+            # Small vocabulary: the same sum as one (V, N) @ (N, C) product with the one-hot
+            # matrix of idx, which BLAS runs several times faster than np.add.at's loop.
+            one_hot = xp.zeros((v, len(rows)), dtype=dy.dtype)
+            one_hot[rows, xp.arange(len(rows))] = 1
+            return None, one_hot @ dy2
         dw = xp.zeros((v, c), dtype=dy.dtype)
-        backend.scatter_add(dw, idx.reshape(-1), dy.reshape(-1, c))
+        backend.scatter_add(dw, rows, dy2)
         return None, dw
+
+
+# Largest one-hot matrix (V x N elements) the embedding backward builds on the CPU.
+ONE_HOT_LIMIT = 1 << 24
 
 
 @register("dropout")

@@ -1,0 +1,119 @@
+"""`python -m tinygpt.bench train` at a tiny config: it runs, prints its table and writes JSON
+of the documented shape with positive numbers (no timing is asserted), re-runs itself with
+the BLAS thread variables set, and counts FLOPs by the formula it prints."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tinygpt.bench import train
+from tinygpt.model import GPT
+
+TINY = dict(n_layer=1, n_head=2, n_embd=16, block_size=8, batch_size=2, vocab_size=11,
+            bias=True)
+CONFIG_KEYS = {"tinygpt_ms", "tinygpt_ms_spread", "torch_ms", "ratio", "gflops",
+               "ceiling_gflops", "tinygpt_peak_rss_mb", "torch_peak_rss_mb", "optimizer_share",
+               "tokens_per_s"}
+
+
+@pytest.fixture
+def one_thread(monkeypatch):
+    """The environment the benchmark's re-run would have, so main() measures in-process."""
+    for name in train.THREAD_VARS:
+        monkeypatch.setenv(name, "1")
+    return ["--threads", "1"]
+
+
+def tiny_args(tmp_path, *extra):
+    return ["--custom", json.dumps(TINY), "--iters", "2", "--warmup", "1", "--ceiling-size",
+            "64", "--json", str(tmp_path / "out.json"), *extra]
+
+
+def test_writes_the_documented_json_with_positive_numbers(tmp_path, one_thread, capsys):
+    status = train.main(tiny_args(tmp_path, "--no-torch", "--rss-steps", "1", "--profile",
+                                  *one_thread))
+    assert status == 0
+    out = capsys.readouterr().out
+    data = json.loads((tmp_path / "out.json").read_text())
+    assert data["threads"] == 1 and data["ceiling_gflops"] > 0
+    assert set(data["configs"]) == {"custom"} and "generate" not in data
+    row = data["configs"]["custom"]
+    assert CONFIG_KEYS <= set(row)
+    for key in ("tinygpt_ms", "gflops", "ceiling_gflops", "tinygpt_peak_rss_mb",
+                "optimizer_share", "tokens_per_s"):
+        assert row[key] > 0, key
+    low, high = row["tinygpt_ms_spread"]
+    assert 0 < low <= row["tinygpt_ms"] <= high
+    assert row["optimizer_share"] < 1
+    assert row["torch_ms"] is None and row["ratio"] is None and row["torch_peak_rss_mb"] is None
+    assert row["flops_per_step"] == train.flops_per_step(TINY)
+    # The profile covers forward and backward, and the table names the config.
+    directions = {direction for _, direction, _, _ in row["profile"]}
+    assert directions == {"forward", "backward"}
+    assert "linear" in out and "backward" in out
+    assert "custom" in out.split("Results")[-1] and train.FLOP_FORMULA in out
+
+
+def test_generate_reports_both_rates(tmp_path, one_thread):
+    status = train.main(tiny_args(tmp_path, "--no-torch", "--no-rss", "--generate",
+                                  "--gen-preset", "gpt-nano", "--gen-tokens", "3", *one_thread))
+    assert status == 0
+    g = json.loads((tmp_path / "out.json").read_text())["generate"]
+    assert g["preset"] == "gpt-nano" and g["new_tokens"] == 3 and g["prompt_tokens"] == 8
+    assert g["kv_cache_tokens_per_s"] > 0 and g["no_cache_tokens_per_s"] > 0
+    assert g["speedup"] > 0
+    # Greedy decoding of one model: the cached and the recomputing loop agree.
+    assert g["same_tokens"] is True
+
+
+def test_runs_again_with_the_thread_variables_set(monkeypatch):
+    for name in train.THREAD_VARS + (train.CHILD_MARK,):
+        monkeypatch.delenv(name, raising=False)
+    calls = []
+
+    class Done:
+        returncode = 7
+
+    def fake_run(cmd, env=None, **kwargs):
+        calls.append((cmd, env))
+        return Done()
+
+    monkeypatch.setattr(train.subprocess, "run", fake_run)
+    argv = ["--configs", "small", "--threads", "3", "--no-torch"]
+    assert train.main(argv) == 7                       # the re-run's exit status
+    (cmd, env), = calls
+    assert cmd[-len(argv):] == argv and cmd[1:4] == ["-m", "tinygpt.bench", "train"]
+    assert all(env[name] == "3" for name in train.THREAD_VARS)
+
+
+def test_flops_follow_the_stated_formula():
+    # N from a real model: every parameter once, except the position embedding.
+    model = GPT(train.gpt_config(TINY, 0.0))
+    n = sum(p.numel() for name, p in model.named_parameters()
+            if name != "transformer.wpe.weight")
+    B, T, C, L = TINY["batch_size"], TINY["block_size"], TINY["n_embd"], TINY["n_layer"]
+    assert train.flops_per_step(TINY) == B * T * (6 * n + 12 * L * T * C)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--configs", "huge"], "unknown config"),
+    (["--custom", "{\"n_layer\": 1}"], "--custom"),
+    (["--iters", "0"], "--iters"),
+    (["--dropout", "1.5"], "--dropout"),
+])
+def test_bad_arguments_are_named(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        train.main(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_torch_model_does_the_same_work(tmp_path, one_thread):
+    # The PyTorch twin starts from tinygpt's weights: the first losses must agree.
+    pytest.importorskip("torch")
+    status = train.main(tiny_args(tmp_path, "--no-rss", *one_thread))
+    assert status == 0
+    row = json.loads((tmp_path / "out.json").read_text())["configs"]["custom"]
+    assert row["torch_ms"] > 0 and row["ratio"] > 0 and row["torch_gflops"] > 0
+    np.testing.assert_allclose(row["first_loss"]["tinygpt"], row["first_loss"]["torch"],
+                               rtol=1e-5)

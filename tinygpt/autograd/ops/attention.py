@@ -1,0 +1,127 @@
+"""Causal multi-head self-attention straight from the fused qkv projection (floor 2).
+
+`scaled_dot_product_attention` (ops/nn.py) takes q, k, v as (B, H, T, hs) tensors; a GPT
+gets them from one (B, T, 3C) projection and wants the result back as (B, T, C). Doing
+that with primitives costs a split (three zero-filled gradients in backward), two
+permutes and a transpose copy. This op reads q, k and v as strided views of qkv and
+writes its output straight into (B, T, C), so the only T x T array that lives on is P.
+
+It also works in blocks of a few sequences at a time: the (g, H, T, T) scores of a block
+stay in cache through the scale, mask, softmax and dropout passes, where a whole-batch
+computation would stream a (B, H, T, T) array through memory once per pass.
+"""
+
+from .. import backend
+from ..function import Function, register
+from .nn import _random_dtype, causal_mask
+
+# Bytes of (g, H, T, T) scores per block: about the size of a core's L2 cache.
+BLOCK_BYTES = 1 << 20
+
+
+def _views(x, n_head):
+    """q, k, v as (B, H, T, hs) strided views of x (B, T, 3C)."""
+    B, T, C3 = x.shape
+    hs = C3 // (3 * n_head)
+    x5 = x.reshape(B, T, 3, n_head, hs)
+    return tuple(x5[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
+
+
+def _blocks(xp, B, H, T, itemsize):
+    """Slices of the batch axis, each holding about BLOCK_BYTES of scores (all of it
+    at once on a GPU, where one large kernel beats many small ones)."""
+    if xp.__name__ != "numpy":
+        return [slice(0, B)]
+    g = max(1, BLOCK_BYTES // max(1, H * T * T * itemsize))
+    return [slice(b, min(b + g, B)) for b in range(0, B, g)]
+
+
+@register("self_attention")
+class SelfAttention(Function):
+    """Causal self-attention of the (B, T, 3C) output of a fused qkv projection.
+
+    q, k, v = qkv split in three along the last axis, each viewed as (B, H, T, hs);
+    S = q k^T * scale with keys after the query blocked, P = softmax(S) over keys,
+    A = P * D (D: dropout mask scaled by 1/(1-p), or 1), y = A v, returned as (B, T, C)
+    with the heads side by side. The same function as
+    `scaled_dot_product_attention(q, k, v, is_causal=True)` followed by
+    `.transpose(1, 2).reshape(B, T, C)`.
+
+    Backward, per block, with dy viewed as (B, H, T, hs):
+        dv = A^T dy,  dA = dy v^T,  dP = dA * D,
+        dS = P * (dP - sum(dP * P, over keys)) * scale,
+        dq = dS k,  dk = dS^T q,  written into the matching thirds of dqkv.
+    Saves qkv, P (B, H, T, T) and the dropout mask.
+    """
+
+    @staticmethod
+    def forward(ctx, qkv, n_head, dropout_p, scale):
+        xp = backend.array_module(qkv)
+        B, T, C3 = qkv.shape
+        if C3 % (3 * n_head):
+            raise ValueError(
+                f"self_attention: the last dimension of qkv ({C3}) must be 3 * n_embd with "
+                f"n_embd divisible by n_head ({n_head})")
+        C = C3 // 3
+        q, k, v = _views(qkv, n_head)
+        y = xp.empty((B, T, C), dtype=qkv.dtype)
+        y4 = y.reshape(B, T, n_head, C // n_head).transpose(0, 2, 1, 3)   # (B, H, T, hs)
+        p_all = xp.empty((B, n_head, T, T), dtype=qkv.dtype)
+        keep_all = xp.empty((B, n_head, T, T), dtype=bool) if dropout_p > 0 else None
+        blocked = causal_mask(xp, T, T)
+        minus_inf = xp.asarray(-xp.inf, dtype=qkv.dtype)
+        drop_scale = qkv.dtype.type(1.0 / (1.0 - dropout_p))
+        gen = backend.generator(backend.device_of(qkv)) if dropout_p > 0 else None
+        for sl in _blocks(xp, B, n_head, T, qkv.dtype.itemsize):
+            p = p_all[sl]
+            xp.matmul(q[sl], k[sl].swapaxes(-1, -2), out=p)           # S, (g, H, T, T)
+            p *= scale
+            xp.copyto(p, minus_inf, where=blocked)
+            # Row max is finite: every query sees at least itself.
+            p -= p.max(axis=-1, keepdims=True)
+            xp.exp(p, out=p)
+            p /= p.sum(axis=-1, keepdims=True)                         # P
+            if gen is not None:
+                keep = keep_all[sl]
+                xp.greater_equal(gen.random(p.shape, dtype=_random_dtype(p.dtype)),
+                                 dropout_p, out=keep)
+                a = p * keep
+                a *= drop_scale
+            else:
+                a = p
+            xp.matmul(a, v[sl], out=y4[sl])
+        ctx.save(qkv, p_all, keep_all)
+        ctx.n_head, ctx.scale, ctx.drop_scale = n_head, scale, drop_scale
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        qkv, p_all, keep_all = ctx.saved
+        xp = backend.array_module(dy)
+        B, T, C = dy.shape
+        H = ctx.n_head
+        q, k, v = _views(qkv, H)
+        dqkv = xp.empty_like(qkv)
+        dq, dk, dv = _views(dqkv, H)
+        dy4 = dy.reshape(B, T, H, C // H).transpose(0, 2, 1, 3)           # (B, H, T, hs)
+        scale = dy.dtype.type(ctx.scale)
+        for sl in _blocks(xp, B, H, T, dy.dtype.itemsize):
+            p = p_all[sl]
+            if keep_all is not None:
+                a = p * keep_all[sl]
+                a *= ctx.drop_scale
+            else:
+                a = p
+            xp.matmul(a.swapaxes(-1, -2), dy4[sl], out=dv[sl])
+            dp = xp.matmul(dy4[sl], v[sl].swapaxes(-1, -2))             # dA, (g, H, T, T)
+            if keep_all is not None:
+                dp *= keep_all[sl]
+                dp *= ctx.drop_scale
+            # dS = P * (dP - sum(dP * P)) * scale
+            row = (dp * p).sum(axis=-1, keepdims=True)
+            dp -= row
+            dp *= p
+            dp *= scale
+            xp.matmul(dp, k[sl], out=dq[sl])
+            xp.matmul(dp.swapaxes(-1, -2), q[sl], out=dk[sl])
+        return (dqkv,)

@@ -1,0 +1,644 @@
+"""Training-step benchmark: a full GPT training step, tinygpt beside PyTorch eager
+(`python -m tinygpt.bench train`).
+
+One step = forward, cross-entropy loss, backward, `clip_grad_norm_(1.0)`, AdamW step
+(lr 1e-3, betas (0.9, 0.99), weight decay 0.1 on the matrices only, as nanoGPT's groups),
+`zero_grad`. Configs (float32, vocabulary 65 as Shakespeare's characters):
+
+    small  nanoGPT's CPU recipe:               4 layers, 4 heads, C 128, T 64,  B 12
+    baby   nanoGPT's shakespeare_char config:  6 layers, 6 heads, C 384, T 256, B 64
+
+nanoGPT trains them with dropout 0.2; the benchmark uses `--dropout` (0.0 by default) for
+both frameworks alike. Token batches come from one seeded generator and each batch is fed
+to both frameworks, whose steps alternate (tinygpt, PyTorch, tinygpt, ...) so that both see
+the same machine load. PyTorch starts from tinygpt's initial weights, so both do the same
+arithmetic on the same numbers (the first losses are printed side by side).
+
+Reported per config: median ms/step after warm-up with its [min, max], tokens/s, achieved
+GFLOP/s (formula below) against a float32 matmul ceiling measured in the same run through
+the same BLAS, the optimizer step's median and share of the step, and the peak resident
+memory of each framework measured in its own subprocess (one process holding both would mix
+them). The FLOP count per step, for B sequences of T tokens:
+
+    FLOPs = B * T * (6 * N  +  12 * L * T * C)
+
+  6 * N       the parameter matmuls: 2 FLOPs per multiply-add forward, 4 backward (input
+              and weight gradients). N = count_params(non_embedding=True): every block's
+              weights and biases, ln_f, and the lm_head's V * C (tied to wte, counted once,
+              as a matmul); the wte/wpe lookups do no arithmetic and are not counted.
+  12 * L*T*C  attention: per token and layer, q k^T and att @ v each take 2 * T * C FLOPs
+              forward (all T keys, the full non-causal count, summed over the heads), so
+              4 * T * C forward and 3x that for forward + backward.
+
+This is nanoGPT's `estimate_mfu` count (PaLM, appendix B).
+
+BLAS threads are fixed when NumPy loads: the benchmark runs itself again in a subprocess with
+OPENBLAS_NUM_THREADS, OMP_NUM_THREADS and MKL_NUM_THREADS set to the chosen count unless they
+already hold it, and gives PyTorch the same count.
+Imports: numpy, tinygpt, the ops benchmark's helpers; torch lazily and optionally. Never
+imported by the package.
+"""
+
+import argparse
+import functools
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import tinygpt as tg
+from tinygpt.autograd import backend
+from tinygpt.autograd.trace import trace
+from tinygpt.model import GPT, GPTConfig
+from tinygpt.model.config import PRESETS
+from tinygpt.model.gpt import count_params
+from tinygpt.optim import AdamW, clip_grad_norm_, configure_param_groups
+
+from .ops import _import_torch, _threads
+
+# Shapes: B batch, T sequence (block size), C channels, L layers, V vocabulary.
+CONFIGS = {
+    "small": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, vocab_size=65,
+                  bias=True),
+    "baby": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=64, vocab_size=65,
+                 bias=True),
+}
+SPEC_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "vocab_size", "bias")
+
+LR, BETAS, WEIGHT_DECAY, MAX_NORM = 1e-3, (0.9, 0.99), 0.1, 1.0
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+CHILD_MARK = "TINYGPT_BENCH_TRAIN_CHILD"   # set in the processes this benchmark starts
+FLOP_FORMULA = ("FLOPs/step = B*T * (6*N + 12*L*T*C); N = non-embedding parameters "
+                "(blocks, ln_f, the tied lm_head's V*C; not wpe), 12*L*T*C = attention's "
+                "q@k^T and att@v at 2*T*C each per token forward (full, non-causal), x3 for "
+                "forward+backward")
+
+
+def flops_per_step(spec):
+    """FLOPs of one training step of `spec` (see the module docstring)."""
+    B, T, C, L = spec["batch_size"], spec["block_size"], spec["n_embd"], spec["n_layer"]
+    N = count_params(gpt_config(spec, 0.0), non_embedding=True)
+    return B * T * (6 * N + 12 * L * T * C)
+
+
+def gpt_config(spec, dropout):
+    return GPTConfig(block_size=spec["block_size"], vocab_size=spec["vocab_size"],
+                     n_layer=spec["n_layer"], n_head=spec["n_head"], n_embd=spec["n_embd"],
+                     dropout=dropout, bias=spec["bias"], gelu_approximate="tanh")
+
+
+# --- one framework's training step ----------------------------------------------------------
+class TinygptRunner:
+    """A tinygpt GPT and its AdamW; `step(idx, targets)` runs one timed training step."""
+
+    name = "tinygpt"
+
+    def __init__(self, spec, dropout, device, seed):
+        tg.manual_seed(seed)
+        self.device = device
+        self.model = GPT(gpt_config(spec, dropout)).to(device)
+        self.model.train()
+        self.params = list(self.model.parameters())
+        self.opt = AdamW(configure_param_groups(self.model.named_parameters(), WEIGHT_DECAY),
+                         lr=LR, betas=BETAS)
+
+    def batch(self, tokens):
+        """(idx, targets) on the device from a (B, T + 1) NumPy array of token ids."""
+        idx = tg.tensor(np.ascontiguousarray(tokens[:, :-1]), device=self.device)
+        targets = tg.tensor(np.ascontiguousarray(tokens[:, 1:]), device=self.device)
+        return idx, targets
+
+    def sync(self):
+        backend.synchronize(self.device)
+
+    def step(self, idx, targets):
+        """(step seconds, optimizer-step seconds, loss tensor)."""
+        self.sync()
+        start = time.perf_counter()
+        _, loss = self.model(idx, targets)
+        loss.backward()
+        clip_grad_norm_(self.params, MAX_NORM)
+        self.sync()
+        opt_start = time.perf_counter()
+        self.opt.step()
+        self.sync()
+        opt_end = time.perf_counter()
+        self.opt.zero_grad()
+        self.sync()
+        return time.perf_counter() - start, opt_end - opt_start, loss
+
+    def state_dict(self):
+        return {k: v.numpy() for k, v in self.model.state_dict().items()}
+
+
+class TorchRunner:
+    """The same step in PyTorch eager: `torch_gpt_class()`, torch.optim.AdamW (for-loop,
+    fused=False) with the same groups, torch.nn.utils.clip_grad_norm_."""
+
+    name = "torch"
+
+    def __init__(self, torch, spec, dropout, device, seed, weights=None):
+        self.torch = torch
+        self.device = "cuda" if device == "cuda" else "cpu"
+        torch.manual_seed(seed)
+        model = torch_gpt_class()(gpt_config(spec, dropout))
+        if weights is not None:                        # start from tinygpt's initial weights
+            model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in weights.items()})
+        self.model = model.to(self.device)
+        self.model.train()
+        self.params = list(self.model.parameters())
+        named = list(self.model.named_parameters())    # the tied weight is listed once
+        groups = [{"params": [p for _, p in named if p.dim() >= 2], "weight_decay": WEIGHT_DECAY},
+                  {"params": [p for _, p in named if p.dim() < 2], "weight_decay": 0.0}]
+        self.opt = torch.optim.AdamW(groups, lr=LR, betas=BETAS, fused=False)
+
+    def batch(self, tokens):
+        torch = self.torch
+        idx = torch.from_numpy(np.ascontiguousarray(tokens[:, :-1])).to(self.device)
+        targets = torch.from_numpy(np.ascontiguousarray(tokens[:, 1:])).to(self.device)
+        return idx, targets
+
+    def sync(self):
+        if self.device == "cuda":
+            self.torch.cuda.synchronize()
+
+    def step(self, idx, targets):
+        self.sync()
+        start = time.perf_counter()
+        _, loss = self.model(idx, targets)
+        loss.backward()
+        self.torch.nn.utils.clip_grad_norm_(self.params, MAX_NORM)
+        self.sync()
+        opt_start = time.perf_counter()
+        self.opt.step()
+        self.sync()
+        opt_end = time.perf_counter()
+        self.opt.zero_grad(set_to_none=True)
+        self.sync()
+        return time.perf_counter() - start, opt_end - opt_start, loss
+
+
+@functools.lru_cache(maxsize=None)
+def torch_gpt_class():
+    """nanoGPT's model in PyTorch eager (built on first use: torch is optional). Same module
+    and parameter names as tinygpt's GPT, pre-LayerNorm blocks, fused c_attn, causal
+    `scaled_dot_product_attention`, tanh GELU, 4x MLP, tied lm_head, GPT-2's init."""
+    import torch
+    from torch import nn
+    from torch.nn import functional as TF
+
+    class CausalSelfAttention(nn.Module):
+        def __init__(self, config):
+            super().__init__()
+            C = config.n_embd
+            self.c_attn = nn.Linear(C, 3 * C, bias=config.bias)
+            self.c_proj = nn.Linear(C, C, bias=config.bias)
+            self.resid_dropout = nn.Dropout(config.dropout)
+            self.n_head, self.dropout = config.n_head, config.dropout
+
+        def forward(self, x):
+            B, T, C = x.size()
+            q, k, v = self.c_attn(x).split(C, dim=2)
+            q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+                       for t in (q, k, v))                                  # (B, H, T, hs)
+            y = TF.scaled_dot_product_attention(
+                q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
+            y = y.transpose(1, 2).contiguous().view(B, T, C)
+            return self.resid_dropout(self.c_proj(y))
+
+    class MLP(nn.Module):
+        def __init__(self, config):
+            super().__init__()
+            self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+            self.gelu = nn.GELU(approximate="tanh")
+            self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+            self.dropout = nn.Dropout(config.dropout)
+
+        def forward(self, x):
+            return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+    class Block(nn.Module):
+        def __init__(self, config):
+            super().__init__()
+            self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+            self.attn = CausalSelfAttention(config)
+            self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+            self.mlp = MLP(config)
+
+        def forward(self, x):
+            x = x + self.attn(self.ln_1(x))
+            return x + self.mlp(self.ln_2(x))
+
+    class TorchGPT(nn.Module):
+        def __init__(self, config):
+            super().__init__()
+            C = config.n_embd
+            self.transformer = nn.ModuleDict(dict(
+                wte=nn.Embedding(config.vocab_size, C), wpe=nn.Embedding(config.block_size, C),
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+                ln_f=nn.LayerNorm(C, bias=config.bias)))
+            self.lm_head = nn.Linear(C, config.vocab_size, bias=False)
+            self.transformer.wte.weight = self.lm_head.weight
+            self.apply(self._init_weights)
+            for name, p in self.named_parameters():
+                if name.endswith("c_proj.weight"):
+                    nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * config.n_layer))
+
+        @staticmethod
+        def _init_weights(module):
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, 0.0, 0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+        def forward(self, idx, targets):
+            T = idx.size(1)
+            pos = torch.arange(T, device=idx.device)
+            x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+            for block in self.transformer.h:
+                x = block(x)
+            logits = self.lm_head(self.transformer.ln_f(x))
+            loss = TF.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1),
+                                    ignore_index=-1)
+            return logits, loss
+
+    return TorchGPT
+
+
+# --- measurements -------------------------------------------------------------------------------
+def matmul_ceiling(device, n, repeat=7):
+    """Median GFLOP/s of an (n, n) @ (n, n) float32 matmul (2 n^3 FLOPs) on the device's
+    array module: NumPy's BLAS at the process's thread count, or CuPy's cuBLAS."""
+    xp = backend.get_array_module(device)
+    rng = np.random.default_rng(0)
+    a, b = (backend.to_device(rng.standard_normal((n, n), dtype=np.float32), device)
+            for _ in range(2))
+    out = xp.empty((n, n), dtype=np.float32)
+    xp.matmul(a, b, out=out)                               # warm-up: threads, caches
+    seconds = []
+    for _ in range(repeat):
+        backend.synchronize(device)
+        start = time.perf_counter()
+        xp.matmul(a, b, out=out)
+        backend.synchronize(device)
+        seconds.append(time.perf_counter() - start)
+    return 2 * n ** 3 / statistics.median(seconds) / 1e9
+
+
+def time_config(spec, runners, warmup, iters, seed):
+    """Alternate the runners' steps on the same batches; per runner the lists of step and
+    optimizer seconds after warm-up, and the loss of the first step."""
+    rng = np.random.default_rng(seed)
+    B, T, V = spec["batch_size"], spec["block_size"], spec["vocab_size"]
+    steps = {r.name: [] for r in runners}
+    opts = {r.name: [] for r in runners}
+    first_loss = {}
+    for i in range(warmup + iters):
+        tokens = rng.integers(0, V, size=(B, T + 1))
+        for runner in runners:
+            idx, targets = runner.batch(tokens)
+            step_s, opt_s, loss = runner.step(idx, targets)
+            if i == 0:
+                first_loss[runner.name] = float(loss.item())
+            if i >= warmup:
+                steps[runner.name].append(step_s)
+                opts[runner.name].append(opt_s)
+            del loss
+    return steps, opts, first_loss
+
+
+def profile_step(runner, spec, seed):
+    """One traced tinygpt step (after the timed ones): the op table, forward and backward."""
+    rng = np.random.default_rng(seed + 1)
+    tokens = rng.integers(0, spec["vocab_size"], size=(spec["batch_size"], spec["block_size"] + 1))
+    idx, targets = runner.batch(tokens)
+    with trace(synchronize=runner.device == "cuda") as t:
+        _, loss = runner.model(idx, targets)
+        loss.backward()
+    runner.opt.zero_grad()
+    return t
+
+
+def peak_rss_mb():
+    """This process's peak resident memory in MB.
+
+    Linux: VmHWM from /proc/self/status, the high-water mark of this process image's own
+    memory. Not ru_maxrss: at exec, Linux carries the parent's high-water mark into the
+    child's ru_maxrss (and subprocess uses vfork), so a small child started by a large
+    parent would report the parent's peak. Elsewhere ru_maxrss (KB, or bytes on macOS).
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2 ** 10          # kB
+    except OSError:
+        pass
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2 ** 20 if sys.platform == "darwin" else rss / 2 ** 10
+
+
+def rss_child(framework, spec, args, threads):
+    """Build one framework's model in a fresh process, run --rss-steps training steps and
+    return that process's peak RSS in MB (None when the process fails)."""
+    cmd = [sys.executable, "-m", "tinygpt.bench", "train", "--_rss-child", framework,
+           "--custom", json.dumps(spec), "--threads", str(threads), "--device", args.device,
+           "--dropout", str(args.dropout), "--seed", str(args.seed),
+           "--rss-steps", str(args.rss_steps)]
+    done = subprocess.run(cmd, env=child_env(threads), capture_output=True, text=True)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines or not lines[-1].startswith("peak_rss_mb "):
+        print(f"  peak RSS of {framework} not measured: the subprocess failed "
+              f"(exit {done.returncode}): {done.stderr.strip()[-500:]}", file=sys.stderr)
+        return None
+    return float(lines[-1].split()[1])
+
+
+def run_rss_child(args, spec, threads):
+    """The body of an RSS subprocess: prints `peak_rss_mb X` as its last line."""
+    if args._rss_child == "torch":
+        torch = _import_torch(threads)
+        runner = TorchRunner(torch, spec, args.dropout, args.device, args.seed)
+    else:
+        runner = TinygptRunner(spec, args.dropout, args.device, args.seed)
+    rng = np.random.default_rng(args.seed)
+    for _ in range(args.rss_steps):
+        tokens = rng.integers(0, spec["vocab_size"],
+                              size=(spec["batch_size"], spec["block_size"] + 1))
+        runner.step(*runner.batch(tokens))
+    print(f"peak_rss_mb {peak_rss_mb():.1f}")
+    return 0
+
+
+# --- generation ---------------------------------------------------------------------------------
+def bench_generate(device, preset, new_tokens, prompt_tokens=8, seed=0):
+    """Greedy generation tokens/s of a random-weight model of `preset`'s shape, with the KV
+    cache (`GPT.generate`) and without it (the whole context through `model(idx)` for each
+    new token, keeping only the last position's logits, as nanoGPT's loop)."""
+    config = GPTConfig.from_preset(preset)
+    tg.manual_seed(seed)
+    model = GPT(config).to(device)
+    model.eval()
+    prompt = np.random.default_rng(seed).integers(0, config.vocab_size, size=(1, prompt_tokens))
+    prompt_t = tg.tensor(prompt, device=device)
+    model.generate(prompt_t, 2, do_sample=False)           # warm-up
+
+    backend.synchronize(device)
+    start = time.perf_counter()
+    cached = model.generate(prompt_t, new_tokens, do_sample=False)
+    backend.synchronize(device)
+    cached_s = time.perf_counter() - start
+
+    xp = backend.get_array_module(device)
+    tokens = prompt_t.data
+    backend.synchronize(device)
+    start = time.perf_counter()
+    with tg.no_grad():
+        for _ in range(new_tokens):
+            logits, _ = model(tg.Tensor(tokens[:, -config.block_size:]), last_only=True)
+            next_id = xp.argmax(logits.data[:, -1], axis=-1)[:, None]      # (1, 1)
+            tokens = xp.concatenate([tokens, next_id.astype(tokens.dtype)], axis=1)
+    backend.synchronize(device)
+    recompute_s = time.perf_counter() - start
+
+    same = bool(np.array_equal(cached.numpy()[:, prompt_tokens:],
+                               backend.to_numpy(tokens)[:, prompt_tokens:]))
+    return dict(preset=preset, n_params=count_params(config), prompt_tokens=prompt_tokens,
+                new_tokens=new_tokens, kv_cache_tokens_per_s=new_tokens / cached_s,
+                no_cache_tokens_per_s=new_tokens / recompute_s,
+                speedup=recompute_s / cached_s, same_tokens=same)
+
+
+# --- the command --------------------------------------------------------------------------------
+def child_env(threads):
+    """This process's environment with the BLAS thread variables set to `threads`."""
+    env = dict(os.environ)
+    for name in THREAD_VARS:
+        env[name] = str(threads)
+    env[CHILD_MARK] = "1"
+    # The child must import this tinygpt, wherever the parent was started from.
+    root = str(Path(tg.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
+    return env
+
+
+def _ms(seconds):
+    return 1e3 * seconds
+
+
+def _summary(steps, opts, flops, tokens):
+    median = statistics.median(steps)
+    opt = statistics.median(opts)
+    return dict(ms=_ms(median), spread=[_ms(min(steps)), _ms(max(steps))],
+                gflops=flops / median / 1e9, tokens_per_s=tokens / median,
+                opt_ms=_ms(opt), opt_share=opt / median)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="python -m tinygpt.bench train",
+        description="Full GPT training steps per second (forward, loss, backward, clip, AdamW), "
+                    "tinygpt beside PyTorch eager when installed, float32.")
+    parser.add_argument("--configs", default="small,baby",
+                        help=f"comma-separated configs from {sorted(CONFIGS)} (default small,baby)")
+    parser.add_argument("--iters", type=int, default=10, help="timed steps per framework")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="BLAS and PyTorch threads (default: the BLAS thread variables if "
+                             "set, else the usable cores)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--dropout", type=float, default=0.0,
+                        help="dropout of both models (nanoGPT's recipes use 0.2; default 0.0)")
+    parser.add_argument("--seed", type=int, default=1337, help="weights and token batches")
+    parser.add_argument("--profile", action="store_true",
+                        help="print where one traced tinygpt step's op time goes")
+    parser.add_argument("--json", metavar="PATH", help="also write the results to PATH as JSON")
+    parser.add_argument("--no-torch", action="store_true", help="skip PyTorch")
+    parser.add_argument("--no-rss", action="store_true",
+                        help="skip the peak-RSS subprocesses")
+    parser.add_argument("--rss-steps", type=int, default=2,
+                        help="training steps run by each peak-RSS subprocess (default 2)")
+    parser.add_argument("--ceiling-size", type=int, default=None,
+                        help="n of the n x n matmul ceiling (default 2048 on CPU, 8192 on CUDA)")
+    parser.add_argument("--generate", action="store_true",
+                        help="also time generation with and without the KV cache")
+    parser.add_argument("--gen-tokens", "--gen_tokens", dest="gen_tokens", type=int, default=100,
+                        help="new tokens for --generate (default 100)")
+    parser.add_argument("--gen-preset", default="gpt2", choices=sorted(PRESETS),
+                        help="model shape for --generate (default gpt2: 124M parameters)")
+    # Hidden: a config given as JSON (tests use tiny ones), and the RSS subprocess's role.
+    parser.add_argument("--custom", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--_rss-child", dest="_rss_child", choices=["tinygpt", "torch"],
+                        default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.custom is not None:
+        try:
+            spec = json.loads(args.custom)
+        except json.JSONDecodeError as e:
+            parser.error(f"--custom: not valid JSON ({e}): {args.custom!r}")
+        if not isinstance(spec, dict) or set(spec) != set(SPEC_KEYS):
+            parser.error(f"--custom: expected a JSON object with keys {sorted(SPEC_KEYS)}, "
+                         f"got {args.custom!r}")
+        args.specs = {"custom": spec}
+    else:
+        names = [s.strip() for s in args.configs.split(",") if s.strip()]
+        unknown = [n for n in names if n not in CONFIGS]
+        if unknown or not names:
+            parser.error(f"--configs: unknown config(s) {unknown}; expected some of "
+                         f"{sorted(CONFIGS)}")
+        args.specs = {n: CONFIGS[n] for n in names}
+    for name, low in (("iters", 1), ("warmup", 0), ("rss_steps", 1), ("gen_tokens", 1)):
+        if getattr(args, name) < low:
+            parser.error(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(args, name)}")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+    if not 0.0 <= args.dropout < 1.0:
+        parser.error(f"--dropout must be in [0, 1), got {args.dropout}")
+    if args.device == "cuda" and not backend.cuda_available():
+        parser.error("--device cuda: CuPy or a GPU is not available")
+    return args
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    threads = args.threads or _threads()
+
+    # NumPy's BLAS read its thread count when NumPy loaded: if the variables do not hold the
+    # chosen count, run again in a process whose environment has it.
+    if any(os.environ.get(name) != str(threads) for name in THREAD_VARS) \
+            and not os.environ.get(CHILD_MARK):
+        return subprocess.run([sys.executable, "-m", "tinygpt.bench", "train", *argv],
+                              env=child_env(threads)).returncode
+    if args._rss_child:
+        return run_rss_child(args, next(iter(args.specs.values())), threads)
+
+    torch = None if args.no_torch else _import_torch(threads)
+    if torch is not None and args.device == "cuda" and not torch.cuda.is_available():
+        print("PyTorch: CUDA is not available to it; tinygpt alone")
+        torch = None
+    ceiling_n = args.ceiling_size or (2048 if args.device == "cpu" else 8192)
+    ceiling = matmul_ceiling(args.device, ceiling_n)
+
+    print(f"tinygpt training-step benchmark: float32, device {args.device}, {threads} threads "
+          f"({', '.join(f'{v}={os.environ.get(v)}' for v in THREAD_VARS)}), NumPy "
+          f"{np.__version__}")
+    if torch is not None:
+        print(f"PyTorch {torch.__version__} eager, {torch.get_num_threads()} threads, "
+              f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; steps alternate "
+              f"tinygpt, PyTorch, ... on the same batches")
+    else:
+        print("PyTorch: not measured" + (" (--no-torch)" if args.no_torch else " (not importable)"))
+    print(f"step = forward + loss + backward + clip_grad_norm_({MAX_NORM}) + AdamW(lr {LR}, "
+          f"betas {BETAS}, weight decay {WEIGHT_DECAY} on matrices) + zero_grad; dropout "
+          f"{args.dropout}; median of {args.iters} steps after {args.warmup} warm-up")
+    print(FLOP_FORMULA)
+    print(f"matmul ceiling: {ceiling:.1f} GFLOP/s ({ceiling_n}x{ceiling_n} float32 @, median of 7)")
+
+    results = {}
+    for name, spec in args.specs.items():
+        B, T = spec["batch_size"], spec["block_size"]
+        flops = flops_per_step(spec)
+        print(f"\n[{name}] L={spec['n_layer']} H={spec['n_head']} C={spec['n_embd']} T={T} "
+              f"B={B} V={spec['vocab_size']}: {count_params(gpt_config(spec, 0.0)):,} parameters, "
+              f"{flops / 1e9:.2f} GFLOP/step", flush=True)
+        runners = [TinygptRunner(spec, args.dropout, args.device, args.seed)]
+        if torch is not None:
+            runners.append(TorchRunner(torch, spec, args.dropout, args.device, args.seed,
+                                       weights=runners[0].state_dict()))
+        steps, opts, first_loss = time_config(spec, runners, args.warmup, args.iters, args.seed)
+        print("  first-step loss: " + ", ".join(f"{k} {v:.5f}" for k, v in first_loss.items()))
+        ours = _summary(steps["tinygpt"], opts["tinygpt"], flops, B * T)
+        theirs = _summary(steps["torch"], opts["torch"], flops, B * T) if torch else None
+        row = dict(tinygpt_ms=ours["ms"], tinygpt_ms_spread=ours["spread"],
+                   torch_ms=theirs and theirs["ms"], torch_ms_spread=theirs and theirs["spread"],
+                   ratio=ours["ms"] / theirs["ms"] if theirs else None,
+                   gflops=ours["gflops"], torch_gflops=theirs and theirs["gflops"],
+                   ceiling_gflops=ceiling, flops_per_step=flops,
+                   tokens_per_s=ours["tokens_per_s"],
+                   torch_tokens_per_s=theirs and theirs["tokens_per_s"],
+                   optimizer_ms=ours["opt_ms"], optimizer_share=ours["opt_share"],
+                   torch_optimizer_ms=theirs and theirs["opt_ms"],
+                   torch_optimizer_share=theirs and theirs["opt_share"],
+                   first_loss=first_loss, tinygpt_peak_rss_mb=None, torch_peak_rss_mb=None)
+        if args.profile:
+            t = profile_step(runners[0], spec, args.seed)
+            print(f"  profile of one traced tinygpt step (forward + backward ops; the "
+                  f"optimizer step: {ours['opt_ms']:.1f} ms, {100 * ours['opt_share']:.1f}% "
+                  f"of the step):")
+            print("    " + t.table(limit=40).replace("\n", "\n    "))
+            row["profile"] = [[op, d, calls, s] for (op, d), (calls, s) in t.summary().items()]
+        del runners
+        if not args.no_rss:
+            row["tinygpt_peak_rss_mb"] = rss_child("tinygpt", spec, args, threads)
+            if torch is not None:
+                row["torch_peak_rss_mb"] = rss_child("torch", spec, args, threads)
+        results[name] = row
+        print(f"  tinygpt {row['tinygpt_ms']:.1f} ms/step" + (
+            f", torch {row['torch_ms']:.1f} ms/step, ratio {row['ratio']:.2f}" if theirs else ""),
+            flush=True)
+
+    generate = None
+    if args.generate:
+        print(f"\n[generate] {args.gen_preset}-shaped model, random weights, greedy, prompt 8 "
+              f"tokens, {args.gen_tokens} new tokens", flush=True)
+        generate = bench_generate(args.device, args.gen_preset, args.gen_tokens)
+
+    print_table(results, generate, ceiling, threads, torch is not None)
+    if args.json:
+        out = dict(threads=threads, device=args.device, ceiling_gflops=ceiling,
+                   flop_formula=FLOP_FORMULA, numpy=np.__version__,
+                   torch=None if torch is None else torch.__version__, configs=results)
+        if generate is not None:
+            out["generate"] = generate
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+        print(f"results written to {args.json}")
+    return 0
+
+
+def print_table(results, generate, ceiling, threads, with_torch):
+    def cell(value, fmt):
+        return "-" if value is None else format(value, fmt)
+
+    print(f"\nResults ({threads} threads; matmul ceiling {ceiling:.1f} GFLOP/s; ms/step "
+          f"median [min-max])")
+    header = (f"{'config':<8} {'framework':<9} {'ms/step':>9} {'[min-max]':>17} "
+              f"{'tokens/s':>9} {'GFLOP/s':>8} {'% ceil':>6} {'optim ms':>9} {'optim %':>7} "
+              f"{'peak RSS MB':>11}")
+    print(header)
+    print("-" * len(header))
+    for name, r in results.items():
+        rows = [("tinygpt", r["tinygpt_ms"], r["tinygpt_ms_spread"], r["tokens_per_s"],
+                 r["gflops"], r["optimizer_ms"], r["optimizer_share"], r["tinygpt_peak_rss_mb"])]
+        if with_torch:
+            rows.append(("torch", r["torch_ms"], r["torch_ms_spread"], r["torch_tokens_per_s"],
+                         r["torch_gflops"], r["torch_optimizer_ms"], r["torch_optimizer_share"],
+                         r["torch_peak_rss_mb"]))
+        for fw, ms, spread, tps, gflops, opt_ms, share, rss in rows:
+            spread_text = f"[{spread[0]:.1f}-{spread[1]:.1f}]"
+            print(f"{name:<8} {fw:<9} {ms:>9.1f} {spread_text:>17} {tps:>9.0f} {gflops:>8.2f} "
+                  f"{100 * gflops / ceiling:>5.1f}% {opt_ms:>9.2f} {100 * share:>6.1f}% "
+                  f"{cell(rss, '.0f'):>11}")
+        if with_torch:
+            print(f"{name:<8} ratio tinygpt/torch: {r['ratio']:.2f} (below 1: tinygpt is faster)")
+    if generate is not None:
+        g = generate
+        print(f"\ngeneration ({g['preset']}, {g['n_params'] / 1e6:.0f}M parameters, "
+              f"{g['new_tokens']} new tokens after {g['prompt_tokens']}): "
+              f"KV cache {g['kv_cache_tokens_per_s']:.1f} tokens/s, recomputing "
+              f"{g['no_cache_tokens_per_s']:.1f} tokens/s, speed-up {g['speedup']:.1f}x "
+              f"(same tokens: {'yes' if g['same_tokens'] else 'no'})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
