@@ -99,7 +99,7 @@ def test_the_check_catches_a_float64_promotion_inside_an_op(monkeypatch):
         return original(ctx, x, **params) * np.float64(1.0)
 
     monkeypatch.setattr(gelu, "forward", staticmethod(promoting_forward))
-    model, _, _, _, grads, t = train_steps(steps=1)
+    _, _, _, _, grads, t = train_steps(steps=1)
     forward = [(r.op, r.dtype) for r in t.records if r.direction == "forward"]
     assert ("gelu", "float64") in not_float32(forward)
     assert not_float32(t.input_grads)                  # the promotion spreads to backward

@@ -229,13 +229,17 @@ _threads = {"n": None, "pool": None}
 
 
 def get_num_threads():
-    """Threads for blocked elementwise work on the CPU (default: the usable cores)."""
+    """Threads for blocked elementwise work on the CPU (default: the usable cores, or the
+    TINYGPT_NUM_THREADS environment variable)."""
     if _threads["n"] is None:
         import os
-        try:
-            _threads["n"] = max(1, len(os.sched_getaffinity(0)))
-        except AttributeError:  # not on Linux
-            _threads["n"] = max(1, os.cpu_count() or 1)
+        if os.environ.get("TINYGPT_NUM_THREADS"):
+            set_num_threads(os.environ["TINYGPT_NUM_THREADS"])
+        else:
+            try:
+                _threads["n"] = max(1, len(os.sched_getaffinity(0)))
+            except AttributeError:  # not on Linux
+                _threads["n"] = max(1, os.cpu_count() or 1)
     return _threads["n"]
 
 

@@ -185,7 +185,7 @@ class TorchRunner:
         return time.perf_counter() - start, opt_end - opt_start, loss
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def torch_gpt_class():
     """nanoGPT's model in PyTorch eager (built on first use: torch is optional). Same module
     and parameter names as tinygpt's GPT, pre-LayerNorm blocks, fused c_attn, causal
@@ -274,21 +274,40 @@ def torch_gpt_class():
 
 
 # --- measurements -------------------------------------------------------------------------------
-def matmul_ceiling(device, n, repeat=7):
-    """Median GFLOP/s of an (n, n) @ (n, n) float32 matmul (2 n^3 FLOPs) on the device's
-    array module: NumPy's BLAS at the process's thread count, or CuPy's cuBLAS."""
-    xp = backend.get_array_module(device)
+def matmul_ceiling(device, n, repeat=7, torch=None):
+    """Median GFLOP/s of an (n, n) @ (n, n) float32 matmul (2 n^3 FLOPs): through the
+    device's array module (NumPy's BLAS at this process's thread count, or CuPy's cuBLAS),
+    or through PyTorch when `torch` is given (for reference: its BLAS may differ)."""
     rng = np.random.default_rng(0)
-    a, b = (backend.to_device(rng.standard_normal((n, n), dtype=np.float32), device)
-            for _ in range(2))
-    out = xp.empty((n, n), dtype=np.float32)
-    xp.matmul(a, b, out=out)                               # warm-up: threads, caches
+    a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
+    if torch is None:
+        xp = backend.get_array_module(device)
+        a, b = backend.to_device(a, device), backend.to_device(b, device)
+        out = xp.empty((n, n), dtype=np.float32)
+
+        def sync():
+            backend.synchronize(device)
+
+        def matmul():
+            xp.matmul(a, b, out=out)
+    else:
+        torch_device = "cuda" if device == "cuda" else "cpu"
+        a, b = torch.from_numpy(a).to(torch_device), torch.from_numpy(b).to(torch_device)
+        out = torch.empty((n, n), dtype=torch.float32, device=torch_device)
+
+        def sync():
+            if torch_device == "cuda":
+                torch.cuda.synchronize()
+
+        def matmul():
+            torch.matmul(a, b, out=out)
+    matmul()                                            # warm-up: threads, caches
     seconds = []
     for _ in range(repeat):
-        backend.synchronize(device)
+        sync()
         start = time.perf_counter()
-        xp.matmul(a, b, out=out)
-        backend.synchronize(device)
+        matmul()
+        sync()
         seconds.append(time.perf_counter() - start)
     return 2 * n ** 3 / statistics.median(seconds) / 1e9
 
@@ -353,7 +372,8 @@ def rss_child(framework, spec, args, threads):
            "--custom", json.dumps(spec), "--threads", str(threads), "--device", args.device,
            "--dropout", str(args.dropout), "--seed", str(args.seed),
            "--rss-steps", str(args.rss_steps)]
-    done = subprocess.run(cmd, env=child_env(threads), capture_output=True, text=True)
+    done = subprocess.run(cmd, env=child_env(threads), capture_output=True, text=True,
+                          check=False)
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines or not lines[-1].startswith("peak_rss_mb "):
         print(f"  peak RSS of {framework} not measured: the subprocess failed "
@@ -518,7 +538,7 @@ def main(argv=None):
     if any(os.environ.get(name) != str(threads) for name in THREAD_VARS) \
             and not os.environ.get(CHILD_MARK):
         return subprocess.run([sys.executable, "-m", "tinygpt.bench", "train", *argv],
-                              env=child_env(threads)).returncode
+                              env=child_env(threads), check=False).returncode
     if args._rss_child:
         return run_rss_child(args, next(iter(args.specs.values())), threads)
 
@@ -528,6 +548,7 @@ def main(argv=None):
         torch = None
     ceiling_n = args.ceiling_size or (2048 if args.device == "cpu" else 8192)
     ceiling = matmul_ceiling(args.device, ceiling_n)
+    torch_ceiling = matmul_ceiling(args.device, ceiling_n, torch=torch) if torch else None
 
     print(f"tinygpt training-step benchmark: float32, device {args.device}, {threads} threads "
           f"({', '.join(f'{v}={os.environ.get(v)}' for v in THREAD_VARS)}), NumPy "
@@ -542,7 +563,10 @@ def main(argv=None):
           f"betas {BETAS}, weight decay {WEIGHT_DECAY} on matrices) + zero_grad; dropout "
           f"{args.dropout}; median of {args.iters} steps after {args.warmup} warm-up")
     print(FLOP_FORMULA)
-    print(f"matmul ceiling: {ceiling:.1f} GFLOP/s ({ceiling_n}x{ceiling_n} float32 @, median of 7)")
+    print(f"matmul ceiling: {ceiling:.1f} GFLOP/s ({ceiling_n}x{ceiling_n} float32 @ through "
+          f"{'NumPy' if args.device == 'cpu' else 'CuPy'}, median of 7; measured again before "
+          f"each config)" + (f"; the same matmul in PyTorch: {torch_ceiling:.1f} GFLOP/s"
+                             if torch else ""))
 
     results = {}
     for name, spec in args.specs.items():
@@ -551,6 +575,8 @@ def main(argv=None):
         print(f"\n[{name}] L={spec['n_layer']} H={spec['n_head']} C={spec['n_embd']} T={T} "
               f"B={B} V={spec['vocab_size']}: {count_params(gpt_config(spec, 0.0)):,} parameters, "
               f"{flops / 1e9:.2f} GFLOP/step", flush=True)
+        # The ceiling again, next to this config's steps: the machine's load may have changed.
+        config_ceiling = matmul_ceiling(args.device, ceiling_n)
         runners = [TinygptRunner(spec, args.dropout, args.device, args.seed)]
         if torch is not None:
             runners.append(TorchRunner(torch, spec, args.dropout, args.device, args.seed,
@@ -563,7 +589,7 @@ def main(argv=None):
                    torch_ms=theirs and theirs["ms"], torch_ms_spread=theirs and theirs["spread"],
                    ratio=ours["ms"] / theirs["ms"] if theirs else None,
                    gflops=ours["gflops"], torch_gflops=theirs and theirs["gflops"],
-                   ceiling_gflops=ceiling, flops_per_step=flops,
+                   ceiling_gflops=config_ceiling, flops_per_step=flops,
                    tokens_per_s=ours["tokens_per_s"],
                    torch_tokens_per_s=theirs and theirs["tokens_per_s"],
                    optimizer_ms=ours["opt_ms"], optimizer_share=ours["opt_share"],
@@ -596,6 +622,7 @@ def main(argv=None):
     print_table(results, generate, ceiling, threads, torch is not None)
     if args.json:
         out = dict(threads=threads, device=args.device, ceiling_gflops=ceiling,
+                   torch_ceiling_gflops=torch_ceiling, ceiling_size=ceiling_n,
                    flop_formula=FLOP_FORMULA, numpy=np.__version__,
                    torch=None if torch is None else torch.__version__, configs=results)
         if generate is not None:
@@ -610,11 +637,12 @@ def print_table(results, generate, ceiling, threads, with_torch):
     def cell(value, fmt):
         return "-" if value is None else format(value, fmt)
 
-    print(f"\nResults ({threads} threads; matmul ceiling {ceiling:.1f} GFLOP/s; ms/step "
-          f"median [min-max])")
-    header = (f"{'config':<8} {'framework':<9} {'ms/step':>9} {'[min-max]':>17} "
-              f"{'tokens/s':>9} {'GFLOP/s':>8} {'% ceil':>6} {'optim ms':>9} {'optim %':>7} "
-              f"{'peak RSS MB':>11}")
+    print(f"\nResults ({threads} threads; ms/step: median [min-max]; % ceil: of the matmul "
+          f"ceiling measured before the config; matmul ceiling at the start {ceiling:.1f} "
+          f"GFLOP/s)")
+    header = (f"{'config':<8} {'framework':<9} {'ms/step':>9} {'[min-max]':>19} "
+              f"{'tokens/s':>9} {'GFLOP/s':>8} {'ceiling':>8} {'% ceil':>6} {'optim ms':>9} "
+              f"{'optim %':>7} {'peak RSS MB':>11}")
     print(header)
     print("-" * len(header))
     for name, r in results.items():
@@ -624,11 +652,12 @@ def print_table(results, generate, ceiling, threads, with_torch):
             rows.append(("torch", r["torch_ms"], r["torch_ms_spread"], r["torch_tokens_per_s"],
                          r["torch_gflops"], r["torch_optimizer_ms"], r["torch_optimizer_share"],
                          r["torch_peak_rss_mb"]))
+        config_ceiling = r["ceiling_gflops"]
         for fw, ms, spread, tps, gflops, opt_ms, share, rss in rows:
             spread_text = f"[{spread[0]:.1f}-{spread[1]:.1f}]"
-            print(f"{name:<8} {fw:<9} {ms:>9.1f} {spread_text:>17} {tps:>9.0f} {gflops:>8.2f} "
-                  f"{100 * gflops / ceiling:>5.1f}% {opt_ms:>9.2f} {100 * share:>6.1f}% "
-                  f"{cell(rss, '.0f'):>11}")
+            print(f"{name:<8} {fw:<9} {ms:>9.1f} {spread_text:>19} {tps:>9.0f} {gflops:>8.2f} "
+                  f"{config_ceiling:>8.1f} {100 * gflops / config_ceiling:>5.1f}% "
+                  f"{opt_ms:>9.2f} {100 * share:>6.1f}% {cell(rss, '.0f'):>11}")
         if with_torch:
             print(f"{name:<8} ratio tinygpt/torch: {r['ratio']:.2f} (below 1: tinygpt is faster)")
     if generate is not None:

@@ -11,16 +11,18 @@ from dataclasses import fields
 from ..train import TrainConfig, TrainingError
 
 # Training recipes; model presets (gpt-nano, gpt-micro, gpt-mini) set the model shape only.
+# nanoGPT's models have no biases (its train.py default) and use the exact GELU (nn.GELU()).
 RECIPES = {
     # nanoGPT's documented CPU run of config/train_shakespeare_char.py
     "shakespeare-char-cpu": dict(data="shakespeare", n_layer=4, n_head=4, n_embd=128,
+                                 bias=False, gelu_approximate="none",
                                  block_size=64, batch_size=12, dropout=0.0, max_iters=2000,
                                  lr_decay_iters=2000, eval_iters=20, eval_interval=250,
                                  learning_rate=1e-3, min_lr=1e-4, warmup_iters=100,
                                  beta2=0.99, weight_decay=0.1, grad_clip=1.0),
     # nanoGPT's config/train_shakespeare_char.py (the "baby GPT", meant for a GPU)
     "shakespeare-char": dict(data="shakespeare", n_layer=6, n_head=6, n_embd=384,
-                             block_size=256, batch_size=64, dropout=0.2, max_iters=5000,
+                             bias=False, gelu_approximate="none", block_size=256, batch_size=64, dropout=0.2, max_iters=5000,
                              lr_decay_iters=5000, eval_iters=200, eval_interval=250,
                              learning_rate=1e-3, min_lr=1e-4, warmup_iters=100, beta2=0.99,
                              weight_decay=0.1, grad_clip=1.0),

@@ -62,8 +62,8 @@ class TrainConfig:
     n_embd: int = 128
     block_size: int = 64
     dropout: float = 0.0
-    bias: bool = True
-    gelu_approximate: str = "tanh"
+    bias: bool = False              # nanoGPT trains without biases by default
+    gelu_approximate: str = "none"  # nanoGPT's nn.GELU(); GPT-2's own is "tanh"
     # optimisation
     batch_size: int = 12
     gradient_accumulation_steps: int = 1

@@ -4,7 +4,8 @@
 gets them from one (B, T, 3C) projection and wants the result back as (B, T, C). Doing
 that with primitives costs a split (three zero-filled gradients in backward), two
 permutes and a transpose copy. This op reads q, k and v as strided views of qkv and
-writes its output straight into (B, T, C), so the only T x T array that lives on is P.
+writes its output straight into (B, T, C); backward recomputes the attention weights
+from q, k and each row's log-sum-exp, so no T x T array outlives a block.
 
 It also works in blocks of a few sequences at a time: the (g, H, T, T) scores of a block
 stay in cache through the scale, mask, softmax and dropout passes, where a whole-batch
@@ -47,11 +48,13 @@ class SelfAttention(Function):
     `scaled_dot_product_attention(q, k, v, is_causal=True)` followed by
     `.transpose(1, 2).reshape(B, T, C)`.
 
-    Backward, per block, with dy viewed as (B, H, T, hs):
+    Backward, per block, with dy viewed as (B, H, T, hs), P recomputed from q, k and
+    the saved log-sum-exp of each row (as flash attention does, so no (B, H, T, T) array
+    outlives the forward):
         dv = A^T dy,  dA = dy v^T,  dP = dA * D,
         dS = P * (dP - sum(dP * P, over keys)) * scale,
         dq = dS k,  dk = dS^T q,  written into the matching thirds of dqkv.
-    Saves qkv, P (B, H, T, T) and the dropout mask.
+    Saves qkv, the log-sum-exp of each score row (B, H, T, 1) and the dropout mask.
     """
 
     @staticmethod
@@ -66,37 +69,34 @@ class SelfAttention(Function):
         q, k, v = _views(qkv, n_head)
         y = xp.empty((B, T, C), dtype=qkv.dtype)
         y4 = y.reshape(B, T, n_head, C // n_head).transpose(0, 2, 1, 3)   # (B, H, T, hs)
-        p_all = xp.empty((B, n_head, T, T), dtype=qkv.dtype)
+        lse = xp.empty((B, n_head, T, 1), dtype=qkv.dtype)                # log-sum-exp rows
         keep_all = xp.empty((B, n_head, T, T), dtype=bool) if dropout_p > 0 else None
-        blocked = causal_mask(xp, T, T)
-        minus_inf = xp.asarray(-xp.inf, dtype=qkv.dtype)
         drop_scale = qkv.dtype.type(1.0 / (1.0 - dropout_p))
         gen = backend.generator(backend.device_of(qkv)) if dropout_p > 0 else None
         for sl in _blocks(xp, B, n_head, T, qkv.dtype.itemsize):
-            p = p_all[sl]
-            xp.matmul(q[sl], k[sl].swapaxes(-1, -2), out=p)           # S, (g, H, T, T)
-            p *= scale
-            xp.copyto(p, minus_inf, where=blocked)
+            p = _scores(xp, q[sl], k[sl], scale)                      # S, (g, H, T, T)
             # Row max is finite: every query sees at least itself.
-            p -= p.max(axis=-1, keepdims=True)
+            row_max = p.max(axis=-1, keepdims=True)
+            p -= row_max
             xp.exp(p, out=p)
-            p /= p.sum(axis=-1, keepdims=True)                         # P
+            total = p.sum(axis=-1, keepdims=True)
+            p /= total                                                 # P
+            xp.log(total, out=total)
+            xp.add(total, row_max, out=lse[sl])
             if gen is not None:
                 keep = keep_all[sl]
                 xp.greater_equal(gen.random(p.shape, dtype=_random_dtype(p.dtype)),
                                  dropout_p, out=keep)
-                a = p * keep
-                a *= drop_scale
-            else:
-                a = p
-            xp.matmul(a, v[sl], out=y4[sl])
-        ctx.save(qkv, p_all, keep_all)
+                p *= keep
+                p *= drop_scale
+            xp.matmul(p, v[sl], out=y4[sl])
+        ctx.save(qkv, lse, keep_all)
         ctx.n_head, ctx.scale, ctx.drop_scale = n_head, scale, drop_scale
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        qkv, p_all, keep_all = ctx.saved
+        qkv, lse, keep_all = ctx.saved
         xp = backend.array_module(dy)
         B, T, C = dy.shape
         H = ctx.n_head
@@ -106,7 +106,10 @@ class SelfAttention(Function):
         dy4 = dy.reshape(B, T, H, C // H).transpose(0, 2, 1, 3)           # (B, H, T, hs)
         scale = dy.dtype.type(ctx.scale)
         for sl in _blocks(xp, B, H, T, dy.dtype.itemsize):
-            p = p_all[sl]
+            # Recompute P = exp(S - logsumexp) rather than keeping (B, H, T, T) from forward.
+            p = _scores(xp, q[sl], k[sl], ctx.scale)
+            p -= lse[sl]
+            xp.exp(p, out=p)                                           # P (0 where blocked)
             if keep_all is not None:
                 a = p * keep_all[sl]
                 a *= ctx.drop_scale
@@ -125,3 +128,12 @@ class SelfAttention(Function):
             xp.matmul(dp, k[sl], out=dq[sl])
             xp.matmul(dp.swapaxes(-1, -2), q[sl], out=dk[sl])
         return (dqkv,)
+
+
+def _scores(xp, q, k, scale):
+    """S = q k^T * scale with the keys after each query set to -inf, (g, H, T, T)."""
+    t = q.shape[-2]
+    s = xp.matmul(q, k.swapaxes(-1, -2))
+    s *= scale
+    xp.copyto(s, xp.asarray(-xp.inf, dtype=s.dtype), where=causal_mask(xp, t, t))
+    return s

@@ -1,0 +1,99 @@
+"""The blocked, multi-threaded kernels give the same values and gradients whatever the
+block size and thread count (small blocks force many blocks on small test tensors)."""
+
+import numpy as np
+import pytest
+
+import tinygpt as tg
+import tinygpt.nn.functional as F
+from tinygpt.autograd import backend
+from tinygpt.autograd.ops import attention
+
+
+@pytest.fixture(params=[(1 << 15, 1), (7, 1), (7, 2), (1, 3)],
+                ids=["one-block", "blocks", "blocks-2-threads", "rows-3-threads"])
+def blocking(request, monkeypatch):
+    elements, threads = request.param
+    monkeypatch.setattr(backend, "BLOCK_ELEMENTS", elements)
+    previous = backend.get_num_threads()
+    backend.set_num_threads(threads)
+    yield
+    backend.set_num_threads(previous)
+
+
+def run(fn, *shapes, seed=0):
+    """Output and input gradients of fn on float64 inputs, along a random upstream."""
+    rng = np.random.default_rng(seed)
+    inputs = [tg.tensor(rng.standard_normal(s), dtype="float64", requires_grad=True)
+              for s in shapes]
+    out = fn(*inputs)
+    out.backward(tg.tensor(rng.standard_normal(out.shape)))
+    return [out.numpy()] + [t.grad.numpy() for t in inputs]
+
+
+def reference(fn, *shapes):
+    """The same computation in one block on one thread."""
+    previous = backend.get_num_threads(), backend.BLOCK_ELEMENTS
+    backend.set_num_threads(1)
+    backend.BLOCK_ELEMENTS = 1 << 30
+    try:
+        return run(fn, *shapes)
+    finally:
+        backend.set_num_threads(previous[0])
+        backend.BLOCK_ELEMENTS = previous[1]
+
+
+CASES = {
+    "gelu tanh": (lambda x: F.gelu(x, "tanh"), [(5, 3, 6)]),
+    "gelu exact": (lambda x: F.gelu(x, "none"), [(5, 3, 6)]),
+    "layer_norm": (lambda x, w, b: F.layer_norm(x, (6,), w, b), [(5, 3, 6), (6,), (6,)]),
+    "layer_norm 2 axes": (lambda x, w: F.layer_norm(x, (3, 6), w), [(5, 3, 6), (3, 6)]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_blocked_elementwise_ops_match_one_block(name, blocking):
+    fn, shapes = CASES[name]
+    for got, want in zip(run(fn, *shapes), reference(fn, *shapes)):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+
+
+def test_for_blocks_covers_every_row_once(blocking):
+    seen = np.zeros(23, dtype=int)
+
+    def mark(rows):
+        seen[rows] += 1
+        return rows.start
+
+    starts = backend.for_blocks(mark, np.zeros((23, 4)))
+    assert np.all(seen == 1)
+    assert starts == sorted(starts)
+
+
+@pytest.mark.parametrize("block_bytes", [1 << 20, 1])
+def test_self_attention_blocks_match_scaled_dot_product_attention(block_bytes, monkeypatch):
+    monkeypatch.setattr(attention, "BLOCK_BYTES", block_bytes)   # 1 byte: one sequence a block
+    B, T, H, hs = 3, 5, 2, 4
+    C = H * hs
+
+    def fused(qkv):
+        return F.self_attention(qkv, H)
+
+    def composed(qkv):
+        q, k, v = (t.view(B, T, H, hs).transpose(1, 2) for t in qkv.split(C, dim=2))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return y.transpose(1, 2).reshape(B, T, C)
+
+    for got, want in zip(run(fused, (B, T, 3 * C)), run(composed, (B, T, 3 * C))):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+
+
+def test_self_attention_with_dropout_in_blocks_passes_gradcheck(monkeypatch):
+    monkeypatch.setattr(attention, "BLOCK_BYTES", 1)
+    qkv = tg.randn(3, 4, 12, dtype="float64", requires_grad=True)
+
+    def fn(x):
+        tg.manual_seed(7)
+        return F.self_attention(x, 2, dropout_p=0.3)
+
+    assert tg.gradcheck(fn, [qkv])
