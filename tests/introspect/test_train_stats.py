@@ -23,7 +23,7 @@ def corpus(tmp_path):
 
 
 def tiny(corpus, out_dir, **overrides):
-    values = dict(data=corpus, out_dir=str(out_dir), n_layer=2, n_head=2, n_embd=16,
+    values = dict(data=corpus, out_dir=str(out_dir), n_layer=2, n_head=2, n_embd=16, bias=True,
                   block_size=16, batch_size=4, dropout=0.1, max_iters=12, eval_interval=6,
                   eval_iters=2, log_interval=5, warmup_iters=3, lr_decay_iters=12,
                   learning_rate=3e-3, save_checkpoints=False)

@@ -7,10 +7,11 @@ The text comes from `tinygpt.autograd.docs.ops_reference()`: each op's docstring
 saves for backward and its gradient-check case.
 """
 
-import os
 import sys
-import tempfile
+
 from pathlib import Path
+
+from ..files import atomic_write_text
 
 
 def default_path():
@@ -47,15 +48,6 @@ def run(args):
         print(f"{path} is up to date")
         return 0
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Write a temporary file and rename it into place: an interrupted run leaves the old
-    # file whole.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_write_text(path, text)
     print(f"wrote {path} ({text.count(chr(10))} lines)")
     return 0

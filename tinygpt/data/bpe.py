@@ -33,12 +33,13 @@ import itertools
 import json
 import operator
 import os
-import secrets
 import sys
 from collections import Counter
 from pathlib import Path
 
 import regex
+
+from ..files import atomic_write_text, cache_dir
 
 # GPT-2's pre-tokenizer pattern: contractions, letters, digits and other symbols (each with an
 # optional leading space), then whitespace. `\s+(?!\S)` leaves the last space of a run to start
@@ -80,14 +81,6 @@ def bytes_to_unicode():
     return dict(zip(bs, map(chr, cs)))
 
 
-def _cache_dir():
-    """The folder tinygpt keeps downloaded-by-hand files in: $TINYGPT_CACHE, else the XDG cache."""
-    if os.environ.get("TINYGPT_CACHE"):
-        return Path(os.environ["TINYGPT_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "tinygpt"
-
-
 def find_gpt2_vocab():
     """Path of GPT-2's gpt2.tiktoken rank file on this machine; nothing is downloaded.
 
@@ -103,7 +96,7 @@ def find_gpt2_vocab():
                 f"TINYGPT_GPT2_VOCAB is set to {env!r}, but no file is there; point it at "
                 f"GPT-2's gpt2.tiktoken rank file")
         return path
-    path = _cache_dir() / "gpt2.tiktoken"
+    path = cache_dir() / "gpt2.tiktoken"
     if not path.is_file():
         raise FileNotFoundError(
             f"GPT-2's vocabulary file gpt2.tiktoken was not found at {path}. Supply it by setting "
@@ -111,24 +104,6 @@ def find_gpt2_vocab():
             f"with the openai-whisper package as whisper/assets/gpt2.tiktoken (835,554 bytes); "
             f"tinygpt downloads nothing.")
     return path
-
-
-def _write_atomically(path, text):
-    """Write `text` to a temporary file beside `path`, then rename it into place.
-
-    A crash or a full disk leaves the old file as it was, never a half-written one.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class BPETokenizer:
@@ -614,7 +589,7 @@ class BPETokenizer:
 
     def save(self, path):
         """Write this tokenizer to a JSON file (atomically: temporary file, then rename)."""
-        _write_atomically(path, json.dumps(self.to_dict()))
+        atomic_write_text(path, json.dumps(self.to_dict()))
 
     @classmethod
     def load(cls, path):

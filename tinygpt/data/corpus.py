@@ -28,6 +28,8 @@ import secrets
 import sys
 from pathlib import Path
 
+from ..files import cache_dir  # noqa: F401  (re-exported by tinygpt.data)
+
 CORPORA = ("default", "shakespeare")
 SHAKESPEARE_URL = ("https://raw.githubusercontent.com/karpathy/char-rnn/master/data/"
                    "tinyshakespeare/input.txt")
@@ -38,15 +40,6 @@ SHAKESPEARE_ENV = "TINYGPT_SHAKESPEARE"
 
 class DownloadError(OSError):
     """A download failed: no connection, an HTTP error, or a checksum mismatch."""
-
-
-def cache_dir():
-    """Where downloads are kept: $TINYGPT_CACHE, else $XDG_CACHE_HOME/tinygpt, else
-    ~/.cache/tinygpt."""
-    if os.environ.get("TINYGPT_CACHE"):
-        return Path(os.environ["TINYGPT_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "tinygpt"
 
 
 # --- the built-in default -----------------------------------------------------------------

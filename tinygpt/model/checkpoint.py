@@ -12,10 +12,12 @@ place: a crash mid-save leaves the previous checkpoint intact. Imports: numpy, s
 
 import json
 import os
-import tempfile
+
 import zipfile
 
 import numpy as np
+
+from ..files import atomic_open
 
 FORMAT = "tinygpt-checkpoint"
 VERSION = 1
@@ -40,17 +42,8 @@ def save_checkpoint(path, arrays, meta):
         if name.startswith("__"):
             raise ValueError(f"checkpoint array names may not start with '__': {name!r}")
     members[_META] = np.frombuffer(document, dtype=np.uint8)
-    fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **members)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "wb") as f:
+        np.savez(f, **members)
 
 
 def load_checkpoint(path):

@@ -32,12 +32,12 @@ import contextlib
 import json
 import os
 import pickle
-import secrets
 from pathlib import Path
 
 import numpy as np
 
 from ..autograd import backend
+from ..files import atomic_write_text
 from ..data.bpe import GPT2_PATTERN, BPETokenizer, bytes_to_unicode
 from ..data.char import CharTokenizer
 from .. import nn
@@ -537,22 +537,9 @@ def save_pretrained(model, path, overwrite=False, tokenizer=None):
     del tensors
     # config.json last: a folder that has one has everything else.
     for name in sorted(texts, key=lambda n: n == CONFIG_NAME):
-        _write_text(path / name, texts[name])
+        atomic_write_text(path / name, texts[name])
     for name in stale:
         (path / name).unlink()
-
-
-def _write_text(path, text):
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------- nanoGPT

@@ -18,10 +18,11 @@ Imports: numpy and the standard library only.
 import json
 import math
 import os
-import secrets
 from pathlib import Path
 
 import numpy as np
+
+from ..files import atomic_open
 
 # safetensors dtype name -> NumPy dtype of the stored (little-endian) bytes. BF16 has no NumPy
 # dtype: it is read as uint16 and widened to float32 in `_bf16_to_f32`.
@@ -221,17 +222,8 @@ def save_file(tensors, path, metadata=None):
     header_bytes = json.dumps(header, separators=(",", ":")).encode("utf-8")
     header_bytes += b" " * (-len(header_bytes) % 8)  # pad so the data section starts 8-aligned
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(len(header_bytes).to_bytes(8, "little"))
-            f.write(header_bytes)
-            for name in order:
-                f.write(arrays[name].reshape(-1).view(np.uint8))  # raw bytes, no copy
-            f.flush()
-            os.fsync(f.fileno())  # the bytes are on disk before the rename makes them the file
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as f:
+        f.write(len(header_bytes).to_bytes(8, "little"))
+        f.write(header_bytes)
+        for name in order:
+            f.write(arrays[name].reshape(-1).view(np.uint8))  # raw bytes, no copy

@@ -11,7 +11,7 @@ from ..autograd import backend
 from ..autograd.ops.nn import (GELU_APPROXIMATIONS, REDUCTIONS, CrossEntropy, Dropout,
                                Embedding, Gelu, LayerNorm, Linear, ScaledDotProductAttention)
 from ..autograd.ops.attention import SelfAttention
-from ..autograd.tensor import Tensor, _axis
+from ..autograd.tensor import Tensor
 
 
 def linear(x, weight, bias=None):

@@ -5,7 +5,6 @@ input, or None where `ctx.needs_grad` says that input wants none. Binary ops bro
 so each gradient is summed back to its input's shape by `unbroadcast`.
 """
 
-import numpy as np
 
 from .. import backend
 from ..function import Function, register
