@@ -25,6 +25,9 @@ class MatMul(Function):
                 f"the first ({a.shape[-1]}) must equal the "
                 f"{'second-to-last' if b.ndim > 1 else 'only'} dimension of the second")
         ctx.save(a, b)
+        if b.ndim == 2 and a.ndim > 2:
+            # One large 2-D product for BLAS instead of a stack of small ones.
+            return (a.reshape(-1, a.shape[-1]) @ b).reshape(a.shape[:-1] + (b.shape[1],))
         try:
             return a @ b
         except ValueError:  # the batch axes do not broadcast

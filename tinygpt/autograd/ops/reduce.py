@@ -82,7 +82,7 @@ class Max(Function):
         xp = backend.array_module(dy)
         if ctx.axis is None:
             (is_max,) = ctx.saved
-            return (is_max * (dy / dy.dtype.type(is_max.sum())),)
+            return (is_max * (dy / is_max.sum().astype(dy.dtype)),)
         (index,) = ctx.saved
         dx = xp.zeros(ctx.shape, dtype=dy.dtype)
         dy = dy if ctx.keepdims else xp.expand_dims(dy, ctx.axis)
