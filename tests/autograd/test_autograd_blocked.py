@@ -97,3 +97,15 @@ def test_self_attention_with_dropout_in_blocks_passes_gradcheck(monkeypatch):
         return F.self_attention(x, 2, dropout_p=0.3)
 
     assert tg.gradcheck(fn, [qkv])
+
+
+def test_float32_erf_is_accurate_to_float32_precision():
+    import math
+    x = np.linspace(-7, 7, 20001, dtype=np.float32)
+    y = backend.erf(x)
+    assert y.dtype == np.float32
+    reference = np.array([math.erf(float(v)) for v in x])
+    assert np.abs(y - reference).max() < 5e-7
+    # odd, and exactly +-1 far out
+    assert np.array_equal(backend.erf(-x), -y)
+    assert backend.erf(np.float32([30.0]))[0] == 1.0

@@ -12,6 +12,34 @@ import math
 import numpy as np
 
 DEFAULT_FLOAT = np.dtype(np.float32)
+
+
+def _keep_freed_memory():
+    """Ask glibc's malloc to serve large arrays from its heap and keep freed memory there.
+
+    By default glibc gives every allocation above ~128 KB its own fresh mapping from the
+    kernel and returns it on free, so each new activation array pays a page fault per
+    4 KB page (and the kernel zeroes it): measured here, `x * 2` on 100 MB took 39 ms
+    with a fresh output and 16 ms with a reused one. A training step allocates the same
+    sizes every iteration; with these two settings the second iteration onwards reuses
+    the first one's memory (PyTorch's CPU allocator caches for the same reason). Peak
+    memory is unchanged; freed memory stays with the process instead of going back to
+    the system. Set TINYGPT_SYSTEM_MALLOC=1 to leave malloc as it is.
+    """
+    import os
+    import sys
+    if not sys.platform.startswith("linux") or os.environ.get("TINYGPT_SYSTEM_MALLOC"):
+        return
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 30)   # M_MMAP_THRESHOLD: allocations below 1 GiB from the heap
+        libc.mallopt(-1, 1 << 30)   # M_TRIM_THRESHOLD: keep up to 1 GiB of freed heap
+    except (OSError, AttributeError):  # not glibc (musl, ...): nothing to tune
+        pass
+
+
+_keep_freed_memory()
 FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
 _cupy = None
@@ -171,9 +199,40 @@ def _erfc_scale(y):
     return np.exp(-ysq * ysq) * np.exp(-(y - ysq) * (y + ysq))
 
 
+# float32: the rational approximation of Eigen and XLA, erf(x) = x P(x^2) / Q(x^2) on x
+# clamped to [-4, 4] (erf is 1 to float32 precision beyond); measured maximum absolute
+# error 4.5e-7 against math.erf, and ten times faster than Cody's three ranges in NumPy.
+_ERF32_P = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06,
+            -5.69250639462346e-05, -7.34990630326855e-04, -2.95459980854025e-03,
+            -1.60960333262415e-02)
+_ERF32_Q = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03,
+            -7.37332916720468e-03, -1.42647390514189e-02)
+
+
+def _erf_float32(x):
+    c = np.clip(x, -4.0, 4.0)
+    c2 = c * c
+    p = c2 * _ERF32_P[0]
+    p += _ERF32_P[1]
+    for coefficient in _ERF32_P[2:]:
+        p *= c2
+        p += coefficient
+    p *= c
+    q = c2 * _ERF32_Q[0]
+    q += _ERF32_Q[1]
+    for coefficient in _ERF32_Q[2:]:
+        q *= c2
+        q += coefficient
+    p /= q
+    return p
+
+
 def erf(x):
-    """The error function, elementwise, in the dtype of `x`."""
+    """The error function, elementwise, in the dtype of `x`: to float64 precision for
+    float64 (Cody), to float32 precision for float32 and narrower (Eigen's rational form)."""
     if isinstance(x, (np.ndarray, np.generic)):  # arithmetic on 0-d arrays gives np.generic
+        if x.dtype.kind == "f" and x.dtype.itemsize <= 4:
+            return _erf_float32(np.asarray(x))
         return _erf_numpy(x)
     import cupyx.scipy.special
     return cupyx.scipy.special.erf(x)

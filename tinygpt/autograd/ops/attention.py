@@ -74,22 +74,24 @@ class SelfAttention(Function):
         drop_scale = qkv.dtype.type(1.0 / (1.0 - dropout_p))
         gen = backend.generator(backend.device_of(qkv)) if dropout_p > 0 else None
         for sl in _blocks(xp, B, n_head, T, qkv.dtype.itemsize):
-            p = _scores(xp, q[sl], k[sl], scale)                      # S, (g, H, T, T)
+            e = _scores(xp, q[sl], k[sl], scale)                      # S, (g, H, T, T)
             # Row max is finite: every query sees at least itself.
-            row_max = p.max(axis=-1, keepdims=True)
-            p -= row_max
-            xp.exp(p, out=p)
-            total = p.sum(axis=-1, keepdims=True)
-            p /= total                                                 # P
-            xp.log(total, out=total)
-            xp.add(total, row_max, out=lse[sl])
+            row_max = e.max(axis=-1, keepdims=True)
+            e -= row_max
+            xp.exp(e, out=e)                                           # E = P * total
+            total = e.sum(axis=-1, keepdims=True)
             if gen is not None:
                 keep = keep_all[sl]
-                xp.greater_equal(gen.random(p.shape, dtype=_random_dtype(p.dtype)),
+                xp.greater_equal(gen.random(e.shape, dtype=_random_dtype(e.dtype)),
                                  dropout_p, out=keep)
-                p *= keep
-                p *= drop_scale
-            xp.matmul(p, v[sl], out=y4[sl])
+                e *= keep
+            # y = P v = (E v) / total: dividing the (T, hs) result is cheaper than the
+            # (T, T) weights, and the dropout scale rides along.
+            out = y4[sl]
+            xp.matmul(e, v[sl], out=out)
+            out *= (drop_scale / total) if gen is not None else 1 / total
+            xp.log(total, out=total)
+            xp.add(total, row_max, out=lse[sl])
         ctx.save(qkv, lse, keep_all)
         ctx.n_head, ctx.scale, ctx.drop_scale = n_head, scale, drop_scale
         return y
@@ -120,20 +122,22 @@ class SelfAttention(Function):
             if keep_all is not None:
                 dp *= keep_all[sl]
                 dp *= ctx.drop_scale
-            # dS = P * (dP - sum(dP * P)) * scale
-            row = (dp * p).sum(axis=-1, keepdims=True)
-            dp -= row
+            # dS = P * (dP - sum(dP * P)) * scale; the scale is applied to dq and dk,
+            # which are (T, hs) per head instead of (T, T).
+            dp -= xp.einsum("...ij,...ij->...i", dp, p)[..., None]
             dp *= p
-            dp *= scale
-            xp.matmul(dp, k[sl], out=dq[sl])
-            xp.matmul(dp.swapaxes(-1, -2), q[sl], out=dk[sl])
+            out = dq[sl]
+            xp.matmul(dp, k[sl], out=out)
+            out *= scale
+            out = dk[sl]
+            xp.matmul(dp.swapaxes(-1, -2), q[sl], out=out)
+            out *= scale
         return (dqkv,)
 
 
 def _scores(xp, q, k, scale):
     """S = q k^T * scale with the keys after each query set to -inf, (g, H, T, T)."""
     t = q.shape[-2]
-    s = xp.matmul(q, k.swapaxes(-1, -2))
-    s *= scale
+    s = xp.matmul(q * q.dtype.type(scale), k.swapaxes(-1, -2))   # scaling q: T x hs, not T x T
     xp.copyto(s, xp.asarray(-xp.inf, dtype=s.dtype), where=causal_mask(xp, t, t))
     return s

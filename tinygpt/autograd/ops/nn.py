@@ -185,14 +185,17 @@ class LayerNorm(Function):
         n2 = xp.empty_like(x2)
         y2 = xp.empty_like(x2)
         rstd = xp.empty((x2.shape[0], 1), dtype=x.dtype)
+        mean_weights = xp.full(d, 1.0 / d, dtype=x.dtype)       # row means as one gemv
 
         def block(rows):
             xb, nb = x2[rows], n2[rows]
-            xp.subtract(xb, xb.mean(axis=1, keepdims=True), out=nb)
-            var = xp.square(nb).mean(axis=1, keepdims=True)
+            xp.subtract(xb, (xb @ mean_weights)[:, None], out=nb)
+            var = xp.einsum("ij,ij->i", nb, nb)                 # sum of squares, no temporary
+            var *= 1.0 / d
             var += eps
             r = rstd[rows]
-            xp.sqrt(var, out=r)
+            r[:, 0] = var
+            xp.sqrt(r, out=r)
             xp.reciprocal(r, out=r)
             nb *= r
             yb = y2[rows]
@@ -204,41 +207,37 @@ class LayerNorm(Function):
                 yb += bias
 
         backend.for_blocks(block, x2)
-        ctx.save(n2, rstd, weight)
+        ctx.save(n2, rstd, weight, mean_weights)
         ctx.shape, ctx.has_weight, ctx.has_bias = x.shape, has_weight, has_bias
         ctx.param_shape = x.shape[x.ndim - n_axes:]
         return y2.reshape(x.shape)
 
     @staticmethod
     def backward(ctx, dy):
-        n2, rstd, weight = ctx.saved
+        n2, rstd, weight, mean_weights = ctx.saved
         xp = backend.array_module(dy)
         dy2 = dy.reshape(n2.shape)
         dx2 = xp.empty_like(n2)
-        need_w = ctx.has_weight and ctx.needs_grad[1]
-        need_b = ctx.has_bias and ctx.needs_grad[-1]
 
         def block(rows):
             nb, dyb, dxb = n2[rows], dy2[rows], dx2[rows]
             dn = dyb * weight if weight is not None else dyb
-            mean_dn = dn.mean(axis=1, keepdims=True)
-            xp.multiply(dn, nb, out=dxb)
-            mean_dnn = dxb.mean(axis=1, keepdims=True)
+            mean_dn = dn @ mean_weights
+            mean_dnn = xp.einsum("ij,ij->i", dn, nb)
+            mean_dnn *= 1.0 / n2.shape[1]
             # dx = rstd * (dn - mean(dn) - n * mean(dn * n))
-            xp.multiply(nb, mean_dnn, out=dxb)
+            xp.multiply(nb, mean_dnn[:, None], out=dxb)
             xp.subtract(dn, dxb, out=dxb)
-            dxb -= mean_dn
+            dxb -= mean_dn[:, None]
             dxb *= rstd[rows]
-            dw = (dyb * nb).sum(axis=0) if need_w else None
-            db = dyb.sum(axis=0) if need_b else None
-            return dw, db
 
-        partials = backend.for_blocks(block, n2)
+        backend.for_blocks(block, n2)
         grads = [dx2.reshape(ctx.shape)]
         if ctx.has_weight:
-            grads.append(sum(p[0] for p in partials).reshape(ctx.param_shape) if need_w else None)
+            grads.append(xp.einsum("ij,ij->j", dy2, n2).reshape(ctx.param_shape)
+                         if ctx.needs_grad[1] else None)
         if ctx.has_bias:
-            grads.append(sum(p[1] for p in partials).reshape(ctx.param_shape) if need_b else None)
+            grads.append(dy2.sum(axis=0).reshape(ctx.param_shape) if ctx.needs_grad[-1] else None)
         return tuple(grads)
 
 
