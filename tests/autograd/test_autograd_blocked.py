@@ -70,9 +70,12 @@ def test_for_blocks_covers_every_row_once(blocking):
     assert starts == sorted(starts)
 
 
-@pytest.mark.parametrize("block_bytes", [1 << 20, 1])
-def test_self_attention_blocks_match_scaled_dot_product_attention(block_bytes, monkeypatch):
-    monkeypatch.setattr(attention, "BLOCK_BYTES", block_bytes)   # 1 byte: one sequence a block
+@pytest.mark.parametrize("block_bytes, query_block", [(1 << 20, 64), (1, 64), (1, 2), (1 << 20, 1)])
+def test_self_attention_blocks_match_scaled_dot_product_attention(block_bytes, query_block,
+                                                                  monkeypatch):
+    # 1 byte: one sequence a block; query blocks of 2 or 1 rows skip the blocked keys
+    monkeypatch.setattr(attention, "BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(attention, "QUERY_BLOCK", query_block)
     B, T, H, hs = 3, 5, 2, 4
     C = H * hs
 
@@ -90,6 +93,7 @@ def test_self_attention_blocks_match_scaled_dot_product_attention(block_bytes, m
 
 def test_self_attention_with_dropout_in_blocks_passes_gradcheck(monkeypatch):
     monkeypatch.setattr(attention, "BLOCK_BYTES", 1)
+    monkeypatch.setattr(attention, "QUERY_BLOCK", 3)
     qkv = tg.randn(3, 4, 12, dtype="float64", requires_grad=True)
 
     def fn(x):
