@@ -52,3 +52,26 @@ def shared_data():
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data folder {SHARED_DATA} is absent")
     return SHARED_DATA
+
+
+@pytest.fixture
+def throwaway_ops():
+    """`add(name, cls, case=None)` registers an op (and its gradient-check case) for one
+    test; both are removed from OPS and CASES afterwards, whatever happens."""
+    from tinygpt.autograd import OPS, register
+    from tinygpt.autograd.checks import CASES
+    added = []
+
+    def add(name, cls, case=None):
+        register(name)(cls)
+        added.append(name)
+        if case is not None:
+            CASES[name] = case
+        return cls
+
+    try:
+        yield add
+    finally:
+        for name in added:
+            OPS.pop(name, None)
+            CASES.pop(name, None)

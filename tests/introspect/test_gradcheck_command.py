@@ -1,33 +1,10 @@
 """`python -m tinygpt gradcheck`: the table and the exit status, on good and broken ops."""
 
 import numpy as np
-import pytest
 
-from tinygpt.autograd import OPS, Function, register
-from tinygpt.autograd.checks import CASES
+from tinygpt.autograd import OPS, Function
 from tinygpt.cli import main
 from tinygpt.cli.gradcheck import check_ops
-
-
-@pytest.fixture
-def throwaway_ops():
-    """`add(name, cls, case=None)` registers an op (and its gradient-check case) for one
-    test; both are removed from OPS and CASES afterwards, whatever happens."""
-    added = []
-
-    def add(name, cls, case=None):
-        register(name)(cls)
-        added.append(name)
-        if case is not None:
-            CASES[name] = case
-        return cls
-
-    try:
-        yield add
-    finally:
-        for name in added:
-            OPS.pop(name, None)
-            CASES.pop(name, None)
 
 
 class SquareWrongBackward(Function):

@@ -4,32 +4,10 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from tinygpt.autograd import OPS, Function, register
-from tinygpt.autograd.checks import CASES
+from tinygpt.autograd import OPS, Function
 from tinygpt.autograd.docs import op_doc, ops_reference, probe_case
 from tinygpt.cli import main
 from tinygpt.cli.docs import default_path
-
-
-@pytest.fixture
-def throwaway_ops():
-    """`add(name, cls, case=None)` registers an op (and its gradient-check case) for one
-    test; both are removed from OPS and CASES afterwards, whatever happens."""
-    added = []
-
-    def add(name, cls, case=None):
-        register(name)(cls)
-        added.append(name)
-        if case is not None:
-            CASES[name] = case
-        return cls
-
-    try:
-        yield add
-    finally:
-        for name in added:
-            OPS.pop(name, None)
-            CASES.pop(name, None)
 
 
 def test_committed_ops_md_is_up_to_date():

@@ -16,9 +16,14 @@ _FREED = ("this tensor's graph was freed by an earlier backward(); call backward
           "retain_graph=True) the first time to go through it twice")
 
 
-def _topological_order(root):
-    """Tensors that need a gradient, each after every tensor computed from it (root first
-    when reversed): an iterative depth-first search with post-order emission."""
+def topological_order(root, every_input=False, freed_message=_FREED):
+    """The tensors of root's graph, each after all of its inputs (root last): an
+    iterative depth-first search with post-order emission.
+
+    By default only inputs that need a gradient are followed (what backward walks);
+    `every_input=True` follows constants, indices and masks too (what a drawing shows),
+    in input order.
+    """
     order, visited = [], set()
     stack = [(root, False)]
     while stack:
@@ -37,10 +42,13 @@ def _topological_order(root):
             continue
         parents = ctx.parents
         if parents is None:
-            raise RuntimeError(_FREED)
-        for parent, need in zip(parents, ctx.needs_grad):
-            if need and id(parent) not in visited:
-                stack.append((parent, False))
+            raise RuntimeError(freed_message)
+        if every_input:
+            # Reversed, so the first input is expanded (and numbered) first.
+            stack.extend((p, False) for p in reversed(parents) if id(p) not in visited)
+        else:
+            stack.extend((p, False) for p, need in zip(parents, ctx.needs_grad)
+                         if need and id(p) not in visited)
     return order
 
 
@@ -73,7 +81,7 @@ def backward(root, grad=None, retain_graph=False):
     # gets a copy, so updating x.grad in place never writes into the caller's tensor.
     handed_out = {id(grad)}
     tracer = get_tracer()      # a `trace()` in progress times each op's backward
-    for node in reversed(_topological_order(root)):
+    for node in reversed(topological_order(root)):
         dy = grads.pop(id(node), None)
         if dy is None:
             continue

@@ -19,6 +19,8 @@ import os
 import shutil
 import subprocess
 
+from .engine import topological_order
+
 _FREED = ("to_dot: this tensor's graph was freed by backward(); draw it before calling "
           "backward(), or call backward(retain_graph=True)")
 FORMATS = ("svg", "png", "pdf")
@@ -46,7 +48,7 @@ def to_dot(tensor, group_by_module=False, render=None, path=None):
             raise ValueError(f"to_dot: render must be one of {FORMATS} or None, got {render!r}")
         if path is None:
             raise ValueError(f"to_dot: render={render!r} needs path= (the file to write)")
-    nodes = _topological_order(tensor)
+    nodes = topological_order(tensor, every_input=True, freed_message=_FREED)
     index = {id(t): i for i, t in enumerate(nodes)}
     clusters = assign_clusters(nodes, _cluster_rule(group_by_module)) if group_by_module else {}
 
@@ -79,34 +81,6 @@ def to_dot(tensor, group_by_module=False, render=None, path=None):
         with open(path, "w") as f:
             f.write(text)
     return text
-
-
-def _topological_order(root):
-    """Every tensor of root's graph, each after all of its inputs (iterative depth-first
-    search, post-order). Follows every input, also those that need no gradient."""
-    order, seen = [], set()
-    stack = [(root, False)]
-    while stack:
-        node, expanded = stack.pop()
-        if expanded:
-            order.append(node)
-            continue
-        # Marked when expanded, not when pushed: a tensor pushed by one consumer and
-        # reached again below another must still come out before that other one.
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        stack.append((node, True))
-        ctx = node._ctx
-        if ctx is None:
-            continue
-        if ctx.parents is None:
-            raise RuntimeError(_FREED)
-        # Reversed, so the first input is expanded (and numbered) first.
-        for parent in reversed(ctx.parents):
-            if id(parent) not in seen:
-                stack.append((parent, False))
-    return order
 
 
 def module_of(name):
