@@ -81,6 +81,10 @@ FLOP_FORMULA = ("FLOPs/step = B*T * (6*N + 12*L*T*C); N = non-embedding paramete
                 "forward+backward")
 
 
+# The caller's own OpenMP waiting policy, if any (the alternation sets PASSIVE for itself).
+_USER_OMP_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY")
+ALONE_SECONDS = 30.0        # time budget of the extra steps a process runs alone
+
 def flops_per_step(spec):
     """FLOPs of one training step of `spec` (see the module docstring)."""
     B, T, C, L = spec["batch_size"], spec["block_size"], spec["n_embd"], spec["n_layer"]
@@ -366,35 +370,55 @@ def peak_rss_mb():
 
 
 def rss_child(framework, spec, args, threads):
-    """Build one framework's model in a fresh process, run --rss-steps training steps and
-    return that process's peak RSS in MB (None when the process fails)."""
+    """Build one framework's model in a fresh process and run training steps there alone:
+    at least --rss-steps, then more up to --iters while under ALONE_SECONDS. Returns
+    (peak RSS in MB, median ms per step after the first), or (None, None) on failure.
+
+    Alone, PyTorch keeps its default OpenMP waiting (unless the caller set
+    OMP_WAIT_POLICY): the same-process alternation needs passive waiting, which slows it.
+    """
     cmd = [sys.executable, "-m", "tinygpt.bench", "train", "--_rss-child", framework,
            "--custom", json.dumps(spec), "--threads", str(threads), "--device", args.device,
            "--dropout", str(args.dropout), "--seed", str(args.seed),
-           "--rss-steps", str(args.rss_steps)]
-    done = subprocess.run(cmd, env=child_env(threads), capture_output=True, text=True,
-                          check=False)
+           "--rss-steps", str(args.rss_steps), "--iters", str(args.iters)]
+    env = child_env(threads)
+    if _USER_OMP_WAIT_POLICY is None:
+        env.pop("OMP_WAIT_POLICY", None)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines or not lines[-1].startswith("peak_rss_mb "):
         print(f"  peak RSS of {framework} not measured: the subprocess failed "
               f"(exit {done.returncode}): {done.stderr.strip()[-500:]}", file=sys.stderr)
-        return None
-    return float(lines[-1].split()[1])
+        return None, None
+    fields = lines[-1].split()
+    return float(fields[1]), (float(fields[3]) if len(fields) > 3 else None)
 
 
 def run_rss_child(args, spec, threads):
     """The body of an RSS subprocess: prints `peak_rss_mb X` as its last line."""
     if args._rss_child == "torch":
+        if _USER_OMP_WAIT_POLICY is None:
+            # Alone, nothing competes with PyTorch's OpenMP workers: import it before
+            # _import_torch would ask them to wait passively.
+            import torch  # noqa: F401
         torch = _import_torch(threads)
         runner = TorchRunner(torch, spec, args.dropout, args.device, args.seed)
     else:
         runner = TinygptRunner(spec, args.dropout, args.device, args.seed)
     rng = np.random.default_rng(args.seed)
-    for _ in range(args.rss_steps):
+    times, start = [], time.perf_counter()
+    while len(times) < args.rss_steps or (
+            len(times) < args.iters + 1 and time.perf_counter() - start < ALONE_SECONDS):
         tokens = rng.integers(0, spec["vocab_size"],
                               size=(spec["batch_size"], spec["block_size"] + 1))
-        runner.step(*runner.batch(tokens))
-    print(f"peak_rss_mb {peak_rss_mb():.1f}")
+        batch = runner.batch(tokens)
+        runner.sync()
+        t0 = time.perf_counter()
+        runner.step(*batch)
+        runner.sync()
+        times.append(time.perf_counter() - t0)
+    alone = times[1:] or times
+    print(f"peak_rss_mb {peak_rss_mb():.1f} median_ms {1e3 * float(np.median(alone)):.2f}")
     return 0
 
 
@@ -604,10 +628,15 @@ def main(argv=None):
             print("    " + t.table(limit=40).replace("\n", "\n    "))
             row["profile"] = [[op, d, calls, s] for (op, d), (calls, s) in t.summary().items()]
         del runners
+        row.update(tinygpt_alone_ms=None, torch_alone_ms=None, ratio_alone=None)
         if not args.no_rss:
-            row["tinygpt_peak_rss_mb"] = rss_child("tinygpt", spec, args, threads)
+            row["tinygpt_peak_rss_mb"], row["tinygpt_alone_ms"] = rss_child(
+                "tinygpt", spec, args, threads)
             if torch is not None:
-                row["torch_peak_rss_mb"] = rss_child("torch", spec, args, threads)
+                row["torch_peak_rss_mb"], row["torch_alone_ms"] = rss_child(
+                    "torch", spec, args, threads)
+                if row["tinygpt_alone_ms"] and row["torch_alone_ms"]:
+                    row["ratio_alone"] = row["tinygpt_alone_ms"] / row["torch_alone_ms"]
         results[name] = row
         print(f"  tinygpt {row['tinygpt_ms']:.1f} ms/step" + (
             f", torch {row['torch_ms']:.1f} ms/step, ratio {row['ratio']:.2f}" if theirs else ""),
@@ -660,6 +689,10 @@ def print_table(results, generate, ceiling, threads, with_torch):
                   f"{opt_ms:>9.2f} {100 * share:>6.1f}% {cell(rss, '.0f'):>11}")
         if with_torch:
             print(f"{name:<8} ratio tinygpt/torch: {r['ratio']:.2f} (below 1: tinygpt is faster)")
+            if r.get("ratio_alone"):
+                print(f"{name:<8} each alone in its own process (PyTorch's default OpenMP "
+                      f"waiting): tinygpt {r['tinygpt_alone_ms']:.1f} ms, torch "
+                      f"{r['torch_alone_ms']:.1f} ms, ratio {r['ratio_alone']:.2f}")
     if generate is not None:
         g = generate
         print(f"\ngeneration ({g['preset']}, {g['n_params'] / 1e6:.0f}M parameters, "
