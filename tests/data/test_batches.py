@@ -54,6 +54,16 @@ def test_seeds_repeat_and_differ():
     assert a[0] == a[1] and a[0] != b
 
 
+def test_batch_stream_is_independent_of_the_weights_stream():
+    # tg.manual_seed(s) and BatchSampler(seed=s) must not share random bits: the batch
+    # positions would then be a function of the initial weights.
+    tg.manual_seed(3)
+    weights_bits = tg.autograd.backend.generator("cpu").bit_generator.random_raw(64)
+    sampler = BatchSampler(np.arange(1000), 8, 16, seed=3)
+    batch_bits = sampler.rng.bit_generator.random_raw(64)
+    assert not set(weights_bits.tolist()) & set(batch_bits.tolist())
+
+
 def test_no_seed_follows_manual_seed():
     data = np.arange(1000)
     tg.manual_seed(42)

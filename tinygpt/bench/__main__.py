@@ -1,9 +1,10 @@
 """`python -m tinygpt.bench NAME [ARGS...]`: run the benchmark `tinygpt.bench.NAME`.
 
 NAME is one of `ops` (op forward+backward times beside PyTorch), `train` (training steps
-per second) or `bpe` (tokenizer throughput); ARGS go to that benchmark's `main(argv)`
-(`python -m tinygpt.bench ops --help`). Each benchmark module is imported only when asked
-for, so a missing optional dependency of one does not break the others.
+per second), `bpe` (tokenizer throughput) or `quality` (final loss over seeds); ARGS go to
+that benchmark's `main(argv)` (`python -m tinygpt.bench ops --help`). Each benchmark module
+is imported only when asked for, so a missing optional dependency of one does not break
+the others.
 """
 
 import importlib
@@ -13,12 +14,13 @@ BENCHMARKS = {
     "ops": "forward+backward time per op, beside PyTorch eager when installed",
     "train": "training steps per second of a small GPT",
     "bpe": "GPT-2 byte-level BPE encoding throughput",
+    "quality": "final validation loss of nanoGPT's CPU recipe over seeds, beside PyTorch",
 }
 
 
 def usage():
     lines = ["usage: python -m tinygpt.bench NAME [ARGS...]", "", "benchmarks:"]
-    lines += [f"  {name:<6} {text}" for name, text in BENCHMARKS.items()]
+    lines += [f"  {name:<8} {text}" for name, text in BENCHMARKS.items()]
     lines += ["", "`python -m tinygpt.bench NAME --help` lists a benchmark's options."]
     return "\n".join(lines)
 

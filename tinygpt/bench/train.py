@@ -193,7 +193,9 @@ class TorchRunner:
 def torch_gpt_class():
     """nanoGPT's model in PyTorch eager (built on first use: torch is optional). Same module
     and parameter names as tinygpt's GPT, pre-LayerNorm blocks, fused c_attn, causal
-    `scaled_dot_product_attention`, tanh GELU, 4x MLP, tied lm_head, GPT-2's init."""
+    `scaled_dot_product_attention`, the config's GELU, 4x MLP, tied lm_head, GPT-2's init.
+    Modules are created and initialised in nanoGPT's order, so `torch.manual_seed(s)` gives
+    nanoGPT's initial weights."""
     import torch
     from torch import nn
     from torch.nn import functional as TF
@@ -221,7 +223,7 @@ def torch_gpt_class():
         def __init__(self, config):
             super().__init__()
             self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-            self.gelu = nn.GELU(approximate="tanh")
+            self.gelu = nn.GELU(approximate=config.gelu_approximate)
             self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
             self.dropout = nn.Dropout(config.dropout)
 

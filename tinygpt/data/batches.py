@@ -83,13 +83,18 @@ def get_batch(data, block_size, batch_size, device="cpu", rng=None):
     return _gather(backend.to_device(data, device), starts, block_size, device)
 
 
+BATCH_STREAM = 1            # the spawn key that sets the batch stream apart
+
+
 class BatchSampler:
     """Draws random (x, y) batches from a 1-D token array with its own random generator.
 
     data:       1-D integer array (e.g. `tokenizer.encode_array(text)`), at least
                 block_size + 1 tokens.
     seed:       seeds this sampler's generator; None draws the seed from tinygpt's CPU
-                generator, so `tg.manual_seed` makes the batches repeat.
+                generator, so `tg.manual_seed` makes the batches repeat. The stream is
+                independent of `tg.manual_seed(seed)`'s with the same integer, so one
+                seed for the weights and the batches does not tie the two together.
     device:     where x and y are made; the data is copied there once.
 
     `state_dict()` / `load_state_dict()` save and restore the generator, so a resumed run
@@ -106,7 +111,11 @@ class BatchSampler:
         self.device = backend.normalize_device(device)
         if seed is None:
             seed = int(backend.generator("cpu").integers(2 ** 63))
-        self.rng = np.random.Generator(np.random.PCG64(seed))
+        # A spawn key of its own: `np.random.default_rng(seed)` (the weights' generator
+        # after `tg.manual_seed(seed)`) starts from SeedSequence(seed) itself, and a
+        # sampler seeded alike would replay the weights' random bits as batch positions.
+        self.rng = np.random.Generator(
+            np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(BATCH_STREAM,))))
         self._device_data = None
 
     @property
