@@ -6,7 +6,7 @@ The recipe is the `shakespeare-char-cpu` preset of `python -m tinygpt train`: 4 
 betas (0.9, 0.99), weight decay 0.1), 100 warm-up iterations then cosine decay to 1e-4 over
 2000 iterations, gradient clipping at 1.0. For each seed:
 
-- tinygpt trains it with `tinygpt.train.Trainer` (seed = `--seed`); its "val20" is the
+- tinygpt trains it with `tinygpt.train.Trainer` (its `seed` set to the seed); its "val20" is the
   validation loss the trainer logs at the last iteration (eval_iters = 20 batches);
 - PyTorch, where installed, trains the same model with nanoGPT's own loop and random
   streams: `torch.manual_seed(seed)`, nanoGPT's initialisation order, `torch.randint`
@@ -80,7 +80,7 @@ def run_tinygpt(trainer, starts):
 
     def loss_of(x, y):
         with tg.no_grad():
-            return float(model(tg.tensor(x), tg.tensor(y))[1].item())
+            return model(tg.tensor(x), tg.tensor(y))[1].item()
 
     return {"val20": history[-1]["val_loss"],
             "fixed": fixed_loss(loss_of, val, starts, cfg.block_size)}
