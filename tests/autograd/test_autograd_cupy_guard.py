@@ -25,6 +25,7 @@ ALLOWED = {
     "nan", "inf", "pi", "e", "newaxis",
     "prod",              # of shapes (tuples of ints)
     "broadcast_shapes",  # of shapes
+    "errstate",          # which floating-point warnings NumPy prints
 }
 HOST_DATA_MARKER = "# numpy: host data"
 

@@ -112,6 +112,16 @@ def test_gelu_matches_its_twin(approximate):
                          lambda x: composed.gelu(x, approximate=approximate), [x])
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_exact_gelu_gradient_at_zero_and_tiny_inputs_is_one_half(dtype):
+    # Backward reads Phi(x) off y / x: 0 / 0 at x = 0, and subnormal y for tiny x (a
+    # RuntimeWarning is an error under the test settings).
+    tiny = [0.0, -0.0, 1e-45, -1e-40, 1e-30] + ([1e-310, 1e-200] if dtype == "float64" else [])
+    x = tg.tensor(tiny, dtype=dtype, requires_grad=True)
+    F.gelu(x).sum().backward()
+    assert x.grad.numpy().tolist() == [0.5] * len(tiny)
+
+
 def test_gelu_approximations_differ_but_agree_to_a_few_thousandths():
     x = tg.tensor(np.linspace(-5, 5, 101), dtype=tg.float64)
     exact, tanh = F.gelu(x).numpy(), F.gelu(x, approximate="tanh").numpy()
@@ -202,6 +212,31 @@ def test_self_attention_matches_its_twin(block_bytes, monkeypatch):
         lambda qkv: F.self_attention(qkv, 2),
         lambda qkv: merge_heads(composed.scaled_dot_product_attention(
             *split_heads(qkv, 2), is_causal=True)), [qkv])
+
+
+@pytest.mark.parametrize("dtype,c", [("float32", 4.5), ("float64", 12.0)])
+def test_self_attention_row_far_above_its_diagonal_redoes_the_row_with_its_max(dtype, c,
+                                                                                monkeypatch):
+    # The CPU shifts each score row by its diagonal score. Here key 0 scores 2 * 8 c^2 /
+    # sqrt(8) above keys 1 and 2 (115 for float32, 815 for float64): exp of that
+    # overflows, and those rows must be redone with their exact max.
+    from tinygpt.autograd.ops import attention
+    exact_calls = []
+    exp_scores = attention._exp_scores
+    monkeypatch.setattr(attention, "_exp_scores", lambda *a: exact_calls.append(a[-1])
+                        or exp_scores(*a))
+    u = np.full(8, c)
+    q = np.stack([u, u, u, u])
+    k = np.stack([u, -u, -u, u * 0.5])
+    v = RNG.standard_normal((4, 8))
+    qkv = leaf(np.concatenate([q, k, v], axis=1)[None])
+    fused = values_and_grads(lambda qkv: F.self_attention(qkv.to(dtype), 1).to("float64"), [qkv])
+    twin = values_and_grads(lambda qkv: merge_heads(composed.scaled_dot_product_attention(
+        *split_heads(qkv, 1), is_causal=True)), [qkv])
+    assert True in exact_calls
+    for got, want in zip([fused[0]] + fused[1], [twin[0]] + twin[1]):
+        assert np.isfinite(got).all()
+        assert_close(got, want, dtype, scale=c)
 
 
 def test_self_attention_with_dropout_matches_its_twin_with_the_same_draw():

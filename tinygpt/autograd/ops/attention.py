@@ -3,18 +3,24 @@
 `scaled_dot_product_attention` (ops/nn.py) takes q, k, v as (B, H, T, hs) tensors; a GPT
 gets them from one (B, T, 3C) projection and wants the result back as (B, T, C). Doing
 that with primitives costs a split (three zero-filled gradients in backward), two
-permutes and a transpose copy. This op reads q, k and v as strided views of qkv and
-writes its output straight into (B, T, C); backward recomputes the attention weights
-from q, k and each row's log-sum-exp, so no T x T array outlives a block.
+permutes and a transpose copy. This op writes its output straight into (B, T, C) and
+its gradient straight into the three thirds of (B, T, 3C); backward recomputes the
+attention weights from q, k and each row's log-sum-exp, so no T x T array outlives a
+block.
 
-It also works in blocks of a few sequences at a time: the (g, H, T, T) scores of a block
-stay in cache through the scale, mask, softmax and dropout passes, where a whole-batch
-computation would stream a (B, H, T, T) array through memory once per pass.
+It works in blocks of a few sequences and query rows at a time: the scores of a block
+stay in cache through the mask, exp and dropout passes, where a whole-batch computation
+would stream a (B, H, T, T) array through memory once per pass. No product has a
+transposed right-hand operand (NumPy's matmul runs those up to twice as slow at these
+sizes: k^T and v^T are copied once instead), and each per-row shift rides inside a
+product as one extra column (see `SelfAttention`) instead of costing a pass of its own.
 """
+
+import numpy as np
 
 from .. import backend
 from ..function import Function, register
-from .nn import _random_dtype, causal_mask
+from .nn import _random_dtype
 
 # Bytes of (g, H, T, T) scores per block: about the size of a core's L2 cache.
 BLOCK_BYTES = 1 << 20
@@ -27,6 +33,12 @@ def _views(x, n_head):
     hs = C3 // (3 * n_head)
     x5 = x.reshape(B, T, 3, n_head, hs)
     return tuple(x5[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
+
+
+def _heads(x, n_head):
+    """x (B, T, C) as a (B, H, T, hs) strided view."""
+    B, T, C = x.shape
+    return x.reshape(B, T, n_head, C // n_head).transpose(0, 2, 1, 3)
 
 
 def _tiles(xp, B, H, T, itemsize):
@@ -43,6 +55,53 @@ def _tiles(xp, B, H, T, itemsize):
     return [(slice(b, min(b + g, B)), rows) for b in range(0, B, g)]
 
 
+def _augmented(xp, a, last, transpose=False, scale=None):
+    """A contiguous copy of a (..., n, m) (times `scale` if given) with one more column
+    holding `last`: [a | last]; with transpose, a^T with one more row: [a^T ; last]."""
+    *lead, n, m = a.shape
+    if transpose:
+        out = xp.empty((*lead, m + 1, n), dtype=a.dtype)
+        body, a = out[..., :m, :], a.swapaxes(-1, -2)
+        out[..., m, :] = last
+    else:
+        out = xp.empty((*lead, n, m + 1), dtype=a.dtype)
+        body = out[..., :m]
+        out[..., m] = last
+    if scale is None:
+        body[...] = a
+    else:
+        xp.multiply(a, a.dtype.type(scale), out=body)
+    return out
+
+
+_masks = {}
+
+
+def _blocked(xp, r, dtype):
+    """(r, r) additive causal mask: 0 on and below the diagonal, -inf above it. Cached."""
+    key = (xp.__name__, r, dtype)
+    mask = _masks.get(key)
+    if mask is None:
+        mask = _masks[key] = xp.triu(xp.full((r, r), -xp.inf, dtype=dtype), k=1)
+    return mask
+
+
+def _exp_scores(xp, qa, ka, rows, exact):
+    """exp(S - shift) for query rows `rows` against keys 0..rows.stop-1: (g, H, r, b).
+
+    qa[..., hs] holds minus each row's shift and ka[..., hs, :] is ones, so the product
+    is S - shift already. The keys after each query (the upper triangle of the diagonal
+    block) get -inf and so weight 0. With `exact` the row max of S - shift is moved into
+    the shift first (written back into qa), so the largest term is exp(0) = 1."""
+    e = xp.matmul(qa, ka[..., :rows.stop])
+    e[..., rows] += _blocked(xp, rows.stop - rows.start, e.dtype)
+    if exact:
+        row_max = e.max(axis=-1, keepdims=True)      # finite: every query sees itself
+        e -= row_max
+        qa[..., -1] -= row_max[..., 0]
+    return xp.exp(e, out=e)
+
+
 @register("self_attention")
 class SelfAttention(Function):
     """Causal self-attention of the (B, T, 3C) output of a fused qkv projection.
@@ -54,13 +113,24 @@ class SelfAttention(Function):
     `scaled_dot_product_attention(q, k, v, is_causal=True)` followed by
     `.transpose(1, 2).reshape(B, T, C)`.
 
-    Backward, per block, with dy viewed as (B, H, T, hs), P recomputed from q, k and
-    the saved log-sum-exp of each row (as flash attention does, so no (B, H, T, T) array
-    outlives the forward):
+    The softmax subtracts a shift m_i from each score row before exp; any m_i gives the
+    same P. On the CPU m_i is the row's diagonal score S_ii (the query against itself,
+    never blocked), which costs one dot product per row where the row max costs a slow
+    reduction, and keeps every sum >= exp(0) = 1; a block with a row whose scores exceed
+    S_ii by more than exp can hold is redone with the exact row maxima. The shift enters the product:
+    [q * scale | -m] @ [k^T ; 1] = S - m. Forward keeps the log-sum-exp of each row,
+    lse_i = m_i + log(sum_j exp(S_ij - m_i)), in that same column.
+
+    Backward, per block, with dy viewed as (B, H, T, hs), P recomputed as
+    exp([q * scale | -lse] @ [k^T ; 1]) (as flash attention does, so no (B, H, T, T)
+    array outlives the forward):
         dv = A^T dy,  dA = dy v^T,  dP = dA * D,
-        dS = P * (dP - sum(dP * P, over keys)) * scale,
-        dq = dS k,  dk = dS^T q,  written into the matching thirds of dqkv.
-    Saves qkv, the log-sum-exp of each score row (B, H, T, 1) and the dropout mask.
+        dS = P * (dP - rowsum(dP * P)) * scale,
+        dq = dS k,  dk = dS^T q,  written into the matching thirds of dqkv,
+    where rowsum(dP * P)_i = sum_j dA_ij A_ij = dy_i . y_i, one dot product per row of
+    the output; without dropout it too rides in the product: [dy | -dy.y] @ [v^T ; 1].
+    Saves qkv (its tensor is kept for backward anyway), each row's -lse, the output y and
+    the dropout mask; backward rebuilds the augmented operands from them.
     """
 
     @staticmethod
@@ -71,92 +141,94 @@ class SelfAttention(Function):
             raise ValueError(
                 f"self_attention: the last dimension of qkv ({C3}) must be 3 * n_embd with "
                 f"n_embd divisible by n_head ({n_head})")
-        C = C3 // 3
+        C, dt = C3 // 3, qkv.dtype
         q, k, v = _views(qkv, n_head)
-        y = xp.empty((B, T, C), dtype=qkv.dtype)
-        y4 = y.reshape(B, T, n_head, C // n_head).transpose(0, 2, 1, 3)   # (B, H, T, hs)
-        lse = xp.empty((B, n_head, T, 1), dtype=qkv.dtype)                # log-sum-exp rows
+        qa = _augmented(xp, q, 0, scale=scale)                        # (B, H, T, hs + 1)
+        # The diagonal scores S_ii as the first shift on the CPU; a GPU takes the exact
+        # row max at once (checking for overflow would cost a host-device sync).
+        exact = backend.device_of(qkv) != "cpu"
+        if not exact:
+            qa[..., -1] = -xp.einsum("...i,...i->...", qa[..., :-1], k)
+        ka = _augmented(xp, k, 1, transpose=True)                     # (B, H, hs + 1, T)
+        y = xp.empty((B, T, C), dtype=dt)
+        y4 = _heads(y, n_head)                                        # (B, H, T, hs)
+        ones = xp.ones(T, dtype=dt)
         keep_all = xp.empty((B, n_head, T, T), dtype=bool) if dropout_p > 0 else None
-        drop_scale = qkv.dtype.type(1.0 / (1.0 - dropout_p))
+        drop_scale = dt.type(1.0 / (1.0 - dropout_p))
         gen = backend.generator(backend.device_of(qkv)) if dropout_p > 0 else None
-        for sl, rows in ((sl, r) for sl, blocks in _tiles(xp, B, n_head, T, qkv.dtype.itemsize)
+        for sl, rows in ((sl, r) for sl, blocks in _tiles(xp, B, n_head, T, dt.itemsize)
                          for r in blocks):
-            keys = slice(0, rows.stop)                                 # keys 0..b-1
-            e = _scores(xp, q[sl, :, rows], k[sl, :, keys], scale, rows)  # S, (g, H, r, b)
-            # Row max is finite: every query sees at least itself.
-            row_max = e.max(axis=-1, keepdims=True)
-            e -= row_max
-            xp.exp(e, out=e)                                           # E = P * total
-            total = e.sum(axis=-1, keepdims=True)
+            keys = slice(0, rows.stop)
+            qb, kb = qa[sl, :, rows], ka[sl]
+            with np.errstate(over="ignore"):                          # checked next
+                e = _exp_scores(xp, qb, kb, rows, exact)              # (g, H, r, b)
+            total = xp.matmul(e, ones[keys])                          # (g, H, r)
+            if not exact and not xp.isfinite(total).all():
+                e = _exp_scores(xp, qb, kb, rows, True)               # some S_ij >> S_ii
+                total = xp.matmul(e, ones[keys])
             if gen is not None:
                 keep = keep_all[sl, :, rows, keys]
-                xp.greater_equal(gen.random(e.shape, dtype=_random_dtype(e.dtype)),
+                xp.greater_equal(gen.random(e.shape, dtype=_random_dtype(dt)),
                                  dropout_p, out=keep)
                 e *= keep
-            # y = P v = (E v) / total: dividing the (r, hs) result is cheaper than the
-            # (r, b) weights, and the dropout scale rides along.
-            out = y4[sl, :, rows]
-            xp.matmul(e, v[sl, :, keys], out=out)
-            out *= (drop_scale / total) if gen is not None else 1 / total
+            e *= ((drop_scale / total) if gen is not None else 1 / total)[..., None]
+            xp.matmul(e, v[sl, :, keys], out=y4[sl, :, rows])         # A v
             xp.log(total, out=total)
-            xp.add(total, row_max, out=lse[sl, :, rows])
-        ctx.save(qkv, lse, keep_all)
+            qb[..., -1] -= total                                      # -lse
+        ctx.save(qkv, qa[..., -1].copy(), y, keep_all)
         ctx.n_head, ctx.scale, ctx.drop_scale = n_head, scale, drop_scale
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        qkv, lse, keep_all = ctx.saved
+        qkv, neg_lse, y, keep_all = ctx.saved
         xp = backend.array_module(dy)
         B, T, C = dy.shape
         H = ctx.n_head
+        hs = C // H
+        dt = dy.dtype
+        scale = dt.type(ctx.scale)
         q, k, v = _views(qkv, H)
-        dqkv = xp.empty_like(qkv)
+        dqkv = xp.empty((B, T, 3 * C), dtype=dt)
         dq, dk, dv = _views(dqkv, H)
-        dy4 = dy.reshape(B, T, H, C // H).transpose(0, 2, 1, 3)           # (B, H, T, hs)
-        scale = dy.dtype.type(ctx.scale)
-        for sl, blocks in _tiles(xp, B, H, T, dy.dtype.itemsize):
+        dy4 = _heads(dy, H)
+        # rowsum(dP * P) = dy . y per row and head, (B, H, T).
+        rowdot = xp.einsum("bthi,bthi->bht", dy.reshape(B, T, H, hs), y.reshape(B, T, H, hs))
+        qa = _augmented(xp, q, neg_lse, scale=scale)                  # [q * scale | -lse]
+        qs = qa[..., :-1]
+        ka = _augmented(xp, k, 1, transpose=True)                     # [k^T ; 1]
+        dya = _augmented(xp, dy4, 0 if keep_all is not None else -rowdot)  # [dy | -dy.y]
+        va = _augmented(xp, v, 1, transpose=True)                     # [v^T ; 1]
+        ks = k * scale
+        for sl, blocks in _tiles(xp, B, H, T, dt.itemsize):
             # dk and dv collect a contribution from every query block: sum them in
-            # contiguous buffers, then write each once into its third of dqkv.
-            dk_sum = xp.zeros(k[sl].shape, dtype=dy.dtype)
-            dv_sum = xp.zeros(v[sl].shape, dtype=dy.dtype)
+            # contiguous buffers, then write each once into its third of dqkv. One
+            # query block writes them there directly.
+            if len(blocks) == 1:
+                dk_sum, dv_sum = dk[sl], dv[sl]
+            else:
+                dk_sum = xp.zeros(ks[sl].shape, dtype=dt)
+                dv_sum = xp.zeros(ks[sl].shape, dtype=dt)
             for rows in blocks:
                 keys = slice(0, rows.stop)
-                qb, kb, vb = q[sl, :, rows], k[sl, :, keys], v[sl, :, keys]
-                dyb = dy4[sl, :, rows]
-                # Recompute P = exp(S - logsumexp) instead of keeping (B, H, T, T).
-                p = _scores(xp, qb, kb, ctx.scale, rows)
-                p -= lse[sl, :, rows]
-                xp.exp(p, out=p)                                       # P (0 where blocked)
+                a = p = _exp_scores(xp, qa[sl, :, rows], ka[sl], rows, False)   # P
+                ds = xp.matmul(dya[sl, :, rows], va[sl, :, :, keys])   # dA (- dy.y)
                 if keep_all is not None:
                     keep = keep_all[sl, :, rows, keys]
                     a = p * keep
                     a *= ctx.drop_scale
+                    ds *= keep
+                    ds *= ctx.drop_scale                               # dP
+                    ds -= rowdot[sl, :, rows, None]
+                ds *= p                                                # dS / scale
+                xp.matmul(ds, ks[sl, :, keys], out=dq[sl, :, rows])
+                if len(blocks) == 1:
+                    xp.matmul(a.swapaxes(-1, -2), dy4[sl], out=dv_sum)
+                    xp.matmul(ds.swapaxes(-1, -2), qs[sl], out=dk_sum)
                 else:
-                    a = p
-                dv_sum[:, :, keys] += xp.matmul(a.swapaxes(-1, -2), dyb)
-                dp = xp.matmul(dyb, vb.swapaxes(-1, -2))               # dA, (g, H, r, b)
-                if keep_all is not None:
-                    dp *= keep
-                    dp *= ctx.drop_scale
-                # dS = P * (dP - sum(dP * P)) * scale; the scale is applied to dq and dk,
-                # which are (r, hs) and (b, hs) per head instead of (r, b).
-                dp -= xp.einsum("...ij,...ij->...i", dp, p)[..., None]
-                dp *= p
-                out = dq[sl, :, rows]
-                xp.matmul(dp, kb, out=out)
-                out *= scale
-                dk_sum[:, :, keys] += xp.matmul(dp.swapaxes(-1, -2), qb)
-            dk_sum *= scale
-            dk[sl] = dk_sum
-            dv[sl] = dv_sum
+                    dv_sum[:, :, keys] += xp.matmul(a.swapaxes(-1, -2), dy4[sl, :, rows])
+                    dk_sum[:, :, keys] += xp.matmul(ds.swapaxes(-1, -2), qs[sl, :, rows])
+            if len(blocks) > 1:
+                dk[sl] = dk_sum
+                dv[sl] = dv_sum
         return (dqkv,)
-
-
-def _scores(xp, q, k, scale, rows):
-    """S = q k^T * scale for query rows `rows` (a slice of 0..T-1) against keys
-    0..rows.stop-1, with the keys after each query set to -inf: (g, H, r, b)."""
-    s = xp.matmul(q * q.dtype.type(scale), k.swapaxes(-1, -2))   # scaling q: r x hs, not r x b
-    t = rows.stop
-    xp.copyto(s, xp.asarray(-xp.inf, dtype=s.dtype), where=causal_mask(xp, t, t)[rows])
-    return s

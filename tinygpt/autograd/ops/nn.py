@@ -261,9 +261,28 @@ def _gelu_tanh(xp, x, y):
     y *= 0.5
 
 
-def _gelu_tanh_grad(xp, x, dy, dx):
+def _phi_from_output(xp, x, y, out):
+    """out = y / x = Phi(x) (GELU's y = x * Phi(x)), and 1/2 where x * x < _TINY2 (there
+    Phi(x) = 1/2 to the last bit, and y / x would lose bits to subnormals or be 0 / 0).
+    Returns x * x, which every GELU gradient needs next."""
+    x2 = x * x
+    small = x2 < _TINY2[x.dtype.char]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xp.divide(y, x, out=out)
+    xp.copyto(out, x.dtype.type(0.5), where=small)
+    return x2
+
+
+# Where x * x is below these (|x| under 1e-150 in float64, 1e-18 in float32, ~3e-4 in
+# float16), Phi(x) = 1/2 + x / sqrt(2 pi) rounds to 1/2; above them y = x * Phi(x) is a
+# normal number, so y / x is exact to the last bit or two.
+_TINY2 = {"d": 1e-300, "f": np.float32(1e-36), "e": np.float16(1e-7)}
+
+
+def _gelu_tanh_grad(xp, x, y, dy, dx):
     """dx = dy * (0.5 (1 + t) + w (1 - t^2)),  t = tanh(u),
-    w = 0.5 x sqrt(2/pi) (1 + 3 * 0.044715 x^2)."""
+    w = 0.5 x sqrt(2/pi) (1 + 3 * 0.044715 x^2). t is recomputed: reading it off y / x
+    (as the exact variant does) would cost precision in 1 - t^2 where t is near +-1."""
     c = _SQRT_2_OVER_PI
     w = x * x
     t = w * (_A * c)
@@ -290,13 +309,9 @@ def _gelu_exact(xp, x, y):
     y *= 0.5
 
 
-def _gelu_exact_grad(xp, x, dy, dx):
-    """dx = dy * (Phi(x) + x phi(x)),  Phi(x) = 0.5 (1 + erf(x / sqrt 2)),
-    phi(x) = exp(-x^2 / 2) / sqrt(2 pi)."""
-    dx[...] = backend.erf(x * _INV_SQRT_2)
-    dx += 1
-    dx *= 0.5
-    g = x * x
+def _gelu_exact_grad(xp, x, y, dy, dx):
+    """dx = dy * (Phi(x) + x phi(x)),  Phi(x) = y / x,  phi(x) = exp(-x^2 / 2) / sqrt(2 pi)."""
+    g = _phi_from_output(xp, x, y, dx)                          # dx = Phi(x), g = x^2
     g *= -0.5
     xp.exp(g, out=g)
     g *= x
@@ -314,30 +329,32 @@ class Gelu(Function):
     approximate="tanh" (GPT-2's):  u = sqrt(2/pi) (x + 0.044715 x^3),  t = tanh(u),
         y = 0.5 x (1 + t),  dx = dy * (0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)).
 
-    Saves x only: backward recomputes t (or Phi), one transcendental, to save a full
-    activation's memory. Both directions run block by block (backend.for_blocks) with
-    in-place ufuncs, so the intermediates stay in cache.
+    The exact backward reads Phi(x) off the output as y / x instead of evaluating erf (a
+    ~25-pass rational function) again; the tanh backward recomputes t (one pass). Saves
+    x and y; y is the next layer's input, which that layer keeps anyway, so it costs no
+    memory. Both directions run block by block (backend.for_blocks) with in-place
+    ufuncs, so the intermediates stay in cache.
     """
 
     @staticmethod
     def forward(ctx, x, approximate):
         xp = backend.array_module(x)
-        ctx.save(x)
         ctx.approximate = approximate
         kernel = _gelu_tanh if approximate == "tanh" else _gelu_exact
         y = xp.empty_like(x)
         x2, y2 = _rows(x), _rows(y)
         backend.for_blocks(lambda rows: kernel(xp, x2[rows], y2[rows]), x2)
+        ctx.save(x, y)
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        (x,) = ctx.saved
+        x, y = ctx.saved
         xp = backend.array_module(x)
         kernel = _gelu_tanh_grad if ctx.approximate == "tanh" else _gelu_exact_grad
         dx = xp.empty_like(x)
-        x2, dy2, dx2 = _rows(x), _rows(dy), _rows(dx)
-        backend.for_blocks(lambda rows: kernel(xp, x2[rows], dy2[rows], dx2[rows]), x2)
+        x2, y2, dy2, dx2 = _rows(x), _rows(y), _rows(dy), _rows(dx)
+        backend.for_blocks(lambda rows: kernel(xp, x2[rows], y2[rows], dy2[rows], dx2[rows]), x2)
         return (dx,)
 
 
