@@ -70,6 +70,33 @@ def test_for_blocks_covers_every_row_once(blocking):
     assert starts == sorted(starts)
 
 
+def test_for_blocks_gives_each_thread_the_same_number_of_blocks(monkeypatch):
+    # 3 blocks' worth of rows on 2 threads: 4 smaller blocks, 2 a thread, not 2 + 1.
+    monkeypatch.setattr(backend, "BLOCK_ELEMENTS", 8)
+    previous = backend.get_num_threads()
+    backend.set_num_threads(2)
+    try:
+        sizes = backend.for_blocks(lambda rows: rows.stop - rows.start, np.zeros((24, 1)))
+    finally:
+        backend.set_num_threads(previous)
+    assert sizes == [6, 6, 6, 6]
+
+
+def test_for_blocks_raises_an_error_from_a_worker_thread_and_stays_usable(blocking):
+    import threading
+
+    def fail_off_the_main_thread(rows):
+        if threading.current_thread() is not threading.main_thread():
+            raise KeyError(f"rows {rows.start}:{rows.stop}")
+        return rows.start
+
+    if backend.get_num_threads() > 1 and backend.BLOCK_ELEMENTS < 4 * 23:
+        with pytest.raises(KeyError, match="rows"):
+            backend.for_blocks(fail_off_the_main_thread, np.zeros((23, 4)))
+    starts = backend.for_blocks(lambda rows: rows.start, np.zeros((23, 4)))
+    assert starts == sorted(starts) and starts[0] == 0
+
+
 @pytest.mark.parametrize("block_bytes, query_block", [(1 << 20, 64), (1, 64), (1, 2), (1 << 20, 1)])
 def test_self_attention_blocks_match_scaled_dot_product_attention(block_bytes, query_block,
                                                                   monkeypatch):
