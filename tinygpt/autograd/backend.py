@@ -402,12 +402,18 @@ def for_blocks(fn, array, row_elements=None):
     if threads > 1:
         count = -(-count // threads) * threads                 # a whole number per thread
     rows = -(-n // count)
-    blocks = [slice(i, min(i + rows, n)) for i in range(0, n, rows)]
-    if threads == 1:
-        return [fn(b) for b in blocks]
-    # One task per thread, each running a contiguous run of blocks: a task per block
-    # would cost more in hand-offs than a block's work.
-    share = -(-len(blocks) // threads)
-    runs = [blocks[i:i + share] for i in range(0, len(blocks), share)]
-    results = _workers().run([lambda run=run: [fn(b) for b in run] for run in runs])
+    return parallel_map(fn, [slice(i, min(i + rows, n)) for i in range(0, n, rows)])
+
+
+def parallel_map(fn, items):
+    """[fn(item) for item in items], the items shared out over `get_num_threads()` CPU
+    threads in contiguous runs (one hand-off per thread, not per item; the calling thread
+    runs the first run). fn must release the GIL for the threads to help (NumPy's ufuncs
+    and BLAS calls do) and must not write where another item's call reads or writes."""
+    threads = min(get_num_threads(), len(items))
+    if threads <= 1:
+        return [fn(item) for item in items]
+    share = -(-len(items) // threads)
+    runs = [items[i:i + share] for i in range(0, len(items), share)]
+    results = _workers().run([lambda run=run: [fn(item) for item in run] for run in runs])
     return [r for run in results for r in run]

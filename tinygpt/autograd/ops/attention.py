@@ -10,7 +10,8 @@ block.
 
 It works in blocks of a few sequences and query rows at a time: the scores of a block
 stay in cache through the mask, exp and dropout passes, where a whole-batch computation
-would stream a (B, H, T, T) array through memory once per pass. No product has a
+would stream a (B, H, T, T) array through memory once per pass; where the products are
+small, the batch blocks run on several threads. No product has a
 transposed right-hand operand (NumPy's matmul runs those up to twice as slow at these
 sizes: k^T and v^T are copied once instead), and each per-row shift rides inside a
 product as one extra column (see `SelfAttention`) instead of costing a pass of its own.
@@ -41,18 +42,35 @@ def _heads(x, n_head):
     return x.reshape(B, T, n_head, C // n_head).transpose(0, 2, 1, 3)
 
 
-def _tiles(xp, B, H, T, itemsize):
-    """Batch blocks, each with its query blocks: [(batch slice, [query slices])].
+def _tiles(xp, B, H, T, hs, itemsize):
+    """Batch blocks, each with its query blocks: [(batch slice, [query slices])], and
+    whether to run the batch blocks on several threads.
 
     A batch block holds about BLOCK_BYTES of (T, T) scores; its query rows are cut into
     blocks of QUERY_BLOCK rows, and rows a:b attend to keys 0:b only, so the blocked
-    upper triangle is skipped (about 3/8 of the work at T = 256). A GPU gets one tile:
-    one large kernel beats many small ones."""
+    upper triangle is skipped (about 3/8 of the work at T = 256). Where each head's
+    products are small enough that BLAS runs them on one thread (below SERIAL_BLAS_MACS
+    multiply-adds), the batch blocks run on `backend.parallel_map`'s threads instead, at
+    least one block per thread; larger products get BLAS's own threads, which two
+    blocks at once would only fight over. A GPU gets one tile: one large kernel beats
+    many small ones."""
     if xp.__name__ != "numpy":
-        return [(slice(0, B), [slice(0, T)])]
+        return [(slice(0, B), [slice(0, T)])], False
     g = max(1, BLOCK_BYTES // max(1, H * T * T * itemsize))
+    parallel = min(QUERY_BLOCK, T) * T * hs <= SERIAL_BLAS_MACS
+    if parallel:
+        g = min(g, -(-B // backend.get_num_threads()))
     rows = [slice(a, min(a + QUERY_BLOCK, T)) for a in range(0, T, QUERY_BLOCK)]
-    return [(slice(b, min(b + g, B)), rows) for b in range(0, B, g)]
+    return [(slice(b, min(b + g, B)), rows) for b in range(0, B, g)], parallel
+
+
+# OpenBLAS runs a product of at most 65536 * 4 multiply-adds on the calling thread (its
+# GEMM_MULTITHREAD_THRESHOLD); NumPy ships OpenBLAS.
+SERIAL_BLAS_MACS = 1 << 18
+
+
+def _run_tiles(fn, tiles, parallel):
+    return backend.parallel_map(fn, tiles) if parallel else [fn(tile) for tile in tiles]
 
 
 def _augmented(xp, a, last, transpose=False, scale=None):
@@ -119,7 +137,7 @@ class SelfAttention(Function):
     reduction, and keeps every sum >= exp(0) = 1; a block with a row whose scores exceed
     S_ii by more than exp can hold is redone with the exact row maxima. The shift enters the product:
     [q * scale | -m] @ [k^T ; 1] = S - m. Forward keeps the log-sum-exp of each row,
-    lse_i = m_i + log(sum_j exp(S_ij - m_i)), in that same column.
+    lse_i = m_i + log(sum_j exp(S_ij - m_i)), and backward puts -lse into that column.
 
     Backward, per block, with dy viewed as (B, H, T, hs), P recomputed as
     exp([q * scale | -lse] @ [k^T ; 1]) (as flash attention does, so no (B, H, T, T)
@@ -130,7 +148,8 @@ class SelfAttention(Function):
     where rowsum(dP * P)_i = sum_j dA_ij A_ij = dy_i . y_i, one dot product per row of
     the output; without dropout it too rides in the product: [dy | -dy.y] @ [v^T ; 1].
     Saves qkv (its tensor is kept for backward anyway), each row's -lse, the output y and
-    the dropout mask; backward rebuilds the augmented operands from them.
+    the dropout mask; both directions build the augmented operands one batch block at a
+    time, so they stay in cache and no whole-batch copy is ever held.
     """
 
     @staticmethod
@@ -143,39 +162,51 @@ class SelfAttention(Function):
                 f"n_embd divisible by n_head ({n_head})")
         C, dt = C3 // 3, qkv.dtype
         q, k, v = _views(qkv, n_head)
-        qa = _augmented(xp, q, 0, scale=scale)                        # (B, H, T, hs + 1)
+        y = xp.empty((B, T, C), dtype=dt)
+        y4 = _heads(y, n_head)                                        # (B, H, T, hs)
+        neg_lse = xp.empty((B, n_head, T), dtype=dt)
+        ones = xp.ones(T, dtype=dt)
         # The diagonal scores S_ii as the first shift on the CPU; a GPU takes the exact
         # row max at once (checking for overflow would cost a host-device sync).
         exact = backend.device_of(qkv) != "cpu"
-        if not exact:
-            qa[..., -1] = -xp.einsum("...i,...i->...", qa[..., :-1], k)
-        ka = _augmented(xp, k, 1, transpose=True)                     # (B, H, hs + 1, T)
-        y = xp.empty((B, T, C), dtype=dt)
-        y4 = _heads(y, n_head)                                        # (B, H, T, hs)
-        ones = xp.ones(T, dtype=dt)
-        keep_all = xp.empty((B, n_head, T, T), dtype=bool) if dropout_p > 0 else None
         drop_scale = dt.type(1.0 / (1.0 - dropout_p))
-        gen = backend.generator(backend.device_of(qkv)) if dropout_p > 0 else None
-        for sl, rows in ((sl, r) for sl, blocks in _tiles(xp, B, n_head, T, dt.itemsize)
-                         for r in blocks):
-            keys = slice(0, rows.stop)
-            qb, kb = qa[sl, :, rows], ka[sl]
-            with np.errstate(over="ignore"):                          # checked next
-                e = _exp_scores(xp, qb, kb, rows, exact)              # (g, H, r, b)
-            total = xp.matmul(e, ones[keys])                          # (g, H, r)
-            if not exact and not xp.isfinite(total).all():
-                e = _exp_scores(xp, qb, kb, rows, True)               # some S_ij >> S_ii
-                total = xp.matmul(e, ones[keys])
-            if gen is not None:
-                keep = keep_all[sl, :, rows, keys]
-                xp.greater_equal(gen.random(e.shape, dtype=_random_dtype(dt)),
-                                 dropout_p, out=keep)
-                e *= keep
-            e *= ((drop_scale / total) if gen is not None else 1 / total)[..., None]
-            xp.matmul(e, v[sl, :, keys], out=y4[sl, :, rows])         # A v
-            xp.log(total, out=total)
-            qb[..., -1] -= total                                      # -lse
-        ctx.save(qkv, qa[..., -1].copy(), y, keep_all)
+        tiles, parallel = _tiles(xp, B, n_head, T, C // n_head, dt.itemsize)
+        keep_all = None
+        if dropout_p > 0:
+            # Drawn here, tile by tile in order, so the random stream does not depend on
+            # which thread gets there first.
+            keep_all = xp.empty((B, n_head, T, T), dtype=bool)
+            gen = backend.generator(backend.device_of(qkv))
+            for sl, blocks in tiles:
+                for rows in blocks:
+                    keep = keep_all[sl, :, rows, :rows.stop]
+                    xp.greater_equal(gen.random(keep.shape, dtype=_random_dtype(dt)),
+                                     dropout_p, out=keep)
+
+        def tile(job):
+            sl, blocks = job
+            qa = _augmented(xp, q[sl], 0, scale=scale)               # [q * scale | -shift]
+            if not exact:
+                qa[..., -1] = -xp.einsum("...i,...i->...", qa[..., :-1], k[sl])
+            ka = _augmented(xp, k[sl], 1, transpose=True)             # [k^T ; 1]
+            for rows in blocks:
+                keys = slice(0, rows.stop)
+                qb = qa[:, :, rows]
+                with np.errstate(over="ignore"):                      # checked next
+                    e = _exp_scores(xp, qb, ka, rows, exact)          # (g, H, r, b)
+                total = xp.matmul(e, ones[keys])                      # (g, H, r)
+                if not exact and not xp.isfinite(total).all():
+                    e = _exp_scores(xp, qb, ka, rows, True)           # some S_ij >> S_ii
+                    total = xp.matmul(e, ones[keys])
+                if keep_all is not None:
+                    e *= keep_all[sl, :, rows, keys]
+                e *= ((drop_scale / total) if keep_all is not None else 1 / total)[..., None]
+                xp.matmul(e, v[sl, :, keys], out=y4[sl, :, rows])     # A v
+                xp.log(total, out=total)
+                xp.subtract(qb[..., -1], total, out=neg_lse[sl, :, rows])   # -lse
+
+        _run_tiles(tile, tiles, parallel)
+        ctx.save(qkv, neg_lse, y, keep_all)
         ctx.n_head, ctx.scale, ctx.drop_scale = n_head, scale, drop_scale
         return y
 
@@ -191,44 +222,49 @@ class SelfAttention(Function):
         q, k, v = _views(qkv, H)
         dqkv = xp.empty((B, T, 3 * C), dtype=dt)
         dq, dk, dv = _views(dqkv, H)
-        dy4 = _heads(dy, H)
-        # rowsum(dP * P) = dy . y per row and head, (B, H, T).
-        rowdot = xp.einsum("bthi,bthi->bht", dy.reshape(B, T, H, hs), y.reshape(B, T, H, hs))
-        qa = _augmented(xp, q, neg_lse, scale=scale)                  # [q * scale | -lse]
-        qs = qa[..., :-1]
-        ka = _augmented(xp, k, 1, transpose=True)                     # [k^T ; 1]
-        dya = _augmented(xp, dy4, 0 if keep_all is not None else -rowdot)  # [dy | -dy.y]
-        va = _augmented(xp, v, 1, transpose=True)                     # [v^T ; 1]
-        ks = k * scale
-        for sl, blocks in _tiles(xp, B, H, T, dt.itemsize):
+        dy4, y4 = _heads(dy, H), _heads(y, H)
+        tiles, parallel = _tiles(xp, B, H, T, hs, dt.itemsize)
+
+        def tile(job):
+            sl, blocks = job
+            # rowsum(dP * P) = dy . y per row and head, (g, H, T).
+            rowdot = xp.einsum("...i,...i->...", dy4[sl], y4[sl])
+            qa = _augmented(xp, q[sl], neg_lse[sl], scale=scale)      # [q * scale | -lse]
+            qs = qa[..., :-1]
+            ka = _augmented(xp, k[sl], 1, transpose=True)             # [k^T ; 1]
+            dya = _augmented(xp, dy4[sl], 0 if keep_all is not None else -rowdot)
+            va = _augmented(xp, v[sl], 1, transpose=True)             # [v^T ; 1]
+            ks = k[sl] * scale
             # dk and dv collect a contribution from every query block: sum them in
             # contiguous buffers, then write each once into its third of dqkv. One
             # query block writes them there directly.
             if len(blocks) == 1:
                 dk_sum, dv_sum = dk[sl], dv[sl]
             else:
-                dk_sum = xp.zeros(ks[sl].shape, dtype=dt)
-                dv_sum = xp.zeros(ks[sl].shape, dtype=dt)
+                dk_sum = xp.zeros(ks.shape, dtype=dt)
+                dv_sum = xp.zeros(ks.shape, dtype=dt)
             for rows in blocks:
                 keys = slice(0, rows.stop)
-                a = p = _exp_scores(xp, qa[sl, :, rows], ka[sl], rows, False)   # P
-                ds = xp.matmul(dya[sl, :, rows], va[sl, :, :, keys])   # dA (- dy.y)
+                a = p = _exp_scores(xp, qa[:, :, rows], ka, rows, False)   # P
+                ds = xp.matmul(dya[:, :, rows], va[..., keys])         # dA (- dy.y)
                 if keep_all is not None:
                     keep = keep_all[sl, :, rows, keys]
                     a = p * keep
                     a *= ctx.drop_scale
                     ds *= keep
                     ds *= ctx.drop_scale                               # dP
-                    ds -= rowdot[sl, :, rows, None]
+                    ds -= rowdot[:, :, rows, None]
                 ds *= p                                                # dS / scale
-                xp.matmul(ds, ks[sl, :, keys], out=dq[sl, :, rows])
+                xp.matmul(ds, ks[:, :, keys], out=dq[sl, :, rows])
                 if len(blocks) == 1:
                     xp.matmul(a.swapaxes(-1, -2), dy4[sl], out=dv_sum)
-                    xp.matmul(ds.swapaxes(-1, -2), qs[sl], out=dk_sum)
+                    xp.matmul(ds.swapaxes(-1, -2), qs, out=dk_sum)
                 else:
                     dv_sum[:, :, keys] += xp.matmul(a.swapaxes(-1, -2), dy4[sl, :, rows])
-                    dk_sum[:, :, keys] += xp.matmul(ds.swapaxes(-1, -2), qs[sl, :, rows])
+                    dk_sum[:, :, keys] += xp.matmul(ds.swapaxes(-1, -2), qs[:, :, rows])
             if len(blocks) > 1:
                 dk[sl] = dk_sum
                 dv[sl] = dv_sum
+
+        _run_tiles(tile, tiles, parallel)
         return (dqkv,)
