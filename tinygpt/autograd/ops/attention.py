@@ -11,10 +11,10 @@ block.
 It works in blocks of a few sequences and query rows at a time: the scores of a block
 stay in cache through the mask, exp and dropout passes, where a whole-batch computation
 would stream a (B, H, T, T) array through memory once per pass; where the products are
-small, the batch blocks run on several threads. No product has a
-transposed right-hand operand (NumPy's matmul runs those up to twice as slow at these
-sizes: k^T and v^T are copied once instead), and each per-row shift rides inside a
-product as one extra column (see `SelfAttention`) instead of costing a pass of its own.
+small, the batch blocks run on several threads. No product has a transposed right-hand
+operand (NumPy's matmul runs those up to twice as slow at these sizes: k^T and v^T are
+copied once instead), and each per-row shift rides inside a product as one extra column
+(see `SelfAttention`) instead of costing a pass of its own.
 """
 
 import numpy as np

@@ -174,9 +174,10 @@ class LayerNorm(Function):
     dx = rstd * (dn - mean(dn) - n * mean(dn * n))
     dw = sum of dy * n over the leading axes,  db = sum of dy over the leading axes.
 
-    Saves n rather than x and mean (the same memory, and backward needs n itself), plus
-    rstd and w. Works row block by row block (backend.for_blocks) so the passes of one
-    block stay in cache.
+    Saves x, the row means and rstd (x's tensor is kept for backward anyway, so this costs
+    two numbers a row) and recomputes n block by block in backward, where saving n would
+    hold a second activation-sized array per layer norm until backward. Works row block by
+    row block (backend.for_blocks) so the passes of one block stay in cache.
     """
 
     @staticmethod
@@ -188,60 +189,62 @@ class LayerNorm(Function):
         for size in x.shape[x.ndim - n_axes:]:
             d *= size
         x2 = x.reshape(-1, d)                                   # (N, D)
-        n2 = xp.empty_like(x2)
         y2 = xp.empty_like(x2)
+        mean = xp.empty((x2.shape[0], 1), dtype=x.dtype)
         rstd = xp.empty((x2.shape[0], 1), dtype=x.dtype)
         mean_weights = xp.full(d, 1.0 / d, dtype=x.dtype)       # row means as one gemv
 
         def block(rows):
-            xb, nb = x2[rows], n2[rows]
-            xp.subtract(xb, (xb @ mean_weights)[:, None], out=nb)
+            xb, nb, m, r = x2[rows], y2[rows], mean[rows], rstd[rows]   # n built in y
+            xp.matmul(xb, mean_weights, out=m[:, 0])
+            xp.subtract(xb, m, out=nb)
             var = xp.einsum("ij,ij->i", nb, nb)                 # sum of squares, no temporary
             var *= 1.0 / d
             var += eps
-            r = rstd[rows]
             r[:, 0] = var
             xp.sqrt(r, out=r)
             xp.reciprocal(r, out=r)
             nb *= r
-            yb = y2[rows]
             if weight is not None:
-                xp.multiply(nb, weight, out=yb)
-            else:
-                yb[...] = nb
+                nb *= weight
             if bias is not None:
-                yb += bias
+                nb += bias
 
         backend.for_blocks(block, x2)
-        ctx.save(n2, rstd, weight, mean_weights)
+        ctx.save(x2, mean, rstd, weight, mean_weights)
         ctx.shape, ctx.has_weight, ctx.has_bias = x.shape, has_weight, has_bias
         ctx.param_shape = x.shape[x.ndim - n_axes:]
         return y2.reshape(x.shape)
 
     @staticmethod
     def backward(ctx, dy):
-        n2, rstd, weight, mean_weights = ctx.saved
+        x2, mean, rstd, weight, mean_weights = ctx.saved
         xp = backend.array_module(dy)
-        dy2 = dy.reshape(n2.shape)
-        dx2 = xp.empty_like(n2)
+        dy2 = dy.reshape(x2.shape)
+        dx2 = xp.empty_like(x2)
+        need_w = ctx.has_weight and ctx.needs_grad[1]
 
         def block(rows):
-            nb, dyb, dxb = n2[rows], dy2[rows], dx2[rows]
+            dyb, dxb = dy2[rows], dx2[rows]
+            nb = x2[rows] - mean[rows]
+            nb *= rstd[rows]                                    # n
             dn = dyb * weight if weight is not None else dyb
             mean_dn = dn @ mean_weights
             mean_dnn = xp.einsum("ij,ij->i", dn, nb)
-            mean_dnn *= 1.0 / n2.shape[1]
+            mean_dnn *= 1.0 / x2.shape[1]
+            dw = xp.einsum("ij,ij->j", dyb, nb) if need_w else None   # this block's part
             # dx = rstd * (dn - mean(dn) - n * mean(dn * n))
             xp.multiply(nb, mean_dnn[:, None], out=dxb)
             xp.subtract(dn, dxb, out=dxb)
             dxb -= mean_dn[:, None]
             dxb *= rstd[rows]
+            return dw
 
-        backend.for_blocks(block, n2)
+        dw_parts = backend.for_blocks(block, x2)
         grads = [dx2.reshape(ctx.shape)]
         if ctx.has_weight:
-            grads.append(xp.einsum("ij,ij->j", dy2, n2).reshape(ctx.param_shape)
-                         if ctx.needs_grad[1] else None)
+            grads.append(sum(dw_parts[1:], dw_parts[0]).reshape(ctx.param_shape)
+                         if need_w else None)
         if ctx.has_bias:
             grads.append(_column_sums(dy2).reshape(ctx.param_shape) if ctx.needs_grad[-1] else None)
         return tuple(grads)
