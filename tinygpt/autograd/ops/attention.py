@@ -135,9 +135,9 @@ class SelfAttention(Function):
     same P. On the CPU m_i is the row's diagonal score S_ii (the query against itself,
     never blocked), which costs one dot product per row where the row max costs a slow
     reduction, and keeps every sum >= exp(0) = 1; a block with a row whose scores exceed
-    S_ii by more than exp can hold is redone with the exact row maxima. The shift enters the product:
-    [q * scale | -m] @ [k^T ; 1] = S - m. Forward keeps the log-sum-exp of each row,
-    lse_i = m_i + log(sum_j exp(S_ij - m_i)), and backward puts -lse into that column.
+    S_ii by more than exp can hold is redone with the exact row maxima. The shift enters
+    the product: [q * scale | -m] @ [k^T ; 1] = S - m. Forward keeps the log-sum-exp of
+    each row, lse_i = m_i + log(sum_j exp(S_ij - m_i)); backward puts -lse in that column.
 
     Backward, per block, with dy viewed as (B, H, T, hs), P recomputed as
     exp([q * scale | -lse] @ [k^T ; 1]) (as flash attention does, so no (B, H, T, T)

@@ -246,7 +246,8 @@ class LayerNorm(Function):
             grads.append(sum(dw_parts[1:], dw_parts[0]).reshape(ctx.param_shape)
                          if need_w else None)
         if ctx.has_bias:
-            grads.append(_column_sums(dy2).reshape(ctx.param_shape) if ctx.needs_grad[-1] else None)
+            grads.append(_column_sums(dy2).reshape(ctx.param_shape)
+                         if ctx.needs_grad[-1] else None)
         return tuple(grads)
 
 
