@@ -98,11 +98,17 @@ def test_for_blocks_raises_an_error_from_a_worker_thread_and_stays_usable(blocki
 
 
 @pytest.mark.parametrize("block_bytes, query_block", [(1 << 20, 64), (1, 64), (1, 2), (1 << 20, 1)])
+@pytest.mark.parametrize("tiles", ["threads", "one at a time"])
 def test_self_attention_blocks_match_scaled_dot_product_attention(block_bytes, query_block,
-                                                                  monkeypatch):
+                                                                  tiles, monkeypatch, set_threads):
     # 1 byte: one sequence a block; query blocks of 2 or 1 rows skip the blocked keys
     monkeypatch.setattr(attention, "BLOCK_BYTES", block_bytes)
     monkeypatch.setattr(attention, "QUERY_BLOCK", query_block)
+    if tiles == "one at a time":        # products too large for one BLAS thread
+        monkeypatch.setattr(attention, "SERIAL_BLAS_MACS", 0)
+        monkeypatch.setattr(backend, "can_limit_blas_threads", lambda: False)
+    else:
+        set_threads(2)
     B, T, H, hs = 3, 5, 2, 4
     C = H * hs
 
@@ -128,6 +134,135 @@ def test_self_attention_with_dropout_in_blocks_passes_gradcheck(monkeypatch):
         return F.self_attention(x, 2, dropout_p=0.3)
 
     assert tg.gradcheck(fn, [qkv])
+
+
+needs_blas_control = pytest.mark.skipif(
+    not backend.can_limit_blas_threads(),
+    reason="NumPy's BLAS is not an OpenBLAS whose thread count tinygpt can set")
+
+
+@pytest.fixture
+def two_blas_threads():
+    """NumPy's BLAS on 2 threads for the test (whatever the environment set), then back."""
+    get, set_ = backend._blas_controls()[0]
+    before = get()
+    set_(2)
+    yield get
+    set_(before)
+
+
+@needs_blas_control
+def test_single_threaded_blas_sets_one_thread_and_restores_the_count(two_blas_threads):
+    get = two_blas_threads
+    with backend.single_threaded_blas():
+        assert get() == 1
+        with backend.single_threaded_blas():
+            assert get() == 1
+        assert get() == 1
+    assert get() == 2
+    with pytest.raises(KeyError):
+        with backend.single_threaded_blas():
+            raise KeyError("inside")
+    assert get() == 2
+
+
+@needs_blas_control
+def test_parallel_map_gives_its_items_one_blas_thread(two_blas_threads, set_threads):
+    get = two_blas_threads
+    set_threads(2)
+    assert backend.parallel_map(lambda item: get(), [0, 1, 2, 3]) == [1, 1, 1, 1]
+    assert get() == 2
+
+
+@pytest.fixture
+def set_threads():
+    """set_threads(n): backend.set_num_threads(n) until the test ends."""
+    previous = backend.get_num_threads()
+    yield backend.set_num_threads
+    backend.set_num_threads(previous)
+
+
+def spy_on_parallel_map(monkeypatch):
+    """The item lists that backend.parallel_map is called with, from now on."""
+    calls, real = [], backend.parallel_map
+    monkeypatch.setattr(backend, "parallel_map",
+                        lambda fn, items: calls.append(items) or real(fn, items))
+    return calls
+
+
+@needs_blas_control
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("a_shape, b_shape, transposed", [
+    ((7, 5), (5, 3), False), ((9, 1), (1, 6), False), ((6, 11), (11, 4), True)])
+def test_matmul_split_over_threads_equals_one_product(a_shape, b_shape, transposed, threads,
+                                                      monkeypatch, set_threads):
+    monkeypatch.setattr(backend, "SPLIT_MACS", 1)
+    set_threads(threads)
+    calls = spy_on_parallel_map(monkeypatch)
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(a_shape[::-1]).T if transposed else rng.standard_normal(a_shape)
+    b = rng.standard_normal(b_shape)
+    got = backend.matmul(a, b)
+    assert len(calls) == 1 and len(calls[0]) == threads      # one row block per thread
+    np.testing.assert_allclose(got, a @ b, rtol=1e-13, atol=1e-14)
+    assert got.shape == (a_shape[0], b_shape[1]) and got.dtype == a.dtype
+
+
+@needs_blas_control
+@pytest.mark.parametrize("a_shape, b_shape", [((2, 7, 5), (5, 3)), ((2, 1, 7, 5), (3, 5, 4))])
+def test_matmul_splits_stacked_products_and_adds_a_row(a_shape, b_shape, monkeypatch,
+                                                       set_threads):
+    monkeypatch.setattr(backend, "SPLIT_MACS", 1)
+    set_threads(2)
+    calls = spy_on_parallel_map(monkeypatch)
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal(a_shape), rng.standard_normal(b_shape)
+    row = rng.standard_normal(b_shape[-1])
+    np.testing.assert_allclose(backend.matmul(a, b, add=row), a @ b + row, rtol=1e-13,
+                               atol=1e-14)
+    assert len(calls) == 1
+
+
+def test_matmul_below_the_split_size_is_one_product(monkeypatch):
+    calls = spy_on_parallel_map(monkeypatch)
+    a, b = np.ones((8, 4), dtype=np.float32), np.ones((4, 3), dtype=np.float32)
+    np.testing.assert_array_equal(backend.matmul(a, b), np.full((8, 3), 4, dtype=np.float32))
+    assert calls == []
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_column_sums_split_over_threads_equal_the_sum(threads, monkeypatch, set_threads):
+    from tinygpt.autograd.ops import nn as nn_ops
+    monkeypatch.setattr(nn_ops, "SPLIT_SUM_ELEMENTS", 1)
+    set_threads(threads)
+    calls = spy_on_parallel_map(monkeypatch)
+    a = np.random.default_rng(0).standard_normal((13, 5))
+    np.testing.assert_allclose(nn_ops._column_sums(a), a.sum(axis=0), rtol=1e-13, atol=1e-14)
+    assert len(calls) == 1 and len(calls[0]) == threads
+
+
+@needs_blas_control
+def test_linear_runs_its_products_on_one_blas_thread_then_restores_it(
+        two_blas_threads, monkeypatch, set_threads):
+    get = two_blas_threads
+    set_threads(2)
+    counts, real = [], backend.matmul
+    monkeypatch.setattr(backend, "matmul", lambda *a, **k: counts.append(get()) or real(*a, **k))
+    x = tg.randn(6, 5, requires_grad=True)
+    w, b = tg.randn(4, 5, requires_grad=True), tg.randn(4, requires_grad=True)
+    y = F.layer_norm(F.linear(x, w, b), (4,))
+    assert get() == 2                                   # back to BLAS's count between ops
+    y.sum().backward()
+    assert counts == [1, 1, 1]                          # forward, dx, dW
+    assert get() == 2
+
+
+def test_worker_pool_runs_more_tasks_than_it_has_threads():
+    pool = backend._Workers(2)
+    try:
+        assert pool.run([lambda i=i: i * i for i in range(5)]) == [0, 1, 4, 9, 16]
+    finally:
+        pool.close()
 
 
 def test_float32_erf_is_accurate_to_float32_precision():

@@ -7,6 +7,7 @@ the ops care about is one named function here (`scatter_add`, `erf`, `to_numpy`,
 generators, `synchronize`). Imports: numpy only.
 """
 
+import functools
 import math
 
 import numpy as np
@@ -316,11 +317,11 @@ def set_num_threads(n):
 
 
 class _Workers:
-    """n - 1 persistent threads for `parallel_map`. `run(tasks)`, at most n tasks, runs
-    tasks[0] on the calling thread and tasks[i] on worker i - 1, and returns their results
-    in order. A hand-off is one lock release and one acquire each way: ~20 us here against
-    ~130 us through concurrent.futures, whose hand-offs cost as much as the GELU of the
-    small GPT gains from a second thread."""
+    """n - 1 persistent threads for `parallel_map`. `run(tasks)` runs tasks[0] on the
+    calling thread and tasks[i] on worker i - 1 (tasks beyond the workers on the calling
+    thread too), and returns their results in order. A hand-off is one lock release and
+    one acquire each way: ~20 us here against ~130 us through concurrent.futures, whose
+    hand-offs cost as much as the GELU of the small GPT gains from a second thread."""
 
     def __init__(self, n):
         import os
@@ -359,14 +360,14 @@ class _Workers:
                 slot["task"], slot["result"], slot["error"] = task, None, None
                 slot["go"].release()
             try:
-                first = tasks[0]()
+                here = [tasks[0]()] + [task() for task in tasks[len(used) + 1:]]
             finally:
                 for slot in used:
                     slot["done"].acquire()
             for slot in used:
                 if slot["error"] is not None:
                     raise slot["error"]
-            return [first] + [slot["result"] for slot in used]
+            return here[:1] + [slot["result"] for slot in used] + here[1:]
         finally:
             self.busy.release()
 
@@ -408,11 +409,136 @@ def parallel_map(fn, items):
     """[fn(item) for item in items], the items shared out over `get_num_threads()` CPU
     threads in contiguous runs (one hand-off per thread, not per item; the calling thread
     runs the first run). fn must release the GIL for the threads to help (NumPy's ufuncs
-    and BLAS calls do) and must not write where another item's call reads or writes."""
+    and BLAS calls do) and must not write where another item's call reads or writes.
+    Products that fn runs meanwhile get one BLAS thread each (`single_threaded_blas`)."""
     threads = min(get_num_threads(), len(items))
     if threads <= 1:
         return [fn(item) for item in items]
     share = -(-len(items) // threads)
     runs = [items[i:i + share] for i in range(0, len(items), share)]
-    results = _workers().run([lambda run=run: [fn(item) for item in run] for run in runs])
+    with single_threaded_blas():        # the threads are busy: BLAS adding its own would
+        results = _workers().run(       # only fight them for the cores
+            [lambda run=run: [fn(item) for item in run] for run in runs])
     return [r for run in results for r in run]
+
+
+# --- BLAS threads ---------------------------------------------------------------------------
+# OpenBLAS runs each large product on its own threads, which then spin on the other cores
+# for a while (~0.1 s) waiting for the next one, and take those cores away from tinygpt's
+# threads: a two-thread GELU forward on (16384, 1536) took 45-50 ms alone and 64-83 ms
+# right after a product. So tinygpt's CPU ops run with NumPy's BLAS on one thread
+# (`blas_on_tinygpt_threads`) and share their products out over tinygpt's own threads
+# (`matmul`, `parallel_map`): one set of threads does all the work, as in PyTorch, and
+# BLAS's threads sleep. Several small products at once also gain: self-attention's 64-row
+# products at T = 256 ran 1.4-1.6x as fast one per thread as split by BLAS one at a time.
+_blas = {"controls": None}
+
+# Names of OpenBLAS's thread-count functions: NumPy's wheels ship OpenBLAS with its symbols
+# renamed ("scipy_" prefix, "64_" suffix for 64-bit integers); other builds keep the plain
+# names.
+_OPENBLAS_SYMBOLS = [(f"{p}openblas_get_num_threads{s}", f"{p}openblas_set_num_threads{s}")
+                     for p in ("scipy_", "") for s in ("64_", "")]
+
+
+def _blas_controls():
+    """[(get, set)] thread-count functions of every OpenBLAS loaded in this process (found
+    through /proc/self/maps once NumPy has loaded its BLAS); [] elsewhere (another BLAS,
+    another OS), where `single_threaded_blas` does nothing."""
+    if _blas["controls"] is None:
+        import ctypes
+        controls = []
+        try:
+            with open("/proc/self/maps") as maps:
+                paths = sorted({line.split()[-1] for line in maps
+                                if "openblas" in line.rsplit("/", 1)[-1].lower()})
+        except OSError:
+            paths = []
+        for path in paths:
+            try:
+                lib = ctypes.CDLL(path)
+            except OSError:
+                continue
+            for get_name, set_name in _OPENBLAS_SYMBOLS:
+                get, set_ = getattr(lib, get_name, None), getattr(lib, set_name, None)
+                if get is not None and set_ is not None:
+                    get.restype, get.argtypes = ctypes.c_int, []
+                    set_.restype, set_.argtypes = None, [ctypes.c_int]
+                    controls.append((get, set_))
+                    break
+        _blas["controls"] = controls
+    return _blas["controls"]
+
+
+def can_limit_blas_threads():
+    """Whether `single_threaded_blas` can put NumPy's BLAS on one thread here."""
+    return bool(_blas_controls())
+
+
+class single_threaded_blas:
+    """Context manager: NumPy's BLAS (OpenBLAS) runs every product on the calling thread
+    inside the block, and on its previous thread count again after it. The setting is
+    process-wide: products started on other threads meanwhile are single-threaded too.
+    Does nothing where `can_limit_blas_threads()` is False."""
+
+    def __enter__(self):
+        self.before = [(set_, get()) for get, set_ in _blas_controls()]
+        for set_, n in self.before:
+            if n != 1:
+                set_(1)
+        return self
+
+    def __exit__(self, *exc):
+        for set_, n in self.before:
+            if n != 1:
+                set_(n)
+        return False
+
+
+def blas_on_tinygpt_threads(fn):
+    """Decorator for an op's forward or backward: on tinygpt's CPU threads (when there
+    are several), fn runs with NumPy's BLAS on one thread and shares out its large
+    products itself (`matmul`); elsewhere fn runs as it is."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if get_num_threads() < 2 or not _blas_controls():
+            return fn(*args, **kwargs)
+        with single_threaded_blas():
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+# Products of at least this many multiply-adds are split over tinygpt's threads by
+# `matmul`; a hand-off costs ~30 us, the time of a 2-3e6 multiply-add product on one
+# thread. The small GPT's products (6e6 to 5e7) measured 5-30% slower split this way than
+# split by BLAS's own threads, but its whole training step ran 9% faster with every
+# product split by tinygpt (BLAS's threads asleep, elementwise ops at full speed).
+SPLIT_MACS = 1 << 23
+
+
+def matmul(a, b, add=None):
+    """a @ b (+ add, an array that broadcasts against each row block of the result, such
+    as a bias row). On the CPU, a product of at least SPLIT_MACS multiply-adds with a
+    2-D or stacked `a` and `b` is cut into blocks of a's rows, one per tinygpt thread,
+    each run on one BLAS thread (`parallel_map`) and `add` added to it there; anything
+    else is one `a @ b` on BLAS's own threads. Same result either way: each output
+    element is one dot product however the rows are shared out."""
+    threads = get_num_threads()
+    if (isinstance(a, np.ndarray) and a.ndim >= 2 and b.ndim >= 2 and threads >= 2
+            and can_limit_blas_threads()):
+        m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
+        batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        if m >= threads and math.prod(batch) * m * k * n >= SPLIT_MACS:
+            out = np.empty(batch + (m, n), dtype=np.result_type(a, b))
+
+            def block(sl):
+                part = np.matmul(a[..., sl, :], b, out=out[..., sl, :])
+                if add is not None:
+                    part += add
+
+            rows = -(-m // threads)
+            parallel_map(block, [slice(i, min(i + rows, m)) for i in range(0, m, rows)])
+            return out
+    out = a @ b
+    if add is not None:
+        out += add
+    return out

@@ -42,24 +42,29 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     xp = backend.array_module(grads[0])
     dtype = grads[0].dtype
 
-    # One 0-d array per gradient, combined on the device; a single conversion to a
-    # Python float at the end (on a GPU, one host synchronisation for all parameters).
-    total = None
-    for g in grads:
+    def part(g):
         flat = g.reshape(-1)
         if norm_type == math.inf:
-            part = xp.abs(flat).max() if flat.size else xp.zeros((), dtype=dtype)
-            total = part if total is None else xp.maximum(total, part)
+            return xp.abs(flat).max() if flat.size else xp.zeros((), dtype=dtype)
+        if norm_type == 2.0:
+            return xp.dot(flat, flat)               # sum of squares, one BLAS call
+        if norm_type == 1.0:
+            return xp.abs(flat).sum()
+        return (xp.abs(flat) ** norm_type).sum()
+
+    # One 0-d array per gradient (on the CPU, shared out over tinygpt's threads, one BLAS
+    # thread each), combined in order on the device; a single conversion to a Python
+    # float at the end (on a GPU, one host synchronisation for all parameters).
+    parts = (backend.parallel_map(part, grads) if backend.device_of(grads[0]) == "cpu"
+             else [part(g) for g in grads])
+    total = None
+    for p in parts:
+        if norm_type == math.inf:
+            total = p if total is None else xp.maximum(total, p)
         else:
-            if norm_type == 2.0:
-                part = xp.dot(flat, flat)           # sum of squares, one BLAS call
-            elif norm_type == 1.0:
-                part = xp.abs(flat).sum()
-            else:
-                part = (xp.abs(flat) ** norm_type).sum()
             # Accumulate in float64: a few hundred partial sums lose nothing that way.
-            part = part.astype("float64")
-            total = part if total is None else total + part
+            p = p.astype("float64")
+            total = p if total is None else total + p
     if norm_type != math.inf:
         total = total ** (1.0 / norm_type)
     total = float(total)

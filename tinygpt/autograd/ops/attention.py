@@ -10,8 +10,8 @@ block.
 
 It works in blocks of a few sequences and query rows at a time: the scores of a block
 stay in cache through the mask, exp and dropout passes, where a whole-batch computation
-would stream a (B, H, T, T) array through memory once per pass; where the products are
-small, the batch blocks run on several threads. No product has a transposed right-hand
+would stream a (B, H, T, T) array through memory once per pass; the batch blocks run
+on several threads, each product on one BLAS thread. No product has a transposed right-hand
 operand (NumPy's matmul runs those up to twice as slow at these sizes: k^T and v^T are
 copied once instead), and each per-row shift rides inside a product as one extra column
 (see `SelfAttention`) instead of costing a pass of its own.
@@ -48,16 +48,21 @@ def _tiles(xp, B, H, T, hs, itemsize):
 
     A batch block holds about BLOCK_BYTES of (T, T) scores; its query rows are cut into
     blocks of QUERY_BLOCK rows, and rows a:b attend to keys 0:b only, so the blocked
-    upper triangle is skipped (about 3/8 of the work at T = 256). Where each head's
-    products are small enough that BLAS runs them on one thread (below SERIAL_BLAS_MACS
-    multiply-adds), the batch blocks run on `backend.parallel_map`'s threads instead, at
-    least one block per thread; larger products get BLAS's own threads, which two
-    blocks at once would only fight over. A GPU gets one tile: one large kernel beats
-    many small ones."""
+    upper triangle is skipped (about 3/8 of the work at T = 256). The batch blocks run on
+    `backend.parallel_map`'s threads, at least one block per thread, and each product on
+    one BLAS thread (parallel_map sees to that): a 64-row product is too small for BLAS
+    to split over its threads with profit (at B 64, T 256, C 384, H 6 forward and
+    backward took 1.4-1.6x as long that way, one block at a time). Where BLAS's thread
+    count cannot be set (`backend.can_limit_blas_threads`), only products below
+    SERIAL_BLAS_MACS multiply-adds, which BLAS keeps on the calling thread anyway, run
+    blocks on several threads; larger ones get BLAS's threads one block at a time, as
+    two blocks at once would only fight over them. A GPU gets one tile: one large kernel
+    beats many small ones."""
     if xp.__name__ != "numpy":
         return [(slice(0, B), [slice(0, T)])], False
     g = max(1, BLOCK_BYTES // max(1, H * T * T * itemsize))
-    parallel = min(QUERY_BLOCK, T) * T * hs <= SERIAL_BLAS_MACS
+    parallel = (min(QUERY_BLOCK, T) * T * hs <= SERIAL_BLAS_MACS
+                or backend.can_limit_blas_threads())
     if parallel:
         g = min(g, -(-B // backend.get_num_threads()))
     rows = [slice(a, min(a + QUERY_BLOCK, T)) for a in range(0, T, QUERY_BLOCK)]

@@ -5,6 +5,7 @@ summed back to its input's shape where the batch axes were broadcast. A 1-D `a` 
 treated as a row (1, k) and a 1-D `b` as a column (k, 1), then the extra axis dropped.
 """
 
+from .. import backend
 from ..function import Function, register
 from .elementwise import unbroadcast
 
@@ -14,6 +15,7 @@ class MatMul(Function):
     """y = a @ b;  da = dy @ b^T,  db = a^T @ dy  (saves a and b)."""
 
     @staticmethod
+    @backend.blas_on_tinygpt_threads
     def forward(ctx, a, b):
         if a.ndim == 0 or b.ndim == 0:
             raise ValueError(
@@ -27,15 +29,17 @@ class MatMul(Function):
         ctx.save(a, b)
         if b.ndim == 2 and a.ndim > 2:
             # One large 2-D product for BLAS instead of a stack of small ones.
-            return (a.reshape(-1, a.shape[-1]) @ b).reshape(a.shape[:-1] + (b.shape[1],))
+            y = backend.matmul(a.reshape(-1, a.shape[-1]), b)
+            return y.reshape(a.shape[:-1] + (b.shape[1],))
         try:
-            return a @ b
+            return backend.matmul(a, b)
         except ValueError:  # the batch axes do not broadcast
             raise ValueError(
                 f"matmul: the batch dimensions of shapes {a.shape} and {b.shape} "
                 f"({a.shape[:-2]} and {b.shape[:-2]}) do not broadcast") from None
 
     @staticmethod
+    @backend.blas_on_tinygpt_threads
     def backward(ctx, dy):
         a, b = ctx.saved
         need_a, need_b = ctx.needs_grad
@@ -51,15 +55,16 @@ class MatMul(Function):
         if need_a:
             if b2.ndim == 2 and a2.ndim > 2:
                 # One large 2-D product for BLAS instead of a batch of small ones.
-                da = (dy.reshape(-1, dy.shape[-1]) @ b2.T).reshape(dy.shape[:-1] + (b2.shape[0],))
+                da = backend.matmul(dy.reshape(-1, dy.shape[-1]), b2.T).reshape(
+                    dy.shape[:-1] + (b2.shape[0],))
             else:
-                da = dy @ b2.swapaxes(-1, -2)
+                da = backend.matmul(dy, b2.swapaxes(-1, -2))
             da = unbroadcast(da, a2.shape).reshape(a.shape)
         if need_b:
             if b2.ndim == 2 and a2.ndim > 2:
                 # Sum over the batch inside the product: (N, k)^T @ (N, m).
-                db = a2.reshape(-1, a2.shape[-1]).T @ dy.reshape(-1, dy.shape[-1])
+                db = backend.matmul(a2.reshape(-1, a2.shape[-1]).T, dy.reshape(-1, dy.shape[-1]))
             else:
-                db = unbroadcast(a2.swapaxes(-1, -2) @ dy, b2.shape)
+                db = unbroadcast(backend.matmul(a2.swapaxes(-1, -2), dy), b2.shape)
             db = db.reshape(b.shape)
         return da, db
