@@ -243,19 +243,22 @@ class LayerNorm(Function):
         need_w = ctx.has_weight and ctx.needs_grad[1]
 
         def block(rows):
-            dyb, dxb = dy2[rows], dx2[rows]
-            nb = x2[rows] - mean[rows]
-            nb *= rstd[rows]                                    # n
+            dyb, dxb, r = dy2[rows], dx2[rows], rstd[rows]
+            c = x2[rows] - mean[rows]                           # x - mean; n = c * rstd
             dn = dyb * weight if weight is not None else dyb
-            mean_dn = dn @ mean_weights
-            mean_dnn = xp.einsum("ij,ij->i", dn, nb)
-            mean_dnn *= 1.0 / x2.shape[1]
-            dw = xp.einsum("ij,ij->j", dyb, nb) if need_w else None   # this block's part
-            # dx = rstd * (dn - mean(dn) - n * mean(dn * n))
-            xp.multiply(nb, mean_dnn[:, None], out=dxb)
-            xp.subtract(dn, dxb, out=dxb)
-            dxb -= mean_dn[:, None]
-            dxb *= rstd[rows]
+            # dx = rstd (dn - mean(dn) - n mean(dn n)) = rstd dn + b c - rstd mean(dn)
+            # with b = -rstd^3 mean(dn c): two numbers a row stand in for n.
+            r_dn = dn @ mean_weights                            # mean(dn)
+            r_dn *= r[:, 0]
+            b = xp.einsum("ij,ij->i", dn, c)
+            b *= r[:, 0] ** 3
+            b *= -1.0 / x2.shape[1]
+            # this block's part of dw = sum of dy * n = rstd . (dy * c)
+            dw = r[:, 0] @ (dyb * c) if need_w else None
+            xp.multiply(dn, r, out=dxb)
+            c *= b[:, None]
+            dxb += c
+            dxb -= r_dn[:, None]
             return dw
 
         dw_parts = backend.for_blocks(block, x2)
