@@ -300,3 +300,48 @@ def test_loading_a_fresh_state_forgets_the_old_one():
     _set_grad(p, [5.0, -5.0, 5.0])
     opt.step()
     assert_close(p.numpy(), before - 1e-3 * np.array([1.0, -1.0, 1.0]), scale=1e3)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_blocks_on_threads_give_the_same_update_as_one_parameter_at_a_time(threads,
+                                                                           monkeypatch):
+    from tinygpt.autograd import backend
+    from tinygpt.optim import adamw
+    rng = np.random.default_rng(3)
+    shapes = [(5, 7), (3,), (4, 6)]
+    grads = [[rng.standard_normal(s).astype(np.float32) for s in shapes] for _ in range(3)]
+    # one stored transposed: a non-contiguous gradient is updated whole
+    grads[1][2] = np.ascontiguousarray(grads[1][2].T).T
+
+    def run(parallel_elements, block_elements):
+        monkeypatch.setattr(adamw, "PARALLEL_ELEMENTS", parallel_elements)
+        monkeypatch.setattr(backend, "BLOCK_ELEMENTS", block_elements)
+        params = [_param(np.ones(s, dtype=np.float32)) for s in shapes]
+        opt = AdamW([{"params": params[:2], "weight_decay": 0.1},
+                     {"params": params[2:], "weight_decay": 0.0}], lr=0.01)
+        for step_grads in grads:
+            for p, g in zip(params, step_grads):
+                p.grad = tg.tensor(g)
+            opt.step()
+        return [p.numpy() for p in params] + [opt.state[p]["exp_avg_sq"] for p in params]
+
+    previous = backend.get_num_threads()
+    backend.set_num_threads(threads)
+    try:
+        blocked = run(parallel_elements=1, block_elements=4)    # every parameter in blocks
+    finally:
+        backend.set_num_threads(previous)
+    whole = run(parallel_elements=1 << 30, block_elements=1 << 17)
+    for got, want in zip(blocked, whole):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_bad_gradient_shape_raises_before_any_parameter_changes():
+    a, b = _param(np.ones(3)), _param(np.ones(2))
+    opt = AdamW([a, b], lr=0.1)
+    _set_grad(a, np.ones(3))
+    b.grad = tg.tensor(np.ones(3))
+    with pytest.raises(ValueError, match=r"shape \(2,\) has a gradient of shape \(3,\)"):
+        opt.step()
+    np.testing.assert_array_equal(a.numpy(), np.ones(3))
+    assert opt.state.get(a) in (None, {})

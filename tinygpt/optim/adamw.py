@@ -50,43 +50,74 @@ class AdamW(Optimizer):
             _check_number(f"betas[{i}]", beta, 0.0, 1.0, high_open=True)
         group["betas"] = tuple(betas)
 
-    def _update(self, group, p, g, state, scratch):
-        # Python floats, never NumPy float64 scalars: a float64 scalar would turn each
-        # float32 ufunc below into a float64 loop plus a cast back.
+    def _update_all(self, items):
+        # The state and the scalars of every parameter first, then the arithmetic: on the
+        # CPU, large parameters in blocks of backend.BLOCK_ELEMENTS (the ~12 passes of a
+        # block stay in cache) on tinygpt's threads; small ones (biases, gains), on a GPU
+        # all, one parameter at a time on this thread with the shared scratch (threads
+        # passing tiny ufuncs back and forth lose more to the GIL than they gain).
+        jobs = []
+        for group, p, g in items:
+            w, state = p.data, self._state(p)
+            xp = backend.array_module(w)
+            if not state:
+                state["step"] = 0
+                state["exp_avg"] = xp.zeros_like(w)
+                state["exp_avg_sq"] = xp.zeros_like(w)
+            state["step"] += 1
+            arrays = (w, g, state["exp_avg"], state["exp_avg_sq"])
+            coefficients = self._coefficients(group, state["step"])
+            if backend.device_of(w) != "cpu" or w.size < PARALLEL_ELEMENTS:
+                _adamw(xp, *arrays, self._scratch_for(w), *coefficients)
+            elif all(a.flags.c_contiguous for a in arrays):
+                flat = [a.reshape(-1) for a in arrays]
+                for i in range(0, w.size, backend.BLOCK_ELEMENTS):
+                    block = slice(i, i + backend.BLOCK_ELEMENTS)
+                    jobs.append(([a[block] for a in flat], coefficients))
+            else:
+                jobs.append((arrays, coefficients))
+        np_ = backend.get_array_module("cpu")
+        backend.parallel_map(
+            lambda job: _adamw(np_, *job[0], np_.empty_like(job[0][0]), *job[1]), jobs)
+
+    @staticmethod
+    def _coefficients(group, t):
+        """(decay factor, beta1, beta2, eps', step size) of step t: Python floats, never
+        NumPy float64 scalars, which would turn each float32 ufunc into a float64 loop
+        plus a cast back."""
         lr, eps = float(group["lr"]), float(group["eps"])
         weight_decay = float(group["weight_decay"])
         beta1, beta2 = float(group["betas"][0]), float(group["betas"][1])
-        xp = backend.array_module(p.data)
-        if not state:
-            state["step"] = 0
-            state["exp_avg"] = xp.zeros_like(p.data)
-            state["exp_avg_sq"] = xp.zeros_like(p.data)
-        state["step"] += 1
-        t = state["step"]
-        w, m, v = p.data, state["exp_avg"], state["exp_avg_sq"]
-
-        # Every line below is one in-place ufunc: no temporaries beyond `scratch`.
-        if weight_decay != 0.0:
-            w *= 1.0 - lr * weight_decay                    # p <- p (1 - lr wd)
-        m *= beta1
-        xp.multiply(g, 1.0 - beta1, out=scratch)
-        m += scratch                                        # m <- b1 m + (1 - b1) g
-        v *= beta2
-        xp.multiply(g, g, out=scratch)
-        scratch *= 1.0 - beta2
-        v += scratch                                        # v <- b2 v + (1 - b2) g^2
-
         # lr m_hat / (sqrt(v_hat) + eps) with m_hat = m / bc1, v_hat = v / bc2 equals
         # (lr sqrt(bc2) / bc1) m / (sqrt(v) + eps sqrt(bc2)): the bias corrections become
         # two scalars, which saves a pass over the array (Adam paper, section 2).
         bias_correction1 = 1.0 - beta1 ** t
         sqrt_bias_correction2 = math.sqrt(1.0 - beta2 ** t)
-        step_size = lr * sqrt_bias_correction2 / bias_correction1
-        xp.sqrt(v, out=scratch)
-        scratch += eps * sqrt_bias_correction2
-        xp.divide(m, scratch, out=scratch)
-        scratch *= step_size
-        w -= scratch                                # p <- p - lr m_hat / (sqrt(v_hat) + eps)
+        return (1.0 - lr * weight_decay, beta1, beta2, eps * sqrt_bias_correction2,
+                lr * sqrt_bias_correction2 / bias_correction1)
+
+
+# Parameters of at least this many elements are updated on tinygpt's threads.
+PARALLEL_ELEMENTS = 1 << 14
+
+
+def _adamw(xp, w, g, m, v, scratch, decay, beta1, beta2, eps, step_size):
+    """One AdamW update of w, m, v from g, in place. Every line is one in-place ufunc: no
+    temporaries beyond `scratch`."""
+    if decay != 1.0:
+        w *= decay                                          # p <- p (1 - lr wd)
+    m *= beta1
+    xp.multiply(g, 1.0 - beta1, out=scratch)
+    m += scratch                                            # m <- b1 m + (1 - b1) g
+    v *= beta2
+    xp.multiply(g, g, out=scratch)
+    scratch *= 1.0 - beta2
+    v += scratch                                            # v <- b2 v + (1 - b2) g^2
+    xp.sqrt(v, out=scratch)
+    scratch += eps
+    xp.divide(m, scratch, out=scratch)
+    scratch *= step_size
+    w -= scratch                                # p <- p - lr m_hat / (sqrt(v_hat) + eps)
 
 
 def configure_param_groups(named_params, weight_decay):

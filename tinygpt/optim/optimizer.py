@@ -9,7 +9,9 @@ parameter's device, created on the first `step()`.
 A subclass implements `_update(group, p, g, state, scratch)`, which changes `p.data` in place
 from the gradient array `g`; `scratch` is a work array of p's shape and dtype that the
 update may overwrite. One scratch buffer per (device, dtype), as large as the largest
-parameter, is shared by every parameter, so a step allocates nothing after the first.
+parameter, is shared by every parameter, so a step allocates nothing after the first. A
+subclass may instead override `_update_all(items)` to update all parameters together
+(AdamW does, block by block on several threads).
 
 Imports: autograd (backend, Tensor).
 """
@@ -107,7 +109,9 @@ class Optimizer:
 
     # --- the update ----------------------------------------------------------------------
     def step(self):
-        """Update every parameter that has a gradient, in place."""
+        """Update every parameter that has a gradient, in place (all gradients are checked
+        first: a bad one leaves every parameter as it was)."""
+        items = []
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:
@@ -117,10 +121,19 @@ class Optimizer:
                     raise ValueError(
                         f"parameter of shape {tuple(p.data.shape)} has a gradient of shape "
                         f"{tuple(g.shape)}")
-                state = self.state.get(p)
-                if state is None:
-                    state = self.state[p] = {}
-                self._update(group, p, g, state, self._scratch_for(p.data))
+                items.append((group, p, g))
+        self._update_all(items)
+
+    def _state(self, p):
+        state = self.state.get(p)
+        if state is None:
+            state = self.state[p] = {}
+        return state
+
+    def _update_all(self, items):
+        """Apply the update to each (group, p, g); a subclass may do them together."""
+        for group, p, g in items:
+            self._update(group, p, g, self._state(p), self._scratch_for(p.data))
 
     def _update(self, group, p, g, state, scratch):
         raise NotImplementedError
