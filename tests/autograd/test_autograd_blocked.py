@@ -223,6 +223,20 @@ def test_matmul_splits_stacked_products_and_adds_a_row(a_shape, b_shape, monkeyp
     assert len(calls) == 1
 
 
+@needs_blas_control
+@pytest.mark.parametrize("threads", [2, 3, 4])
+def test_matmuls_run_together_and_equal_each_product(threads, monkeypatch, set_threads):
+    monkeypatch.setattr(backend, "SPLIT_MACS", 1)
+    set_threads(threads)
+    calls = spy_on_parallel_map(monkeypatch)
+    rng = np.random.default_rng(2)
+    x, w, dy = rng.standard_normal((9, 5)), rng.standard_normal((4, 5)), rng.standard_normal((9, 4))
+    dx, dw = backend.matmuls([(dy, w), (dy.T, x)])
+    np.testing.assert_allclose(dx, dy @ w, rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(dw, dy.T @ x, rtol=1e-13, atol=1e-14)
+    assert len(calls) == 1 and len(calls[0]) == 2 * max(1, threads // 2)
+
+
 def test_matmul_below_the_split_size_is_one_product(monkeypatch):
     calls = spy_on_parallel_map(monkeypatch)
     a, b = np.ones((8, 4), dtype=np.float32), np.ones((4, 3), dtype=np.float32)
@@ -246,14 +260,14 @@ def test_linear_runs_its_products_on_one_blas_thread_then_restores_it(
         two_blas_threads, monkeypatch, set_threads):
     get = two_blas_threads
     set_threads(2)
-    counts, real = [], backend.matmul
-    monkeypatch.setattr(backend, "matmul", lambda *a, **k: counts.append(get()) or real(*a, **k))
+    counts, real = [], backend.matmuls
+    monkeypatch.setattr(backend, "matmuls", lambda products: counts.append(get()) or real(products))
     x = tg.randn(6, 5, requires_grad=True)
     w, b = tg.randn(4, 5, requires_grad=True), tg.randn(4, requires_grad=True)
     y = F.layer_norm(F.linear(x, w, b), (4,))
     assert get() == 2                                   # back to BLAS's count between ops
     y.sum().backward()
-    assert counts == [1, 1, 1]                          # forward, dx, dW
+    assert counts == [1, 1]                             # forward; dx and dW
     assert get() == 2
 
 

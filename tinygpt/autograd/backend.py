@@ -507,38 +507,62 @@ def blas_on_tinygpt_threads(fn):
     return wrapper
 
 
-# Products of at least this many multiply-adds are split over tinygpt's threads by
-# `matmul`; a hand-off costs ~30 us, the time of a 2-3e6 multiply-add product on one
-# thread. The small GPT's products (6e6 to 5e7) measured 5-30% slower split this way than
-# split by BLAS's own threads, but its whole training step ran 9% faster with every
-# product split by tinygpt (BLAS's threads asleep, elementwise ops at full speed).
+# Products of at least this many multiply-adds (together) are shared out over tinygpt's
+# threads by `matmul` and `matmuls`; a hand-off costs ~30 us, the time of a 2-3e6
+# multiply-add product on one thread. The small GPT's products (6e6 to 5e7) measured
+# 5-30% slower split this way than split by BLAS's own threads, but its whole training step
+# ran 8-9% faster with every product on tinygpt's threads (BLAS's threads asleep,
+# elementwise ops at full speed).
 SPLIT_MACS = 1 << 23
 
 
 def matmul(a, b, add=None):
     """a @ b (+ add, an array that broadcasts against each row block of the result, such
-    as a bias row). On the CPU, a product of at least SPLIT_MACS multiply-adds with a
-    2-D or stacked `a` and `b` is cut into blocks of a's rows, one per tinygpt thread,
-    each run on one BLAS thread (`parallel_map`) and `add` added to it there; anything
-    else is one `a @ b` on BLAS's own threads. Same result either way: each output
-    element is one dot product however the rows are shared out."""
+    as a bias row), shared out over tinygpt's threads as `matmuls` does."""
+    return matmuls([(a, b, add)])[0]
+
+
+def matmuls(products):
+    """[a @ b (+ add) for (a, b[, add]) in products], independent products run together.
+
+    On the CPU, where BLAS's threads can be limited and the products come to at least
+    SPLIT_MACS multiply-adds, each product with a 2-D or stacked `a` and `b` is cut into
+    blocks of a's rows, about get_num_threads() / len(products) blocks each, and all the
+    blocks go out in one `parallel_map`, each on one BLAS thread, `add` added there. Two
+    products on two threads run whole, one a thread: 15-25% faster than each split in
+    two on the small GPT's shapes, as neither thread packs the other's operands.
+    Elsewhere each is one `a @ b` (on one BLAS thread inside `blas_on_tinygpt_threads`).
+    Either way each output element is the same dot product."""
+    products = [(p[0], p[1], p[2] if len(p) > 2 else None) for p in products]
     threads = get_num_threads()
-    if (isinstance(a, np.ndarray) and a.ndim >= 2 and b.ndim >= 2 and threads >= 2
-            and can_limit_blas_threads()):
-        m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
-        batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-        if m >= threads and math.prod(batch) * m * k * n >= SPLIT_MACS:
-            out = np.empty(batch + (m, n), dtype=np.result_type(a, b))
+    if (threads >= 2 and can_limit_blas_threads()
+            and all(isinstance(a, np.ndarray) and a.ndim >= 2 and b.ndim >= 2
+                    for a, b, _ in products)):
+        shapes = [np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) for a, b, _ in products]
+        macs = sum(math.prod(batch) * a.shape[-2] * a.shape[-1] * b.shape[-1]
+                   for batch, (a, b, _) in zip(shapes, products))
+        if macs >= SPLIT_MACS:
+            per = max(1, threads // len(products))
+            outs, jobs = [], []
+            for batch, (a, b, add) in zip(shapes, products):
+                m = a.shape[-2]
+                out = np.empty(batch + (m, b.shape[-1]), dtype=np.result_type(a, b))
+                rows = -(-m // per)
+                jobs += [(a, b, add, out, slice(i, min(i + rows, m))) for i in range(0, m, rows)]
+                outs.append(out)
+            parallel_map(_matmul_block, jobs)
+            return outs
+    outs = []
+    for a, b, add in products:
+        out = a @ b
+        if add is not None:
+            out += add
+        outs.append(out)
+    return outs
 
-            def block(sl):
-                part = np.matmul(a[..., sl, :], b, out=out[..., sl, :])
-                if add is not None:
-                    part += add
 
-            rows = -(-m // threads)
-            parallel_map(block, [slice(i, min(i + rows, m)) for i in range(0, m, rows)])
-            return out
-    out = a @ b
+def _matmul_block(job):
+    a, b, add, out, rows = job
+    part = np.matmul(a[..., rows, :], b, out=out[..., rows, :])
     if add is not None:
-        out += add
-    return out
+        part += add

@@ -42,10 +42,10 @@ class Linear(Function):
         x2, weight = ctx.saved
         dy2 = dy.reshape(-1, dy.shape[-1])                 # (N, out)
         need = ctx.needs_grad
-        dx = None
-        if need[0]:
-            dx = backend.matmul(dy2, weight).reshape(ctx.lead + (weight.shape[1],))
-        dw = backend.matmul(dy2.T, x2) if need[1] else None
+        products = ([(dy2, weight)] if need[0] else []) + ([(dy2.T, x2)] if need[1] else [])
+        results = iter(backend.matmuls(products))               # dx and dW together
+        dx = next(results).reshape(ctx.lead + (weight.shape[1],)) if need[0] else None
+        dw = next(results) if need[1] else None
         db = _column_sums(dy2) if len(need) > 2 and need[2] else None
         return dx, dw, db
 
