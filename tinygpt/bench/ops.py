@@ -329,6 +329,7 @@ def main(argv=None):
     if args.device == "cuda" and not backend.cuda_available():
         parser.error("--device cuda: CuPy or a GPU is not available")
     threads = args.threads or _threads()
+    backend.set_num_threads(threads)        # tinygpt's own threads, as many as PyTorch's
     torch = None if args.no_torch else _import_torch(threads)
     if torch is not None and args.device == "cuda" and not torch.cuda.is_available():
         torch = None

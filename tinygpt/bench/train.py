@@ -34,7 +34,8 @@ This is nanoGPT's `estimate_mfu` count (PaLM, appendix B).
 
 BLAS threads are fixed when NumPy loads: the benchmark runs itself again in a subprocess with
 OPENBLAS_NUM_THREADS, OMP_NUM_THREADS and MKL_NUM_THREADS set to the chosen count unless they
-already hold it, and gives PyTorch the same count.
+already hold it, and gives PyTorch and tinygpt's own threads (`set_num_threads`) the same
+count.
 Imports: numpy, tinygpt, the ops benchmark's helpers; torch lazily and optionally. Never
 imported by the package.
 """
@@ -565,6 +566,7 @@ def main(argv=None):
             and not os.environ.get(CHILD_MARK):
         return subprocess.run([sys.executable, "-m", "tinygpt.bench", "train", *argv],
                               env=child_env(threads), check=False).returncode
+    backend.set_num_threads(threads)        # tinygpt's own threads: the same count
     if args._rss_child:
         return run_rss_child(args, next(iter(args.specs.values())), threads)
 
