@@ -20,7 +20,7 @@ class Linear(Function):
 
     dx = dy @ W,  dW = dy^T @ x,  db = dy summed over all leading axes. The leading axes
     of x are flattened first so BLAS sees one (N, in) @ (in, out) product; on the CPU
-    large products are shared out over tinygpt's threads (`backend.matmul`).
+    large products are shared out over tinygpt's threads (`backend.matmuls`).
     """
 
     @staticmethod
