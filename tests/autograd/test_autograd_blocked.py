@@ -43,11 +43,21 @@ def reference(fn, *shapes):
         backend.BLOCK_ELEMENTS = previous[1]
 
 
+# class ids of 15 rows of 6 logits, two of them ignored (-100, the default ignore_index)
+TARGETS = np.array([2, 0, -100, 5, 1, 5, 3, -100, 4, 0, 1, 2, 3, 4, 5])
+
 CASES = {
     "gelu tanh": (lambda x: F.gelu(x, "tanh"), [(5, 3, 6)]),
     "gelu exact": (lambda x: F.gelu(x, "none"), [(5, 3, 6)]),
     "layer_norm": (lambda x, w, b: F.layer_norm(x, (6,), w, b), [(5, 3, 6), (6,), (6,)]),
     "layer_norm 2 axes": (lambda x, w: F.layer_norm(x, (3, 6), w), [(5, 3, 6), (3, 6)]),
+    "softmax": (lambda x: F.softmax(x, -1), [(5, 3, 6)]),
+    "log_softmax": (lambda x: F.log_softmax(x, -1), [(5, 3, 6)]),
+    "cross_entropy mean": (lambda x: F.cross_entropy(x, tg.tensor(TARGETS)), [(15, 6)]),
+    "cross_entropy sum": (lambda x: F.cross_entropy(x, tg.tensor(TARGETS), reduction="sum"),
+                          [(15, 6)]),
+    "cross_entropy none": (lambda x: F.cross_entropy(x, tg.tensor(TARGETS), reduction="none"),
+                           [(15, 6)]),
 }
 
 

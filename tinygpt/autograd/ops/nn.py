@@ -71,49 +71,99 @@ SPLIT_SUM_ELEMENTS = 1 << 20
 
 @register("softmax")
 class Softmax(Function):
-    """y = exp(x - max) / sum(exp(x - max)) along `axis`;  dx = y * (dy - sum(dy * y)).
+    """y = exp(x - max) / sum(exp(x - max)) along `axis`;  dx = y * dy - y * sum(dy * y).
 
     Subtracting the max changes nothing mathematically and keeps exp from overflowing.
-    Saves y only.
+    Saves y only. Along the last axis both directions run row block by row block
+    (`_by_row_blocks`), so each block's passes stay in cache and the blocks share the
+    threads; along another axis, whole-array passes.
     """
 
     @staticmethod
     def forward(ctx, x, axis):
         xp = backend.array_module(x)
-        y = x - x.max(axis=axis, keepdims=True)
-        xp.exp(y, out=y)
-        y /= y.sum(axis=axis, keepdims=True)
-        ctx.save(y)
         ctx.axis = axis
+        if axis == x.ndim - 1:
+            y = _by_row_blocks(_softmax_rows, x)
+        else:
+            y = x - x.max(axis=axis, keepdims=True)
+            xp.exp(y, out=y)
+            y /= y.sum(axis=axis, keepdims=True)
+        ctx.save(y)
         return y
 
     @staticmethod
     def backward(ctx, dy):
         (y,) = ctx.saved
+        if ctx.axis == y.ndim - 1:
+            return (_by_row_blocks(_softmax_grad_rows, y, dy),)
         dx = dy * y
         dx -= y * dx.sum(axis=ctx.axis, keepdims=True)
         return (dx,)
+
+
+def _by_row_blocks(kernel, x, *others):
+    """out = kernel applied to x (and arrays of x's shape) along their last axis, one row
+    block at a time on tinygpt's threads (backend.for_blocks): kernel(xp, out_rows,
+    x_rows, *other_rows) writes its rows of out, a new array of x's shape and dtype."""
+    xp = backend.array_module(x)
+    x2, others2 = _rows(x), [_rows(a) for a in others]
+    out = xp.empty(x2.shape, dtype=x.dtype)
+    backend.for_blocks(lambda r: kernel(xp, out[r], x2[r], *(a[r] for a in others2)), x2)
+    return out.reshape(x.shape)
+
+
+def _shift_by_row_max(xp, x, out):
+    """out = x - (the max of each row of x)."""
+    xp.subtract(x, x.max(axis=1, keepdims=True), out=out)
+
+
+def _softmax_rows(xp, y, x):
+    _shift_by_row_max(xp, x, y)
+    xp.exp(y, out=y)
+    y /= y.sum(axis=1, keepdims=True)
+
+
+def _softmax_grad_rows(xp, dx, y, dy):
+    xp.multiply(dy, y, out=dx)
+    dx -= y * dx.sum(axis=1, keepdims=True)
+
+
+def _log_softmax_rows(xp, y, x):
+    _shift_by_row_max(xp, x, y)
+    y -= xp.log(xp.exp(y).sum(axis=1, keepdims=True))
+
+
+def _log_softmax_grad_rows(xp, dx, y, dy):
+    xp.exp(y, out=dx)
+    dx *= dy.sum(axis=1, keepdims=True)
+    xp.subtract(dy, dx, out=dx)
 
 
 @register("log_softmax")
 class LogSoftmax(Function):
     """y = x - max - log(sum(exp(x - max))) along `axis`;  dx = dy - exp(y) * sum(dy).
 
-    Saves y only (exp(y) is the softmax).
+    Saves y only (exp(y) is the softmax). Blocked along the last axis as `Softmax`.
     """
 
     @staticmethod
     def forward(ctx, x, axis):
         xp = backend.array_module(x)
-        y = x - x.max(axis=axis, keepdims=True)
-        y -= xp.log(xp.exp(y).sum(axis=axis, keepdims=True))
-        ctx.save(y)
         ctx.axis = axis
+        if axis == x.ndim - 1:
+            y = _by_row_blocks(_log_softmax_rows, x)
+        else:
+            y = x - x.max(axis=axis, keepdims=True)
+            y -= xp.log(xp.exp(y).sum(axis=axis, keepdims=True))
+        ctx.save(y)
         return y
 
     @staticmethod
     def backward(ctx, dy):
         (y,) = ctx.saved
+        if ctx.axis == y.ndim - 1:
+            return (_by_row_blocks(_log_softmax_grad_rows, y, dy),)
         xp = backend.array_module(dy)
         return (dy - xp.exp(y) * dy.sum(axis=ctx.axis, keepdims=True),)
 
@@ -131,7 +181,9 @@ class CrossEntropy(Function):
         dlogits = (softmax(logits) - onehot(t)) * dloss / n_valid,  0 on ignored rows.
 
     Stable for any logit magnitude: the log-sum-exp is taken after subtracting the row max.
-    Saves the softmax (N, V) and the targets.
+    Saves the softmax (N, V) and the targets. Both directions run row block by row block
+    (backend.for_blocks): a block's shift, exp, sum and division stay in cache, and the
+    blocks share the threads.
     """
 
     @staticmethod
@@ -140,18 +192,25 @@ class CrossEntropy(Function):
         n, v = logits.shape
         valid = targets != ignore_index
         safe = xp.where(valid, targets, 0)                 # any class index for ignored rows
-        rows = xp.arange(n)
-        probs = logits - logits.max(axis=1, keepdims=True)  # shifted logits, (N, V)
-        picked = probs[rows, safe]                          # shifted logit of each target
-        xp.exp(probs, out=probs)
-        total = probs.sum(axis=1)
-        probs /= total[:, None]                             # now the softmax
-        nll = (xp.log(total) - picked) * valid              # (N,), 0 on ignored rows
+        probs = xp.empty(logits.shape, dtype=logits.dtype)
+        nll = xp.empty(n, dtype=logits.dtype)
+
+        def block(rows):
+            pb = probs[rows]                                # shifted logits, then softmax
+            _shift_by_row_max(xp, logits[rows], pb)
+            picked = pb[xp.arange(pb.shape[0]), safe[rows]]  # shifted logit of each target
+            xp.exp(pb, out=pb)
+            total = pb.sum(axis=1)
+            pb /= total[:, None]
+            xp.subtract(xp.log(total), picked, out=nll[rows])
+
+        backend.for_blocks(block, logits)
+        nll *= valid                                        # 0 on ignored rows
         count = int(valid.sum()) if reduction == "mean" else n
         ctx.save(probs, safe, valid)
         ctx.reduction, ctx.count = reduction, count
         if reduction == "none":
-            return nll.astype(logits.dtype, copy=False)
+            return nll
         loss = nll.sum()
         if reduction == "mean":
             # 0/0 when every target is ignored: NaN, as PyTorch.
@@ -162,15 +221,21 @@ class CrossEntropy(Function):
     def backward(ctx, dy):
         probs, safe, valid = ctx.saved
         xp = backend.array_module(probs)
-        dx = probs.copy()
-        dx[xp.arange(len(safe)), safe] -= 1
         if ctx.reduction == "none":
-            scale = (dy * valid)[:, None]                   # (N, 1) per-row upstream
+            scale = dy * valid                              # (N,) per-row upstream
         elif ctx.reduction == "mean":
-            scale = (valid * (dy / dy.dtype.type(max(ctx.count, 1))))[:, None]
+            scale = valid * (dy / dy.dtype.type(max(ctx.count, 1)))
         else:
-            scale = (valid * dy)[:, None]
-        dx *= scale.astype(dx.dtype, copy=False)
+            scale = valid * dy
+        scale = scale.astype(probs.dtype, copy=False)
+        dx = xp.empty(probs.shape, dtype=probs.dtype)
+
+        def block(rows):
+            xp.multiply(probs[rows], scale[rows, None], out=dx[rows])
+
+        backend.for_blocks(block, probs)
+        rows = xp.arange(len(safe))
+        dx[rows, safe] = (probs[rows, safe] - 1) * scale   # the target's -1, as (p - 1) * s
         return dx, None
 
 
