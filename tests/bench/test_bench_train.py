@@ -14,7 +14,7 @@ TINY = dict(n_layer=1, n_head=2, n_embd=16, block_size=8, batch_size=2, vocab_si
             bias=True)
 CONFIG_KEYS = {"tinygpt_ms", "tinygpt_ms_spread", "torch_ms", "ratio", "gflops",
                "ceiling_gflops", "tinygpt_peak_rss_mb", "torch_peak_rss_mb", "optimizer_share",
-               "tokens_per_s"}
+               "tokens_per_s", "tinygpt_alone_ms", "tinygpt_alone_steps"}
 
 
 @pytest.fixture
@@ -48,6 +48,7 @@ def test_writes_the_documented_json_with_positive_numbers(tmp_path, one_thread, 
     assert row["optimizer_share"] < 1
     assert row["torch_ms"] is None and row["ratio"] is None and row["torch_peak_rss_mb"] is None
     assert row["flops_per_step"] == train.flops_per_step(TINY)
+    assert row["tinygpt_alone_ms"] > 0 and row["tinygpt_alone_steps"] == 2    # --iters 2
     # The profile covers forward and backward, and the table names the config.
     directions = {direction for _, direction, _, _ in row["profile"]}
     assert directions == {"forward", "backward"}
@@ -117,3 +118,16 @@ def test_torch_model_does_the_same_work(tmp_path, one_thread):
     assert row["torch_ms"] > 0 and row["ratio"] > 0 and row["torch_gflops"] > 0
     np.testing.assert_allclose(row["first_loss"]["tinygpt"], row["first_loss"]["torch"],
                                rtol=1e-5)
+
+
+@pytest.mark.parametrize("iters,steps", [(5, train.ALONE_MIN_TIMED), (2, 2)])
+def test_a_process_alone_times_a_few_steps_even_past_its_budget(iters, steps, monkeypatch,
+                                                                 one_thread, capsys):
+    monkeypatch.setattr(train, "ALONE_SECONDS", 0.0)
+    status = train.main(["--_rss-child", "tinygpt", "--custom", json.dumps(TINY),
+                         "--rss-steps", "1", "--iters", str(iters), *one_thread])
+    assert status == 0
+    fields = capsys.readouterr().out.strip().splitlines()[-1].split()
+    assert fields[0] == "peak_rss_mb" and float(fields[1]) > 0
+    assert fields[2] == "median_ms" and float(fields[3]) > 0
+    assert fields[4:] == ["steps", str(steps)]

@@ -85,6 +85,8 @@ FLOP_FORMULA = ("FLOPs/step = B*T * (6*N + 12*L*T*C); N = non-embedding paramete
 # The caller's own OpenMP waiting policy, if any (the alternation sets PASSIVE for itself).
 _USER_OMP_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY")
 ALONE_SECONDS = 30.0        # time budget of the extra steps a process runs alone
+ALONE_MIN_TIMED = 3         # timed steps a process runs alone whatever the budget (fewer
+                            # only with --iters below it): a median, not one step
 
 def flops_per_step(spec):
     """FLOPs of one training step of `spec` (see the module docstring)."""
@@ -374,8 +376,10 @@ def peak_rss_mb():
 
 def rss_child(framework, spec, args, threads):
     """Build one framework's model in a fresh process and run training steps there alone:
-    at least --rss-steps, then more up to --iters while under ALONE_SECONDS. Returns
-    (peak RSS in MB, median ms per step after the first), or (None, None) on failure.
+    at least --rss-steps and ALONE_MIN_TIMED timed steps after the first (capped by
+    --iters), then more up to --iters while under ALONE_SECONDS. Returns (peak RSS in MB,
+    median ms per step after the first, steps in that median), or (None, None, None) on
+    failure.
 
     Alone, PyTorch keeps its default OpenMP waiting (unless the caller set
     OMP_WAIT_POLICY): the same-process alternation needs passive waiting, which slows it.
@@ -392,9 +396,9 @@ def rss_child(framework, spec, args, threads):
     if done.returncode != 0 or not lines or not lines[-1].startswith("peak_rss_mb "):
         print(f"  peak RSS of {framework} not measured: the subprocess failed "
               f"(exit {done.returncode}): {done.stderr.strip()[-500:]}", file=sys.stderr)
-        return None, None
+        return None, None, None
     fields = lines[-1].split()
-    return float(fields[1]), (float(fields[3]) if len(fields) > 3 else None)
+    return float(fields[1]), float(fields[3]), int(fields[5])
 
 
 def run_rss_child(args, spec, threads):
@@ -410,7 +414,8 @@ def run_rss_child(args, spec, threads):
         runner = TinygptRunner(spec, args.dropout, args.device, args.seed)
     rng = np.random.default_rng(args.seed)
     times, start = [], time.perf_counter()
-    while len(times) < args.rss_steps or (
+    at_least = max(args.rss_steps, min(ALONE_MIN_TIMED, args.iters) + 1)
+    while len(times) < at_least or (
             len(times) < args.iters + 1 and time.perf_counter() - start < ALONE_SECONDS):
         tokens = rng.integers(0, spec["vocab_size"],
                               size=(spec["batch_size"], spec["block_size"] + 1))
@@ -421,7 +426,8 @@ def run_rss_child(args, spec, threads):
         runner.sync()
         times.append(time.perf_counter() - t0)
     alone = times[1:] or times
-    print(f"peak_rss_mb {peak_rss_mb():.1f} median_ms {1e3 * float(np.median(alone)):.2f}")
+    print(f"peak_rss_mb {peak_rss_mb():.1f} median_ms {1e3 * float(np.median(alone)):.2f} "
+          f"steps {len(alone)}")
     return 0
 
 
@@ -632,13 +638,14 @@ def main(argv=None):
             print("    " + t.table(limit=40).replace("\n", "\n    "))
             row["profile"] = [[op, d, calls, s] for (op, d), (calls, s) in t.summary().items()]
         del runners
-        row.update(tinygpt_alone_ms=None, torch_alone_ms=None, ratio_alone=None)
+        row.update(tinygpt_alone_ms=None, torch_alone_ms=None, ratio_alone=None,
+                   tinygpt_alone_steps=None, torch_alone_steps=None)
         if not args.no_rss:
-            row["tinygpt_peak_rss_mb"], row["tinygpt_alone_ms"] = rss_child(
-                "tinygpt", spec, args, threads)
+            (row["tinygpt_peak_rss_mb"], row["tinygpt_alone_ms"],
+             row["tinygpt_alone_steps"]) = rss_child("tinygpt", spec, args, threads)
             if torch is not None:
-                row["torch_peak_rss_mb"], row["torch_alone_ms"] = rss_child(
-                    "torch", spec, args, threads)
+                (row["torch_peak_rss_mb"], row["torch_alone_ms"],
+                 row["torch_alone_steps"]) = rss_child("torch", spec, args, threads)
                 if row["tinygpt_alone_ms"] and row["torch_alone_ms"]:
                     row["ratio_alone"] = row["tinygpt_alone_ms"] / row["torch_alone_ms"]
         results[name] = row
@@ -696,7 +703,8 @@ def print_table(results, generate, ceiling, threads, with_torch):
             if r.get("ratio_alone"):
                 print(f"{name:<8} each alone in its own process (PyTorch's default OpenMP "
                       f"waiting): tinygpt {r['tinygpt_alone_ms']:.1f} ms, torch "
-                      f"{r['torch_alone_ms']:.1f} ms, ratio {r['ratio_alone']:.2f}")
+                      f"{r['torch_alone_ms']:.1f} ms, ratio {r['ratio_alone']:.2f} (medians "
+                      f"of {r['tinygpt_alone_steps']} and {r['torch_alone_steps']} steps)")
     if generate is not None:
         g = generate
         print(f"\ngeneration ({g['preset']}, {g['n_params'] / 1e6:.0f}M parameters, "
