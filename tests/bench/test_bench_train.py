@@ -49,6 +49,9 @@ def test_writes_the_documented_json_with_positive_numbers(tmp_path, one_thread, 
     assert row["torch_ms"] is None and row["ratio"] is None and row["torch_peak_rss_mb"] is None
     assert row["flops_per_step"] == train.flops_per_step(TINY)
     assert row["tinygpt_alone_ms"] > 0 and row["tinygpt_alone_steps"] == 2    # --iters 2
+    # The config's ceiling is the higher of its medians before and after its steps.
+    before, after = row["ceiling_gflops_before_after"]
+    assert before > 0 and after > 0 and row["ceiling_gflops"] == max(before, after)
     # The profile covers forward and backward, and the table names the config.
     directions = {direction for _, direction, _, _ in row["profile"]}
     assert directions == {"forward", "backward"}

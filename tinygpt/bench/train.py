@@ -16,7 +16,7 @@ arithmetic on the same numbers (the first losses are printed side by side).
 
 Reported per config: median ms/step after warm-up with its [min, max], tokens/s, achieved
 GFLOP/s (formula below) against a float32 matmul ceiling measured in the same run through
-the same BLAS, the optimizer step's median and share of the step, and the peak resident
+the same BLAS (before and after each config's steps; the higher median counts), the optimizer step's median and share of the step, and the peak resident
 memory of each framework measured in its own subprocess (one process holding both would mix
 them). The FLOP count per step, for B sequences of T tokens:
 
@@ -599,7 +599,7 @@ def main(argv=None):
     print(FLOP_FORMULA)
     print(f"matmul ceiling: {ceiling:.1f} GFLOP/s ({ceiling_n}x{ceiling_n} float32 @ through "
           f"{'NumPy' if args.device == 'cpu' else 'CuPy'}, median of 7; measured again before "
-          f"each config)" + (f"; the same matmul in PyTorch: {torch_ceiling:.1f} GFLOP/s"
+          f"and after each config's steps)" + (f"; the same matmul in PyTorch: {torch_ceiling:.1f} GFLOP/s"
                              if torch else ""))
 
     results = {}
@@ -609,13 +609,17 @@ def main(argv=None):
         print(f"\n[{name}] L={spec['n_layer']} H={spec['n_head']} C={spec['n_embd']} T={T} "
               f"B={B} V={spec['vocab_size']}: {count_params(gpt_config(spec, 0.0)):,} parameters, "
               f"{flops / 1e9:.2f} GFLOP/step", flush=True)
-        # The ceiling again, next to this config's steps: the machine's load may have changed.
-        config_ceiling = matmul_ceiling(args.device, ceiling_n)
+        # The ceiling again, before and after this config's steps, and the higher of the two:
+        # the machine's load changes, and one median can fall in a slow spell (a %-of-ceiling
+        # above 100 on a shared machine), which would flatter the figure.
+        ceiling_before = matmul_ceiling(args.device, ceiling_n)
         runners = [TinygptRunner(spec, args.dropout, args.device, args.seed)]
         if torch is not None:
             runners.append(TorchRunner(torch, spec, args.dropout, args.device, args.seed,
                                        weights=runners[0].state_dict()))
         steps, opts, first_loss = time_config(spec, runners, args.warmup, args.iters, args.seed)
+        ceiling_after = matmul_ceiling(args.device, ceiling_n)
+        config_ceiling = max(ceiling_before, ceiling_after)
         print("  first-step loss: " + ", ".join(f"{k} {v:.5f}" for k, v in first_loss.items()))
         ours = _summary(steps["tinygpt"], opts["tinygpt"], flops, B * T)
         theirs = _summary(steps["torch"], opts["torch"], flops, B * T) if torch else None
@@ -623,7 +627,9 @@ def main(argv=None):
                    torch_ms=theirs and theirs["ms"], torch_ms_spread=theirs and theirs["spread"],
                    ratio=ours["ms"] / theirs["ms"] if theirs else None,
                    gflops=ours["gflops"], torch_gflops=theirs and theirs["gflops"],
-                   ceiling_gflops=config_ceiling, flops_per_step=flops,
+                   ceiling_gflops=config_ceiling,
+                   ceiling_gflops_before_after=[ceiling_before, ceiling_after],
+                   flops_per_step=flops,
                    tokens_per_s=ours["tokens_per_s"],
                    torch_tokens_per_s=theirs and theirs["tokens_per_s"],
                    optimizer_ms=ours["opt_ms"], optimizer_share=ours["opt_share"],
@@ -678,7 +684,7 @@ def print_table(results, generate, ceiling, threads, with_torch):
         return "-" if value is None else format(value, fmt)
 
     print(f"\nResults ({threads} threads; ms/step: median [min-max]; % ceil: of the matmul "
-          f"ceiling measured before the config; matmul ceiling at the start {ceiling:.1f} "
+          f"ceiling, the higher of its medians before and after the config's steps; matmul ceiling at the start {ceiling:.1f} "
           f"GFLOP/s)")
     header = (f"{'config':<8} {'framework':<9} {'ms/step':>9} {'[min-max]':>19} "
               f"{'tokens/s':>9} {'GFLOP/s':>8} {'ceiling':>8} {'% ceil':>6} {'optim ms':>9} "
