@@ -112,14 +112,59 @@ def test_gelu_matches_its_twin(approximate):
                          lambda x: composed.gelu(x, approximate=approximate), [x])
 
 
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_exact_gelu_gradient_at_zero_and_tiny_inputs_is_one_half(dtype):
+def test_gelu_gradient_at_zero_and_tiny_inputs_is_one_half(dtype, approximate):
     # Backward reads Phi(x) off y / x: 0 / 0 at x = 0, and subnormal y for tiny x (a
     # RuntimeWarning is an error under the test settings).
     tiny = [0.0, -0.0, 1e-45, -1e-40, 1e-30] + ([1e-310, 1e-200] if dtype == "float64" else [])
     x = tg.tensor(tiny, dtype=dtype, requires_grad=True)
-    F.gelu(x).sum().backward()
+    F.gelu(x, approximate=approximate).sum().backward()
     assert x.grad.numpy().tolist() == [0.5] * len(tiny)
+
+
+def gelu_in_float64(x, approximate):
+    """GELU and its derivative evaluated in float64 from math.erf and np.tanh."""
+    if approximate == "tanh":
+        c = math.sqrt(2 / math.pi)
+        t = np.tanh(c * (x + 0.044715 * x ** 3))
+        return 0.5 * x * (1 + t), 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * c * (1 + 3 * 0.044715 * x * x)
+    erf = np.array([math.erf(v / math.sqrt(2)) for v in x])
+    return 0.5 * x * (1 + erf), 0.5 * (1 + erf) + x * np.exp(-x * x / 2) / math.sqrt(2 * math.pi)
+
+
+# Largest error of float32 GELU against float64 over [-12, 12]: y relative to max(1, |y|),
+# and dx = dy * GELU'(x) with dy = 1 (GELU' lies in [-0.17, 1.13]). The tanh backward
+# reads s = (1 + t) / 2 off y / x, which costs up to ~3.5e-6 near x = 4.7 (see
+# _gelu_tanh_grad); the exact forward carries the float32 erf's 4.5e-7.
+GELU_FLOAT32_BOUNDS = {"tanh": (2.5e-7, 4e-6), "none": (2e-6, 5e-7)}
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_in_float32_is_within_its_stated_error_of_float64(approximate):
+    x32 = np.linspace(-12, 12, 96001, dtype=np.float32)
+    y_ref, d_ref = gelu_in_float64(x32.astype(F64), approximate)
+    x = tg.tensor(x32, requires_grad=True)
+    y = F.gelu(x, approximate=approximate)
+    y.sum().backward()
+    assert y.dtype == tg.float32 and x.grad.dtype == tg.float32
+    y_bound, d_bound = GELU_FLOAT32_BOUNDS[approximate]
+    y_err = np.abs(y.numpy() - y_ref) / np.maximum(1.0, np.abs(y_ref))
+    d_err = np.abs(x.grad.numpy() - d_ref)
+    assert y_err.max() < y_bound, f"worst y at x={x32[y_err.argmax()]}: {y_err.max():.3g}"
+    assert d_err.max() < d_bound, f"worst dx at x={x32[d_err.argmax()]}: {d_err.max():.3g}"
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_gelu_far_out_is_the_identity_or_zero_without_warnings(dtype, approximate):
+    # exp(-2u) overflows for the tanh form at large negative x: y = x / inf = -0 (a
+    # RuntimeWarning is an error under the test settings).
+    x = tg.tensor([-1e4, -300.0, -40.0, 40.0, 300.0, 1e4], dtype=dtype, requires_grad=True)
+    y = F.gelu(x, approximate=approximate)
+    y.sum().backward()
+    assert y.numpy().tolist() == [0.0, 0.0, 0.0, 40.0, 300.0, 1e4]
+    assert x.grad.numpy().tolist() == [0.0, 0.0, 0.0, 1.0, 1.0, 1.0]
 
 
 def test_gelu_approximations_differ_but_agree_to_a_few_thousandths():

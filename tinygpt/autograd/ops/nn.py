@@ -345,22 +345,27 @@ _A = 0.044715
 
 
 def _gelu_tanh(xp, x, y):
-    """y = 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3), with no temporaries."""
+    """y = 0.5 x (1 + tanh(u)) = x / (1 + exp(-2u)),  u = sqrt(2/pi) (x + 0.044715 x^3),
+    with no temporaries. The second form needs exp where the first needs tanh, and NumPy's
+    float32 exp costs less than its tanh (measured 3.2 against 3.5 ns an element here),
+    with 6 cheap passes around it instead of 7. Where -2u overflows exp, y = x / inf = -0,
+    the limit (x is negative there)."""
     c = _SQRT_2_OVER_PI
     xp.multiply(x, x, out=y)
-    y *= _A * c
-    y += c
-    y *= x                                                      # u
-    xp.tanh(y, out=y)
+    y *= -2.0 * _A * c
+    y -= 2.0 * c
+    y *= x                                                      # -2u
+    with np.errstate(over="ignore"):
+        xp.exp(y, out=y)
     y += 1
-    y *= x
-    y *= 0.5
+    xp.divide(x, y, out=y)
 
 
 def _phi_from_output(xp, x, y, out):
-    """out = y / x = Phi(x) (GELU's y = x * Phi(x)), and 1/2 where x * x < _TINY2 (there
-    Phi(x) = 1/2 to the last bit, and y / x would lose bits to subnormals or be 0 / 0).
-    Returns x * x, which every GELU gradient needs next."""
+    """out = y / x = Phi(x) (GELU's y = x * Phi(x); for the tanh form Phi(x) stands for
+    (1 + tanh(u)) / 2), and 1/2 where x * x < _TINY2 (there Phi(x) = 1/2 to the last bit,
+    and y / x would lose bits to subnormals or be 0 / 0). Returns x * x, which every GELU
+    gradient needs next."""
     x2 = x * x
     small = x2 < _TINY2[x.dtype.char]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -376,24 +381,22 @@ _TINY2 = {"d": 1e-300, "f": np.float32(1e-36), "e": np.float16(1e-7)}
 
 
 def _gelu_tanh_grad(xp, x, y, dy, dx):
-    """dx = dy * (0.5 (1 + t) + w (1 - t^2)),  t = tanh(u),
-    w = 0.5 x sqrt(2/pi) (1 + 3 * 0.044715 x^2). t is recomputed: reading it off y / x
-    (as the exact variant does) would cost precision in 1 - t^2 where t is near +-1."""
-    c = _SQRT_2_OVER_PI
-    w = x * x
-    t = w * (_A * c)
-    t += c
-    t *= x
-    xp.tanh(t, out=t)                                           # t
-    w *= 1.5 * _A * c
-    w += 0.5 * c
-    w *= x                                                      # w
-    xp.multiply(t, t, out=dx)
-    xp.subtract(1, dx, out=dx)                                  # 1 - t^2
-    dx *= w
-    t *= 0.5
-    t += 0.5
-    dx += t
+    """dx = dy * (s + 4 w s (1 - s)),  s = (1 + t) / 2 = y / x,  t = tanh(u),
+    w = 0.5 x sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+    (0.5 (1 + t) = s and 0.5 (1 - t^2) = 2 s (1 - s)). s is read off the output, so no
+    tanh or exp is evaluated again: 12 cheap passes, about half the time of recomputing
+    t. The price is precision where s is near 1 (x above ~2): y was rounded to float32,
+    so 1 - s carries an absolute error of about an ulp of 1, times 4w. Against float64,
+    the largest error of dx / dy over x in [-12, 12] is 3.4e-6 in float32 (at x ~ 4.7;
+    recomputing t: 1.2e-6; PyTorch's gelu_backward: 1.0e-6)."""
+    g = _phi_from_output(xp, x, y, dx)                          # dx = s, g = x^2
+    g *= 6.0 * _A * _SQRT_2_OVER_PI
+    g += 2.0 * _SQRT_2_OVER_PI
+    g *= x                                                      # 4w
+    one_minus_s = xp.subtract(1, dx)
+    one_minus_s *= g
+    one_minus_s += 1
+    dx *= one_minus_s                                           # s (1 + 4w (1 - s))
     dx *= dy
 
 
@@ -425,8 +428,8 @@ class Gelu(Function):
     approximate="tanh" (GPT-2's):  u = sqrt(2/pi) (x + 0.044715 x^3),  t = tanh(u),
         y = 0.5 x (1 + t),  dx = dy * (0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)).
 
-    The exact backward reads Phi(x) off the output as y / x instead of evaluating erf (a
-    ~25-pass rational function) again; the tanh backward recomputes t (one pass). Saves
+    Both backwards read Phi(x) (for tanh: s = (1 + t) / 2) off the output as y / x
+    instead of evaluating erf (a ~25-pass rational function) or tanh again. Saves
     x and y; y is the next layer's input, which that layer keeps anyway, so it costs no
     memory. Both directions run block by block (backend.for_blocks) with in-place
     ufuncs, so the intermediates stay in cache.
