@@ -105,6 +105,7 @@ def test_flops_follow_the_stated_formula():
     (["--custom", "{\"n_layer\": 1}"], "--custom"),
     (["--iters", "0"], "--iters"),
     (["--dropout", "1.5"], "--dropout"),
+    (["--gelu", "exact"], "--gelu"),
 ])
 def test_bad_arguments_are_named(argv, message, capsys):
     with pytest.raises(SystemExit):
@@ -121,6 +122,39 @@ def test_torch_model_does_the_same_work(tmp_path, one_thread):
     assert row["torch_ms"] > 0 and row["ratio"] > 0 and row["torch_gflops"] > 0
     np.testing.assert_allclose(row["first_loss"]["tinygpt"], row["first_loss"]["torch"],
                                rtol=1e-5)
+
+
+@pytest.mark.parametrize("gelu", ["none", "tanh"])
+def test_the_gelu_choice_reaches_both_models_and_the_report(gelu, tmp_path, one_thread,
+                                                            capsys, monkeypatch):
+    built = []
+    monkeypatch.setattr(train, "GPT", lambda config: built.append(config) or GPT(config))
+    status = train.main(tiny_args(tmp_path, "--no-torch", "--no-rss", "--gelu", gelu,
+                                  *one_thread))
+    assert status == 0
+    assert built and all(c.gelu_approximate == gelu for c in built)
+    assert json.loads((tmp_path / "out.json").read_text())["gelu"] == gelu
+    assert f"GELU {'exact (erf)' if gelu == 'none' else 'tanh'}" in capsys.readouterr().out
+    # The subprocess measuring one framework alone gets the same choice.
+    calls = []
+
+    class Failed:
+        returncode, stdout, stderr = 1, "", "not run"
+
+    monkeypatch.setattr(train.subprocess, "run", lambda cmd, **kw: calls.append(cmd) or Failed())
+    args = type("Args", (), dict(device="cpu", dropout=0.0, gelu=gelu, seed=1, rss_steps=1,
+                                 iters=2))()
+    train.rss_child("tinygpt", dict(TINY, gelu=gelu), args, 1)
+    cmd = calls[0]
+    assert cmd[cmd.index("--gelu") + 1] == gelu
+    assert json.loads(cmd[cmd.index("--custom") + 1]) == TINY
+
+
+def test_the_torch_model_takes_the_gelu_choice():
+    torch = pytest.importorskip("torch")
+    for gelu in ("none", "tanh"):
+        runner = train.TorchRunner(torch, dict(TINY, gelu=gelu), 0.0, "cpu", 0)
+        assert runner.model.transformer.h[0].mlp.gelu.approximate == gelu
 
 
 @pytest.mark.parametrize("iters,steps", [(5, train.ALONE_MIN_TIMED), (2, 2)])

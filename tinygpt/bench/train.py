@@ -9,7 +9,8 @@ One step = forward, cross-entropy loss, backward, `clip_grad_norm_(1.0)`, AdamW 
     baby   nanoGPT's shakespeare_char config:  6 layers, 6 heads, C 384, T 256, B 64
 
 nanoGPT trains them with dropout 0.2; the benchmark uses `--dropout` (0.0 by default) for
-both frameworks alike. Token batches come from one seeded generator and each batch is fed
+both frameworks alike, and GPT-2's tanh GELU (`--gelu tanh`, the default: GPTConfig's) or
+the exact one of nanoGPT's nn.GELU() and tinygpt's trainer (`--gelu none`). Token batches come from one seeded generator and each batch is fed
 to both frameworks, whose steps alternate (tinygpt, PyTorch, tinygpt, ...) so that both see
 the same machine load. PyTorch starts from tinygpt's initial weights, so both do the same
 arithmetic on the same numbers (the first losses are printed side by side).
@@ -56,6 +57,7 @@ import numpy as np
 
 import tinygpt as tg
 from tinygpt.autograd import backend
+from tinygpt.autograd.ops.nn import GELU_APPROXIMATIONS
 from tinygpt.autograd.trace import trace
 from tinygpt.model import GPT, GPTConfig
 from tinygpt.model.config import PRESETS
@@ -95,10 +97,15 @@ def flops_per_step(spec):
     return B * T * (6 * N + 12 * L * T * C)
 
 
+DEFAULT_GELU = "tanh"
+
+
 def gpt_config(spec, dropout):
+    """The GPTConfig of a config; its GELU is spec["gelu"] (set from --gelu), else tanh."""
     return GPTConfig(block_size=spec["block_size"], vocab_size=spec["vocab_size"],
                      n_layer=spec["n_layer"], n_head=spec["n_head"], n_embd=spec["n_embd"],
-                     dropout=dropout, bias=spec["bias"], gelu_approximate="tanh")
+                     dropout=dropout, bias=spec["bias"],
+                     gelu_approximate=spec.get("gelu", DEFAULT_GELU))
 
 
 # --- one framework's training step ----------------------------------------------------------
@@ -385,8 +392,8 @@ def rss_child(framework, spec, args, threads):
     OMP_WAIT_POLICY): the same-process alternation needs passive waiting, which slows it.
     """
     cmd = [sys.executable, "-m", "tinygpt.bench", "train", "--_rss-child", framework,
-           "--custom", json.dumps(spec), "--threads", str(threads), "--device", args.device,
-           "--dropout", str(args.dropout), "--seed", str(args.seed),
+           "--custom", json.dumps({k: spec[k] for k in SPEC_KEYS}), "--threads", str(threads), "--device", args.device,
+           "--dropout", str(args.dropout), "--gelu", args.gelu, "--seed", str(args.seed),
            "--rss-steps", str(args.rss_steps), "--iters", str(args.iters)]
     env = child_env(threads)
     if _USER_OMP_WAIT_POLICY is None:
@@ -510,6 +517,9 @@ def parse_args(argv):
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--dropout", type=float, default=0.0,
                         help="dropout of both models (nanoGPT's recipes use 0.2; default 0.0)")
+    parser.add_argument("--gelu", default=DEFAULT_GELU, choices=GELU_APPROXIMATIONS,
+                        help="GELU of both models: tanh (GPT-2's, the default) or none "
+                             "(exact, erf: nanoGPT's and tinygpt's trainer's)")
     parser.add_argument("--seed", type=int, default=1337, help="weights and token batches")
     parser.add_argument("--profile", action="store_true",
                         help="print where one traced tinygpt step's op time goes")
@@ -549,6 +559,7 @@ def parse_args(argv):
             parser.error(f"--configs: unknown config(s) {unknown}; expected some of "
                          f"{sorted(CONFIGS)}")
         args.specs = {n: CONFIGS[n] for n in names}
+    args.specs = {n: dict(spec, gelu=args.gelu) for n, spec in args.specs.items()}
     for name, low in (("iters", 1), ("warmup", 0), ("rss_steps", 1), ("gen_tokens", 1)):
         if getattr(args, name) < low:
             parser.error(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(args, name)}")
@@ -595,7 +606,7 @@ def main(argv=None):
         print("PyTorch: not measured" + (" (--no-torch)" if args.no_torch else " (not importable)"))
     print(f"step = forward + loss + backward + clip_grad_norm_({MAX_NORM}) + AdamW(lr {LR}, "
           f"betas {BETAS}, weight decay {WEIGHT_DECAY} on matrices) + zero_grad; dropout "
-          f"{args.dropout}; median of {args.iters} steps after {args.warmup} warm-up")
+          f"{args.dropout}; GELU {'tanh' if args.gelu == 'tanh' else 'exact (erf)'}; median of {args.iters} steps after {args.warmup} warm-up")
     print(FLOP_FORMULA)
     print(f"matmul ceiling: {ceiling:.1f} GFLOP/s ({ceiling_n}x{ceiling_n} float32 @ through "
           f"{'NumPy' if args.device == 'cpu' else 'CuPy'}, median of 7; measured again before "
@@ -669,7 +680,7 @@ def main(argv=None):
     if args.json:
         out = dict(threads=threads, device=args.device, ceiling_gflops=ceiling,
                    torch_ceiling_gflops=torch_ceiling, ceiling_size=ceiling_n,
-                   flop_formula=FLOP_FORMULA, numpy=np.__version__,
+                   flop_formula=FLOP_FORMULA, gelu=args.gelu, numpy=np.__version__,
                    torch=None if torch is None else torch.__version__, configs=results)
         if generate is not None:
             out["generate"] = generate
