@@ -299,3 +299,11 @@ def test_float32_erf_is_accurate_to_float32_precision():
     # odd, and exactly +-1 far out
     assert np.array_equal(backend.erf(-x), -y)
     assert backend.erf(np.float32([30.0]))[0] == 1.0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_erf_into_out_writes_the_same_bits_there(dtype):
+    x = np.linspace(-6, 6, 1001).astype(dtype)
+    out = np.full_like(x, np.nan)
+    assert backend.erf(x, out=out) is out
+    assert np.array_equal(out, backend.erf(x))

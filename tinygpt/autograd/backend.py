@@ -210,16 +210,16 @@ _ERF32_Q = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03,
             -7.37332916720468e-03, -1.42647390514189e-02)
 
 
-def _erf_float32(x):
+def _erf_float32(x, out=None):
     c = np.clip(x, -4.0, 4.0)
     c2 = c * c
-    p = c2 * _ERF32_P[0]
+    p = np.multiply(c2, _ERF32_P[0], out=out)
     p += _ERF32_P[1]
     for coefficient in _ERF32_P[2:]:
         p *= c2
         p += coefficient
     p *= c
-    q = c2 * _ERF32_Q[0]
+    q = np.multiply(c2, _ERF32_Q[0], out=c)                  # c is not needed again
     q += _ERF32_Q[1]
     for coefficient in _ERF32_Q[2:]:
         q *= c2
@@ -228,15 +228,21 @@ def _erf_float32(x):
     return p
 
 
-def erf(x):
+def erf(x, out=None):
     """The error function, elementwise, in the dtype of `x`: to float64 precision for
-    float64 (Cody), to float32 precision for float32 and narrower (Eigen's rational form)."""
+    float64 (Cody), to float32 precision for float32 and narrower (Eigen's rational form).
+    With `out` (an array of x's shape and dtype) the result is written there."""
     if isinstance(x, (np.ndarray, np.generic)):  # arithmetic on 0-d arrays gives np.generic
         if x.dtype.kind == "f" and x.dtype.itemsize <= 4:
-            return _erf_float32(np.asarray(x))
-        return _erf_numpy(x)
-    import cupyx.scipy.special
-    return cupyx.scipy.special.erf(x)
+            return _erf_float32(np.asarray(x), out)
+        result = _erf_numpy(x)
+    else:
+        import cupyx.scipy.special
+        result = cupyx.scipy.special.erf(x)
+    if out is None:
+        return result
+    out[...] = result
+    return out
 
 
 # Random numbers: one generator per device, reseeded by `manual_seed`.

@@ -402,7 +402,7 @@ def _gelu_tanh_grad(xp, x, y, dy, dx):
 
 def _gelu_exact(xp, x, y):
     """y = 0.5 x (1 + erf(x / sqrt 2))."""
-    y[...] = backend.erf(x * _INV_SQRT_2)
+    backend.erf(x * _INV_SQRT_2, out=y)
     y += 1
     y *= x
     y *= 0.5
