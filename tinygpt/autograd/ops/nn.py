@@ -347,7 +347,7 @@ _A = 0.044715
 def _gelu_tanh(xp, x, y):
     """y = 0.5 x (1 + tanh(u)) = x / (1 + exp(-2u)),  u = sqrt(2/pi) (x + 0.044715 x^3),
     with no temporaries. The second form needs exp where the first needs tanh, and NumPy's
-    float32 exp costs less than its tanh (measured 3.2 against 3.5 ns an element here),
+    float32 exp costs less than its tanh (3.2 against 3.5 ns an element on an AVX2 host),
     with 6 cheap passes around it instead of 7. Where -2u overflows exp, y = x / inf = -0,
     the limit (x is negative there)."""
     c = _SQRT_2_OVER_PI
