@@ -128,7 +128,8 @@ def gelu_in_float64(x, approximate):
     if approximate == "tanh":
         c = math.sqrt(2 / math.pi)
         t = np.tanh(c * (x + 0.044715 * x ** 3))
-        return 0.5 * x * (1 + t), 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * c * (1 + 3 * 0.044715 * x * x)
+        w = 0.5 * x * c * (1 + 3 * 0.044715 * x * x)
+        return 0.5 * x * (1 + t), 0.5 * (1 + t) + w * (1 - t * t)
     erf = np.array([math.erf(v / math.sqrt(2)) for v in x])
     return 0.5 * x * (1 + erf), 0.5 * (1 + erf) + x * np.exp(-x * x / 2) / math.sqrt(2 * math.pi)
 

@@ -10,10 +10,11 @@ One step = forward, cross-entropy loss, backward, `clip_grad_norm_(1.0)`, AdamW 
 
 nanoGPT trains them with dropout 0.2; the benchmark uses `--dropout` (0.0 by default) for
 both frameworks alike, and GPT-2's tanh GELU (`--gelu tanh`, the default: GPTConfig's) or
-the exact one of nanoGPT's nn.GELU() and tinygpt's trainer (`--gelu none`). Token batches come from one seeded generator and each batch is fed
-to both frameworks, whose steps alternate (tinygpt, PyTorch, tinygpt, ...) so that both see
-the same machine load. PyTorch starts from tinygpt's initial weights, so both do the same
-arithmetic on the same numbers (the first losses are printed side by side).
+the exact one of nanoGPT's nn.GELU() and tinygpt's trainer (`--gelu none`). Token batches
+come from one seeded generator and each batch is fed to both frameworks, whose steps
+alternate (tinygpt, PyTorch, tinygpt, ...) so that both see the same machine load.
+PyTorch starts from tinygpt's initial weights, so both do the same arithmetic on the same
+numbers (the first losses are printed side by side).
 
 Reported per config: median ms/step after warm-up with its [min, max], tokens/s, achieved
 GFLOP/s (formula below) against a float32 matmul ceiling measured in the same run through
@@ -76,6 +77,7 @@ CONFIGS = {
 SPEC_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "vocab_size", "bias")
 
 LR, BETAS, WEIGHT_DECAY, MAX_NORM = 1e-3, (0.9, 0.99), 0.1, 1.0
+DEFAULT_GELU = "tanh"       # GPTConfig's; --gelu none gives the exact one
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 CHILD_MARK = "TINYGPT_BENCH_TRAIN_CHILD"   # set in the processes this benchmark starts
 FLOP_FORMULA = ("FLOPs/step = B*T * (6*N + 12*L*T*C); N = non-embedding parameters "
@@ -95,9 +97,6 @@ def flops_per_step(spec):
     B, T, C, L = spec["batch_size"], spec["block_size"], spec["n_embd"], spec["n_layer"]
     N = count_params(gpt_config(spec, 0.0), non_embedding=True)
     return B * T * (6 * N + 12 * L * T * C)
-
-
-DEFAULT_GELU = "tanh"
 
 
 def gpt_config(spec, dropout):
@@ -392,7 +391,8 @@ def rss_child(framework, spec, args, threads):
     OMP_WAIT_POLICY): the same-process alternation needs passive waiting, which slows it.
     """
     cmd = [sys.executable, "-m", "tinygpt.bench", "train", "--_rss-child", framework,
-           "--custom", json.dumps({k: spec[k] for k in SPEC_KEYS}), "--threads", str(threads), "--device", args.device,
+           "--custom", json.dumps({k: spec[k] for k in SPEC_KEYS}),  # --gelu gives "gelu"
+           "--threads", str(threads), "--device", args.device,
            "--dropout", str(args.dropout), "--gelu", args.gelu, "--seed", str(args.seed),
            "--rss-steps", str(args.rss_steps), "--iters", str(args.iters)]
     env = child_env(threads)
@@ -606,7 +606,8 @@ def main(argv=None):
         print("PyTorch: not measured" + (" (--no-torch)" if args.no_torch else " (not importable)"))
     print(f"step = forward + loss + backward + clip_grad_norm_({MAX_NORM}) + AdamW(lr {LR}, "
           f"betas {BETAS}, weight decay {WEIGHT_DECAY} on matrices) + zero_grad; dropout "
-          f"{args.dropout}; GELU {'tanh' if args.gelu == 'tanh' else 'exact (erf)'}; median of {args.iters} steps after {args.warmup} warm-up")
+          f"{args.dropout}; GELU {'tanh' if args.gelu == 'tanh' else 'exact (erf)'}; "
+          f"median of {args.iters} steps after {args.warmup} warm-up")
     print(FLOP_FORMULA)
     print(f"matmul ceiling: {ceiling:.1f} GFLOP/s ({ceiling_n}x{ceiling_n} float32 @ through "
           f"{'NumPy' if args.device == 'cpu' else 'CuPy'}, median of 7; measured again before "
