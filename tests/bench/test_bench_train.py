@@ -106,11 +106,31 @@ def test_flops_follow_the_stated_formula():
     (["--iters", "0"], "--iters"),
     (["--dropout", "1.5"], "--dropout"),
     (["--gelu", "exact"], "--gelu"),
+    (["--alone-rounds", "0"], "--alone-rounds"),
+    (["--profile-steps", "0"], "--profile-steps"),
 ])
 def test_bad_arguments_are_named(argv, message, capsys):
     with pytest.raises(SystemExit):
         train.main(argv)
     assert message in capsys.readouterr().err
+
+
+def test_profile_gives_both_frameworks_ops_per_step(tmp_path, one_thread, capsys):
+    pytest.importorskip("torch")
+    status = train.main(tiny_args(tmp_path, "--no-rss", "--profile", "--profile-steps", "3",
+                                  *one_thread))
+    assert status == 0
+    row = json.loads((tmp_path / "out.json").read_text())["configs"]["custom"]
+    assert row["profile_steps"] == 3
+    ours = {(op, d): (calls, sec) for op, d, calls, sec in row["profile"]}
+    # One block: c_attn, c_proj, c_fc, mlp c_proj, and the lm_head, per step (not per 3).
+    assert ours[("linear", "forward")][0] == 5 and ours[("linear", "backward")][0] == 5
+    assert all(sec > 0 for _, sec in ours.values())
+    theirs = {op: (calls, sec) for op, calls, sec in row["torch_profile"]}
+    assert theirs["aten::native_layer_norm"][0] == 3               # ln_1, ln_2, ln_f
+    assert any(op.startswith("aten::") and sec > 0 for op, (_, sec) in theirs.items())
+    out = capsys.readouterr().out
+    assert "per step over 3 more steps" in out and "torch.profiler" in out
 
 
 def test_torch_model_does_the_same_work(tmp_path, one_thread):
@@ -168,3 +188,45 @@ def test_a_process_alone_times_a_few_steps_even_past_its_budget(iters, steps, mo
     assert fields[0] == "peak_rss_mb" and float(fields[1]) > 0
     assert fields[2] == "median_ms" and float(fields[3]) > 0
     assert fields[4:] == ["steps", str(steps)]
+
+
+def test_alone_rounds_alternate_their_order_and_report_medians(monkeypatch):
+    # (peak RSS MB, median ms, steps) per process, in the order the processes run.
+    canned = {"tinygpt": [(90.0, 60.0, 10), (91.0, 50.0, 9), (89.0, 70.0, 10)],
+              "torch": [(300.0, 50.0, 10), (310.0, 100.0, 10), (305.0, 70.0, 8)]}
+    calls = []
+
+    def fake_child(framework, spec, args, threads):
+        calls.append(framework)
+        return canned[framework][sum(c == framework for c in calls) - 1]
+
+    monkeypatch.setattr(train, "rss_child", fake_child)
+    args = type("Args", (), dict(alone_rounds=3))()
+    row = train.measure_alone(TINY, args, 1, with_torch=True)
+    assert calls == ["tinygpt", "torch", "torch", "tinygpt", "tinygpt", "torch"]
+    assert row["ratio_alone_rounds"] == [60 / 50, 50 / 100, 70 / 70]
+    assert row["ratio_alone"] == 1.0                       # the median of 1.2, 0.5, 1.0
+    assert row["tinygpt_alone_ms"] == 60.0 and row["torch_alone_ms"] == 70.0
+    assert row["tinygpt_alone_ms_rounds"] == [60.0, 50.0, 70.0]
+    assert row["tinygpt_peak_rss_mb"] == 91.0 and row["torch_peak_rss_mb"] == 310.0
+    assert row["tinygpt_alone_steps"] == 9 and row["torch_alone_steps"] == 8
+
+
+def test_a_failed_alone_round_is_left_out_and_no_torch_runs_tinygpt_alone(monkeypatch):
+    runs = {"tinygpt": [(90.0, 60.0, 10), (None, None, None)],
+            "torch": [(300.0, 40.0, 10), (310.0, 50.0, 10)]}
+    row = train.alone_results(runs)
+    assert row["ratio_alone_rounds"] == [60 / 40] and row["ratio_alone"] == 60 / 40
+    assert row["tinygpt_alone_ms"] == 60.0 and row["torch_alone_ms"] == 45.0
+    assert row["tinygpt_peak_rss_mb"] == 90.0
+    nothing = train.alone_results({})
+    assert nothing["ratio_alone"] is None and nothing["tinygpt_alone_ms"] is None
+    assert nothing["torch_peak_rss_mb"] is None and nothing["ratio_alone_rounds"] == []
+
+    calls = []
+    monkeypatch.setattr(train, "rss_child",
+                        lambda fw, *a: calls.append(fw) or (90.0, 60.0, 10))
+    row = train.measure_alone(TINY, type("Args", (), dict(alone_rounds=2))(), 1,
+                              with_torch=False)
+    assert calls == ["tinygpt", "tinygpt"] and row["ratio_alone"] is None
+    assert row["tinygpt_alone_ms"] == 60.0 and row["torch_alone_ms"] is None

@@ -18,9 +18,11 @@ numbers (the first losses are printed side by side).
 
 Reported per config: median ms/step after warm-up with its [min, max], tokens/s, achieved
 GFLOP/s (formula below) against a float32 matmul ceiling measured in the same run through
-the same BLAS (before and after each config's steps; the higher median counts), the optimizer step's median and share of the step, and the peak resident
-memory of each framework measured in its own subprocess (one process holding both would mix
-them). The FLOP count per step, for B sequences of T tokens:
+the same BLAS (before and after each config's steps; the higher median counts), the
+optimizer step's median and share of the step, and each framework alone in its own
+subprocess: its peak resident memory (one process holding both would mix them) and its
+ms/step, in --alone-rounds rounds of alternating order whose ratios' median is the "alone"
+ratio. The FLOP count per step, for B sequences of T tokens:
 
     FLOPs = B * T * (6 * N  +  12 * L * T * C)
 
@@ -91,6 +93,8 @@ _USER_OMP_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY")
 ALONE_SECONDS = 30.0        # time budget of the extra steps a process runs alone
 ALONE_MIN_TIMED = 3         # timed steps a process runs alone whatever the budget (fewer
                             # only with --iters below it): a median, not one step
+PROFILE_ROWS = 16           # rows of each framework's --profile table
+
 
 def flops_per_step(spec):
     """FLOPs of one training step of `spec` (see the module docstring)."""
@@ -349,16 +353,62 @@ def time_config(spec, runners, warmup, iters, seed):
     return steps, opts, first_loss
 
 
-def profile_step(runner, spec, seed):
-    """One traced tinygpt step (after the timed ones): the op table, forward and backward."""
+def profile_steps(runners, spec, seed, steps):
+    """Forward and backward of `steps` more batches, each framework in turn as in the timed
+    run: tinygpt's under `trace`, PyTorch's under torch.profiler. Returns tinygpt's rows
+    [(op, direction, calls, seconds)] and PyTorch's [(op, calls, self CPU seconds)], both
+    per step, largest first (PyTorch's empty without it). The optimizer is not profiled:
+    its time is the table's "optim ms"."""
     rng = np.random.default_rng(seed + 1)
-    tokens = rng.integers(0, spec["vocab_size"], size=(spec["batch_size"], spec["block_size"] + 1))
-    idx, targets = runner.batch(tokens)
-    with trace(synchronize=runner.device == "cuda") as t:
-        _, loss = runner.model(idx, targets)
-        loss.backward()
-    runner.opt.zero_grad()
-    return t
+    ours, theirs = trace(synchronize=runners[0].device == "cuda"), {}
+    for _ in range(steps):
+        tokens = rng.integers(0, spec["vocab_size"],
+                              size=(spec["batch_size"], spec["block_size"] + 1))
+        for runner in runners:
+            idx, targets = runner.batch(tokens)
+            if runner.name == "tinygpt":
+                with ours:
+                    _, loss = runner.model(idx, targets)
+                    loss.backward()
+                runner.opt.zero_grad()
+                continue
+            profiler = runner.torch.profiler
+            activities = [profiler.ProfilerActivity.CPU] + (
+                [profiler.ProfilerActivity.CUDA] if runner.device == "cuda" else [])
+            with profiler.profile(activities=activities) as prof:
+                _, loss = runner.model(idx, targets)
+                loss.backward()
+                runner.sync()
+            runner.opt.zero_grad(set_to_none=True)
+            for event in prof.key_averages():
+                calls, us = theirs.get(event.key, (0, 0.0))
+                theirs[event.key] = (calls + event.count, us + event.self_cpu_time_total)
+    tinygpt_rows = [(op, d, calls / steps, sec / steps)
+                    for (op, d), (calls, sec) in ours.summary().items()]
+    torch_rows = sorted(((op, calls / steps, 1e-6 * us / steps)
+                         for op, (calls, us) in theirs.items()), key=lambda r: -r[2])
+    return tinygpt_rows, torch_rows
+
+
+def print_profile(tinygpt_rows, torch_rows, steps, opt_ms, opt_share, limit=PROFILE_ROWS):
+    """tinygpt's rows and PyTorch's, side by side per step."""
+    print(f"  profile, per step over {steps} more steps (forward + backward ops; the "
+          f"optimizer step, not profiled: {opt_ms:.1f} ms, {100 * opt_share:.1f}% of the "
+          f"step):")
+    total = sum(r[3] for r in tinygpt_rows)
+    print(f"    tinygpt ({1e3 * total:.2f} ms in ops; `trace`):")
+    print(f"      {'op':<16} {'direction':<9} {'calls':>6} {'ms':>8} {'share':>6}")
+    for op, direction, calls, sec in tinygpt_rows[:limit]:
+        print(f"      {op:<16} {direction:<9} {calls:>6.0f} {1e3 * sec:>8.2f} "
+              f"{100 * sec / total if total else 0:>5.1f}%")
+    if torch_rows:
+        total = sum(r[2] for r in torch_rows)
+        print(f"    PyTorch ({1e3 * total:.2f} ms self CPU time; torch.profiler):")
+        width = max(len(r[0]) for r in torch_rows[:limit])
+        print(f"      {'op':<{width}} {'calls':>6} {'ms':>8} {'share':>6}")
+        for op, calls, sec in torch_rows[:limit]:
+            print(f"      {op:<{width}} {calls:>6.0f} {1e3 * sec:>8.2f} "
+                  f"{100 * sec / total if total else 0:>5.1f}%")
 
 
 def peak_rss_mb():
@@ -436,6 +486,40 @@ def run_rss_child(args, spec, threads):
     print(f"peak_rss_mb {peak_rss_mb():.1f} median_ms {1e3 * float(np.median(alone)):.2f} "
           f"steps {len(alone)}")
     return 0
+
+
+def measure_alone(spec, args, threads, with_torch):
+    """Peak RSS and ms/step of each framework alone in its own process (`rss_child`), in
+    --alone-rounds rounds whose order alternates (tinygpt, PyTorch; PyTorch, tinygpt; ...):
+    a machine whose load drifts then weighs on both alike, and each round's ratio compares
+    two processes that ran back to back. The figures of `alone_results`."""
+    frameworks = ["tinygpt", "torch"] if with_torch else ["tinygpt"]
+    runs = {fw: [] for fw in frameworks}
+    for i in range(args.alone_rounds):
+        for fw in frameworks if i % 2 == 0 else frameworks[::-1]:
+            runs[fw].append(rss_child(fw, spec, args, threads))
+    return alone_results(runs)
+
+
+def alone_results(runs):
+    """From {framework: [(peak RSS MB, median ms, steps) per round]} (None fields where a
+    round failed): for each framework its highest peak RSS, the median of its rounds' ms
+    (`<fw>_alone_ms`, each round's in `<fw>_alone_ms_rounds`) and its fewest timed steps in
+    a round; `ratio_alone`, the median of the rounds' tinygpt/PyTorch ratios (rounds where
+    both ran), each in `ratio_alone_rounds`. None where nothing was measured."""
+    row = {}
+    for fw in ("tinygpt", "torch"):
+        done = [r for r in runs.get(fw, []) if r[1] is not None]
+        rss = [r[0] for r in runs.get(fw, []) if r[0] is not None]
+        row[f"{fw}_peak_rss_mb"] = max(rss) if rss else None
+        row[f"{fw}_alone_ms_rounds"] = [r[1] for r in done]
+        row[f"{fw}_alone_ms"] = statistics.median(r[1] for r in done) if done else None
+        row[f"{fw}_alone_steps"] = min(r[2] for r in done) if done else None
+    pairs = zip(runs.get("tinygpt", []), runs.get("torch", []))
+    ratios = [ours[1] / theirs[1] for ours, theirs in pairs if ours[1] and theirs[1]]
+    row["ratio_alone_rounds"] = ratios
+    row["ratio_alone"] = statistics.median(ratios) if ratios else None
+    return row
 
 
 # --- generation ---------------------------------------------------------------------------------
@@ -522,13 +606,20 @@ def parse_args(argv):
                              "(exact, erf: nanoGPT's and tinygpt's trainer's)")
     parser.add_argument("--seed", type=int, default=1337, help="weights and token batches")
     parser.add_argument("--profile", action="store_true",
-                        help="print where one traced tinygpt step's op time goes")
+                        help="print where the forward and backward time of a step goes per "
+                             "op, tinygpt's and PyTorch's, over --profile-steps more steps")
+    parser.add_argument("--profile-steps", type=int, default=5,
+                        help="steps --profile traces (default 5)")
     parser.add_argument("--json", metavar="PATH", help="also write the results to PATH as JSON")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch")
     parser.add_argument("--no-rss", action="store_true",
                         help="skip the peak-RSS subprocesses")
     parser.add_argument("--rss-steps", type=int, default=2,
                         help="training steps run by each peak-RSS subprocess (default 2)")
+    parser.add_argument("--alone-rounds", type=int, default=2,
+                        help="rounds of the processes timing each framework alone, in "
+                             "alternating order (default 2: tinygpt then PyTorch, then PyTorch "
+                             "then tinygpt)")
     parser.add_argument("--ceiling-size", type=int, default=None,
                         help="n of the n x n matmul ceiling (default 2048 on CPU, 8192 on CUDA)")
     parser.add_argument("--generate", action="store_true",
@@ -560,7 +651,8 @@ def parse_args(argv):
                          f"{sorted(CONFIGS)}")
         args.specs = {n: CONFIGS[n] for n in names}
     args.specs = {n: dict(spec, gelu=args.gelu) for n, spec in args.specs.items()}
-    for name, low in (("iters", 1), ("warmup", 0), ("rss_steps", 1), ("gen_tokens", 1)):
+    for name, low in (("iters", 1), ("warmup", 0), ("rss_steps", 1), ("gen_tokens", 1),
+                      ("alone_rounds", 1), ("profile_steps", 1)):
         if getattr(args, name) < low:
             parser.error(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(args, name)}")
     if args.threads is not None and args.threads < 1:
@@ -647,25 +739,17 @@ def main(argv=None):
                    optimizer_ms=ours["opt_ms"], optimizer_share=ours["opt_share"],
                    torch_optimizer_ms=theirs and theirs["opt_ms"],
                    torch_optimizer_share=theirs and theirs["opt_share"],
-                   first_loss=first_loss, tinygpt_peak_rss_mb=None, torch_peak_rss_mb=None)
+                   first_loss=first_loss)
         if args.profile:
-            t = profile_step(runners[0], spec, args.seed)
-            print(f"  profile of one traced tinygpt step (forward + backward ops; the "
-                  f"optimizer step: {ours['opt_ms']:.1f} ms, {100 * ours['opt_share']:.1f}% "
-                  f"of the step):")
-            print("    " + t.table(limit=40).replace("\n", "\n    "))
-            row["profile"] = [[op, d, calls, s] for (op, d), (calls, s) in t.summary().items()]
+            ours_rows, torch_rows = profile_steps(runners, spec, args.seed, args.profile_steps)
+            print_profile(ours_rows, torch_rows, args.profile_steps, ours["opt_ms"],
+                          ours["opt_share"])
+            row["profile_steps"] = args.profile_steps
+            row["profile"] = [list(r) for r in ours_rows]
+            row["torch_profile"] = [list(r) for r in torch_rows] if torch else None
         del runners
-        row.update(tinygpt_alone_ms=None, torch_alone_ms=None, ratio_alone=None,
-                   tinygpt_alone_steps=None, torch_alone_steps=None)
-        if not args.no_rss:
-            (row["tinygpt_peak_rss_mb"], row["tinygpt_alone_ms"],
-             row["tinygpt_alone_steps"]) = rss_child("tinygpt", spec, args, threads)
-            if torch is not None:
-                (row["torch_peak_rss_mb"], row["torch_alone_ms"],
-                 row["torch_alone_steps"]) = rss_child("torch", spec, args, threads)
-                if row["tinygpt_alone_ms"] and row["torch_alone_ms"]:
-                    row["ratio_alone"] = row["tinygpt_alone_ms"] / row["torch_alone_ms"]
+        row.update(alone_results({}) if args.no_rss
+                   else measure_alone(spec, args, threads, torch is not None))
         results[name] = row
         print(f"  tinygpt {row['tinygpt_ms']:.1f} ms/step" + (
             f", torch {row['torch_ms']:.1f} ms/step, ratio {row['ratio']:.2f}" if theirs else ""),
@@ -719,10 +803,14 @@ def print_table(results, generate, ceiling, threads, with_torch):
         if with_torch:
             print(f"{name:<8} ratio tinygpt/torch: {r['ratio']:.2f} (below 1: tinygpt is faster)")
             if r.get("ratio_alone"):
+                rounds = len(r["ratio_alone_rounds"])
                 print(f"{name:<8} each alone in its own process (PyTorch's default OpenMP "
                       f"waiting): tinygpt {r['tinygpt_alone_ms']:.1f} ms, torch "
-                      f"{r['torch_alone_ms']:.1f} ms, ratio {r['ratio_alone']:.2f} (medians "
-                      f"of {r['tinygpt_alone_steps']} and {r['torch_alone_steps']} steps)")
+                      f"{r['torch_alone_ms']:.1f} ms, ratio {r['ratio_alone']:.2f} (at least "
+                      f"{r['tinygpt_alone_steps']} and {r['torch_alone_steps']} steps a "
+                      f"process; " + (f"median of {rounds} rounds in alternating order: "
+                                      + ", ".join(f"{x:.2f}" for x in r["ratio_alone_rounds"])
+                                      if rounds > 1 else "1 round") + ")")
     if generate is not None:
         g = generate
         print(f"\ngeneration ({g['preset']}, {g['n_params'] / 1e6:.0f}M parameters, "
