@@ -47,6 +47,9 @@ def test_writes_the_documented_json_with_positive_numbers(tmp_path, one_thread, 
     assert 0 < low <= row["tinygpt_ms"] <= high
     assert row["optimizer_share"] < 1
     assert row["torch_ms"] is None and row["ratio"] is None and row["torch_peak_rss_mb"] is None
+    assert row["ratio_paired"] is None and row["torch_steps_ms"] is None
+    assert len(row["tinygpt_steps_ms"]) == 2                                # --iters 2
+    assert row["tinygpt_ms"] == pytest.approx(np.median(row["tinygpt_steps_ms"]))
     assert row["flops_per_step"] == train.flops_per_step(TINY)
     assert row["tinygpt_alone_ms"] > 0 and row["tinygpt_alone_steps"] == 2    # --iters 2
     # The config's ceiling is the higher of its medians before and after its steps.
@@ -140,6 +143,9 @@ def test_torch_model_does_the_same_work(tmp_path, one_thread):
     assert status == 0
     row = json.loads((tmp_path / "out.json").read_text())["configs"]["custom"]
     assert row["torch_ms"] > 0 and row["ratio"] > 0 and row["torch_gflops"] > 0
+    ours, theirs = row["tinygpt_steps_ms"], row["torch_steps_ms"]
+    assert len(ours) == len(theirs) == 2
+    assert row["ratio_paired"] == pytest.approx(np.median(np.array(ours) / np.array(theirs)))
     np.testing.assert_allclose(row["first_loss"]["tinygpt"], row["first_loss"]["torch"],
                                rtol=1e-5)
 
@@ -230,3 +236,12 @@ def test_a_failed_alone_round_is_left_out_and_no_torch_runs_tinygpt_alone(monkey
                               with_torch=False)
     assert calls == ["tinygpt", "tinygpt"] and row["ratio_alone"] is None
     assert row["tinygpt_alone_ms"] == 60.0 and row["torch_alone_ms"] is None
+
+
+def test_the_paired_ratio_is_the_median_of_the_steps_ratios():
+    # A load that doubles both frameworks' times halfway leaves every pair's ratio alone,
+    # while the ratio of the medians moves with where the medians fall.
+    ours = [1.0, 1.1, 0.9, 2.2, 2.0]
+    theirs = [1.0, 1.0, 1.0, 2.0, 2.0]
+    assert train.paired_ratio(ours, theirs) == pytest.approx(1.0)
+    assert np.median(ours) / np.median(theirs) == pytest.approx(1.1)

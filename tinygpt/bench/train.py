@@ -19,10 +19,12 @@ numbers (the first losses are printed side by side).
 Reported per config: median ms/step after warm-up with its [min, max], tokens/s, achieved
 GFLOP/s (formula below) against a float32 matmul ceiling measured in the same run through
 the same BLAS (before and after each config's steps; the higher median counts), the
-optimizer step's median and share of the step, and each framework alone in its own
-subprocess: its peak resident memory (one process holding both would mix them) and its
-ms/step, in --alone-rounds rounds of alternating order whose ratios' median is the "alone"
-ratio. The FLOP count per step, for B sequences of T tokens:
+optimizer step's median and share of the step, the ratio tinygpt/PyTorch of the two
+medians and the median of the steps' paired ratios (each step against PyTorch's on the
+same batch right after it), and each framework alone in its own subprocess: its peak
+resident memory (one process holding both would mix them) and its ms/step, in
+--alone-rounds rounds of alternating order whose ratios' median is the "alone" ratio.
+The FLOP count per step, for B sequences of T tokens:
 
     FLOPs = B * T * (6 * N  +  12 * L * T * C)
 
@@ -578,6 +580,13 @@ def _ms(seconds):
     return 1e3 * seconds
 
 
+def paired_ratio(ours, theirs):
+    """The median over the timed steps of (tinygpt's step time / PyTorch's on the same
+    batch, run right after it): each pair shares the machine's load of its moment, so this
+    moves less than the ratio of the two medians when the load drifts during a run."""
+    return statistics.median(a / b for a, b in zip(ours, theirs))
+
+
 def _summary(steps, opts, flops, tokens):
     median = statistics.median(steps)
     opt = statistics.median(opts)
@@ -730,6 +739,9 @@ def main(argv=None):
         row = dict(tinygpt_ms=ours["ms"], tinygpt_ms_spread=ours["spread"],
                    torch_ms=theirs and theirs["ms"], torch_ms_spread=theirs and theirs["spread"],
                    ratio=ours["ms"] / theirs["ms"] if theirs else None,
+                   ratio_paired=paired_ratio(steps["tinygpt"], steps["torch"]) if theirs else None,
+                   tinygpt_steps_ms=[_ms(x) for x in steps["tinygpt"]],
+                   torch_steps_ms=[_ms(x) for x in steps["torch"]] if theirs else None,
                    gflops=ours["gflops"], torch_gflops=theirs and theirs["gflops"],
                    ceiling_gflops=config_ceiling,
                    ceiling_gflops_before_after=[ceiling_before, ceiling_after],
@@ -801,7 +813,9 @@ def print_table(results, generate, ceiling, threads, with_torch):
                   f"{config_ceiling:>8.1f} {100 * gflops / config_ceiling:>5.1f}% "
                   f"{opt_ms:>9.2f} {100 * share:>6.1f}% {cell(rss, '.0f'):>11}")
         if with_torch:
-            print(f"{name:<8} ratio tinygpt/torch: {r['ratio']:.2f} (below 1: tinygpt is faster)")
+            print(f"{name:<8} ratio tinygpt/torch: {r['ratio']:.2f} (below 1: tinygpt is faster; "
+                  f"the median of the {len(r['tinygpt_steps_ms'])} steps' paired ratios: "
+                  f"{r['ratio_paired']:.2f})")
             if r.get("ratio_alone"):
                 rounds = len(r["ratio_alone_rounds"])
                 print(f"{name:<8} each alone in its own process (PyTorch's default OpenMP "
