@@ -358,9 +358,9 @@ def time_config(spec, runners, warmup, iters, seed):
 def profile_steps(runners, spec, seed, steps):
     """Forward and backward of `steps` more batches, each framework in turn as in the timed
     run: tinygpt's under `trace`, PyTorch's under torch.profiler. Returns tinygpt's rows
-    [(op, direction, calls, seconds)] and PyTorch's [(op, calls, self CPU seconds)], both
-    per step, largest first (PyTorch's empty without it). The optimizer is not profiled:
-    its time is the table's "optim ms"."""
+    [(op, direction, calls, seconds)] and PyTorch's [(op, calls, self seconds: CPU time on
+    the CPU, device time on CUDA)], both per step, largest first (PyTorch's empty without
+    it). The optimizer is not profiled: its time is the table's "optim ms"."""
     rng = np.random.default_rng(seed + 1)
     ours, theirs = trace(synchronize=runners[0].device == "cuda"), {}
     for _ in range(steps):
@@ -384,7 +384,9 @@ def profile_steps(runners, spec, seed, steps):
             runner.opt.zero_grad(set_to_none=True)
             for event in prof.key_averages():
                 calls, us = theirs.get(event.key, (0, 0.0))
-                theirs[event.key] = (calls + event.count, us + event.self_cpu_time_total)
+                theirs[event.key] = (calls + event.count, us + (
+                    event.self_device_time_total if runner.device == "cuda"
+                    else event.self_cpu_time_total))
     tinygpt_rows = [(op, d, calls / steps, sec / steps)
                     for (op, d), (calls, sec) in ours.summary().items()]
     torch_rows = sorted(((op, calls / steps, 1e-6 * us / steps)
@@ -392,7 +394,8 @@ def profile_steps(runners, spec, seed, steps):
     return tinygpt_rows, torch_rows
 
 
-def print_profile(tinygpt_rows, torch_rows, steps, opt_ms, opt_share, limit=PROFILE_ROWS):
+def print_profile(tinygpt_rows, torch_rows, steps, opt_ms, opt_share, device,
+                  limit=PROFILE_ROWS):
     """tinygpt's rows and PyTorch's, side by side per step."""
     print(f"  profile, per step over {steps} more steps (forward + backward ops; the "
           f"optimizer step, not profiled: {opt_ms:.1f} ms, {100 * opt_share:.1f}% of the "
@@ -405,7 +408,8 @@ def print_profile(tinygpt_rows, torch_rows, steps, opt_ms, opt_share, limit=PROF
               f"{100 * sec / total if total else 0:>5.1f}%")
     if torch_rows:
         total = sum(r[2] for r in torch_rows)
-        print(f"    PyTorch ({1e3 * total:.2f} ms self CPU time; torch.profiler):")
+        print(f"    PyTorch ({1e3 * total:.2f} ms self {'device' if device == 'cuda' else 'CPU'} "
+              f"time; torch.profiler):")
         width = max(len(r[0]) for r in torch_rows[:limit])
         print(f"      {'op':<{width}} {'calls':>6} {'ms':>8} {'share':>6}")
         for op, calls, sec in torch_rows[:limit]:
@@ -755,7 +759,7 @@ def main(argv=None):
         if args.profile:
             ours_rows, torch_rows = profile_steps(runners, spec, args.seed, args.profile_steps)
             print_profile(ours_rows, torch_rows, args.profile_steps, ours["opt_ms"],
-                          ours["opt_share"])
+                          ours["opt_share"], args.device)
             row["profile_steps"] = args.profile_steps
             row["profile"] = [list(r) for r in ours_rows]
             row["torch_profile"] = [list(r) for r in torch_rows] if torch else None
