@@ -396,25 +396,29 @@ def profile_steps(runners, spec, seed, steps):
 
 def print_profile(tinygpt_rows, torch_rows, steps, opt_ms, opt_share, device,
                   limit=PROFILE_ROWS):
-    """tinygpt's rows and PyTorch's, side by side per step."""
+    """tinygpt's rows and PyTorch's, one table after the other, per step."""
     print(f"  profile, per step over {steps} more steps (forward + backward ops; the "
           f"optimizer step, not profiled: {opt_ms:.1f} ms, {100 * opt_share:.1f}% of the "
           f"step):")
-    total = sum(r[3] for r in tinygpt_rows)
-    print(f"    tinygpt ({1e3 * total:.2f} ms in ops; `trace`):")
-    print(f"      {'op':<16} {'direction':<9} {'calls':>6} {'ms':>8} {'share':>6}")
-    for op, direction, calls, sec in tinygpt_rows[:limit]:
-        print(f"      {op:<16} {direction:<9} {calls:>6.0f} {1e3 * sec:>8.2f} "
-              f"{100 * sec / total if total else 0:>5.1f}%")
+    _print_op_rows("tinygpt", "ms in ops; `trace`",
+                   [(f"{op:<16} {d:<9}", calls, sec) for op, d, calls, sec in tinygpt_rows],
+                   f"{'op':<16} {'direction':<9}", limit)
     if torch_rows:
-        total = sum(r[2] for r in torch_rows)
-        print(f"    PyTorch ({1e3 * total:.2f} ms self {'device' if device == 'cuda' else 'CPU'} "
-              f"time; torch.profiler):")
+        kind = "device" if device == "cuda" else "CPU"
         width = max(len(r[0]) for r in torch_rows[:limit])
-        print(f"      {'op':<{width}} {'calls':>6} {'ms':>8} {'share':>6}")
-        for op, calls, sec in torch_rows[:limit]:
-            print(f"      {op:<{width}} {calls:>6.0f} {1e3 * sec:>8.2f} "
-                  f"{100 * sec / total if total else 0:>5.1f}%")
+        _print_op_rows("PyTorch", f"ms self {kind} time; torch.profiler",
+                       [(f"{op:<{width}}", calls, sec) for op, calls, sec in torch_rows],
+                       f"{'op':<{width}}", limit)
+
+
+def _print_op_rows(framework, what, rows, head, limit):
+    """rows [(label, calls, seconds)], the first `limit` of them with their share of all."""
+    total = sum(sec for _, _, sec in rows)
+    print(f"    {framework} ({1e3 * total:.2f} {what}):")
+    print(f"      {head} {'calls':>6} {'ms':>8} {'share':>6}")
+    for label, calls, sec in rows[:limit]:
+        print(f"      {label} {calls:>6.0f} {1e3 * sec:>8.2f} "
+              f"{100 * sec / total if total else 0:>5.1f}%")
 
 
 def peak_rss_mb():
