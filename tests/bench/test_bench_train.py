@@ -118,7 +118,7 @@ def test_bad_arguments_are_named(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_profile_gives_both_frameworks_ops_per_step(tmp_path, one_thread, capsys):
+def test_profile_gives_both_frameworks_ops_per_step(tmp_path, one_thread, capfd):
     pytest.importorskip("torch")
     status = train.main(tiny_args(tmp_path, "--no-rss", "--profile", "--profile-steps", "3",
                                   *one_thread))
@@ -132,8 +132,17 @@ def test_profile_gives_both_frameworks_ops_per_step(tmp_path, one_thread, capsys
     theirs = {op: (calls, sec) for op, calls, sec in row["torch_profile"]}
     assert theirs["aten::native_layer_norm"][0] == 3               # ln_1, ln_2, ln_f
     assert any(op.startswith("aten::") and sec > 0 for op, (_, sec) in theirs.items())
-    out = capsys.readouterr().out
+    out, err = capfd.readouterr()
     assert "per step over 3 more steps" in out and "torch.profiler" in out
+    assert "profiler_start" not in err and "profiler_stop" not in err    # its C++ log lines
+
+
+def test_quiet_stderr_drops_file_descriptor_2_then_restores_it(capfd):
+    import os
+    with train._quiet_stderr():
+        os.write(2, b"dropped\n")
+    os.write(2, b"kept\n")
+    assert capfd.readouterr().err == "kept\n"
 
 
 def test_torch_model_does_the_same_work(tmp_path, one_thread):

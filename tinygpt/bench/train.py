@@ -47,6 +47,7 @@ imported by the package.
 """
 
 import argparse
+import contextlib
 import functools
 import json
 import math
@@ -357,41 +358,64 @@ def time_config(spec, runners, warmup, iters, seed):
 
 def profile_steps(runners, spec, seed, steps):
     """Forward and backward of `steps` more batches, each framework in turn as in the timed
-    run: tinygpt's under `trace`, PyTorch's under torch.profiler. Returns tinygpt's rows
-    [(op, direction, calls, seconds)] and PyTorch's [(op, calls, self seconds: CPU time on
-    the CPU, device time on CUDA)], both per step, largest first (PyTorch's empty without
-    it). The optimizer is not profiled: its time is the table's "optim ms"."""
+    run: tinygpt's under `trace`, PyTorch's under one torch.profiler session around the
+    whole loop (it records PyTorch's ops only; tinygpt's steps add nothing to it). Returns
+    tinygpt's rows [(op, direction, calls, seconds)] and PyTorch's [(op, calls, self
+    seconds: CPU time on the CPU, device time on CUDA)], both per step, largest first
+    (PyTorch's empty without it). The optimizer is not profiled: its time is the table's
+    "optim ms"."""
     rng = np.random.default_rng(seed + 1)
-    ours, theirs = trace(synchronize=runners[0].device == "cuda"), {}
-    for _ in range(steps):
-        tokens = rng.integers(0, spec["vocab_size"],
-                              size=(spec["batch_size"], spec["block_size"] + 1))
-        for runner in runners:
-            idx, targets = runner.batch(tokens)
-            if runner.name == "tinygpt":
-                with ours:
+    batches = [[runner.batch(tokens) for runner in runners]     # made before the profiling
+               for tokens in (rng.integers(0, spec["vocab_size"], size=(
+                   spec["batch_size"], spec["block_size"] + 1)) for _ in range(steps))]
+    ours, theirs = trace(synchronize=runners[0].device == "cuda"), None
+    torch_runner = next((r for r in runners if r.name != "tinygpt"), None)
+    if torch_runner is not None:
+        profiler = torch_runner.torch.profiler
+        theirs = profiler.profile(activities=[profiler.ProfilerActivity.CPU] + (
+            [profiler.ProfilerActivity.CUDA] if torch_runner.device == "cuda" else []))
+        with _quiet_stderr():               # its start and stop print a line each there
+            theirs.start()
+    try:
+        for step_batches in batches:
+            for runner, (idx, targets) in zip(runners, step_batches):
+                with ours if runner.name == "tinygpt" else contextlib.nullcontext():
                     _, loss = runner.model(idx, targets)
                     loss.backward()
-                runner.opt.zero_grad()
-                continue
-            profiler = runner.torch.profiler
-            activities = [profiler.ProfilerActivity.CPU] + (
-                [profiler.ProfilerActivity.CUDA] if runner.device == "cuda" else [])
-            with profiler.profile(activities=activities) as prof:
-                _, loss = runner.model(idx, targets)
-                loss.backward()
-                runner.sync()
-            runner.opt.zero_grad(set_to_none=True)
-            for event in prof.key_averages():
-                calls, us = theirs.get(event.key, (0, 0.0))
-                theirs[event.key] = (calls + event.count, us + (
-                    event.self_device_time_total if runner.device == "cuda"
-                    else event.self_cpu_time_total))
+                    runner.sync()
+                if runner.name == "tinygpt":
+                    runner.opt.zero_grad()
+                else:
+                    runner.opt.zero_grad(set_to_none=True)
+    finally:
+        if theirs is not None:
+            with _quiet_stderr():
+                theirs.stop()
+    totals = {}
+    for event in theirs.key_averages() if theirs is not None else []:
+        totals[event.key] = (event.count, event.self_device_time_total
+                             if torch_runner.device == "cuda" else event.self_cpu_time_total)
     tinygpt_rows = [(op, d, calls / steps, sec / steps)
                     for (op, d), (calls, sec) in ours.summary().items()]
     torch_rows = sorted(((op, calls / steps, 1e-6 * us / steps)
-                         for op, (calls, us) in theirs.items()), key=lambda r: -r[2])
+                         for op, (calls, us) in totals.items()), key=lambda r: -r[2])
     return tinygpt_rows, torch_rows
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """File descriptor 2 sent to /dev/null for the block: torch.profiler's start and stop
+    write there from C++ (its library's log lines), past Python's sys.stderr."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
 
 
 def print_profile(tinygpt_rows, torch_rows, steps, opt_ms, opt_share, device,
