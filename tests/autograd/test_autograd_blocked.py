@@ -94,15 +94,19 @@ def test_for_blocks_gives_each_thread_the_same_number_of_blocks(monkeypatch):
 
 def test_for_blocks_raises_an_error_from_a_worker_thread_and_stays_usable(blocking):
     import threading
+    claimed = threading.Event()
 
     def fail_off_the_main_thread(rows):
         if threading.current_thread() is not threading.main_thread():
+            claimed.set()
             raise KeyError(f"rows {rows.start}:{rows.stop}")
+        claimed.wait(10)                    # until a worker has claimed a block
         return rows.start
 
     if backend.get_num_threads() > 1 and backend.BLOCK_ELEMENTS < 4 * 23:
         with pytest.raises(KeyError, match="rows"):
             backend.for_blocks(fail_off_the_main_thread, np.zeros((23, 4)))
+        assert claimed.is_set()
     starts = backend.for_blocks(lambda rows: rows.start, np.zeros((23, 4)))
     assert starts == sorted(starts) and starts[0] == 0
 
@@ -285,7 +289,46 @@ def test_worker_pool_runs_more_tasks_than_it_has_threads():
     pool = backend._Workers(2)
     try:
         assert pool.run([lambda i=i: i * i for i in range(5)]) == [0, 1, 4, 9, 16]
+        assert pool.run([]) == []
     finally:
+        pool.close()
+
+
+def test_worker_pool_shares_tasks_with_a_worker_that_wakes():
+    import threading
+    pool = backend._Workers(2)
+    claimed, where = threading.Event(), {}
+
+    def task(i):
+        where[i] = threading.current_thread().name
+        if i == 0:
+            claimed.wait(10)                # the calling thread waits for the worker's claim
+        else:
+            claimed.set()
+        return i
+
+    try:
+        assert pool.run([lambda i=i: task(i) for i in range(4)]) == [0, 1, 2, 3]
+        assert where[0] == threading.current_thread().name
+        assert "tinygpt-1" in where.values()
+    finally:
+        pool.close()
+
+
+def test_worker_pool_does_not_wait_for_a_worker_that_never_wakes():
+    # The worker's wake-up is swapped for a lock it does not wait on: the calling thread
+    # must claim every task itself and return, not wait for the sleeping worker.
+    import threading
+    pool = backend._Workers(2)
+    real, unheard = pool.wakes, threading.Lock()
+    unheard.acquire()
+    pool.wakes = [unheard]
+    try:
+        assert pool.run([lambda i=i: (i, threading.current_thread().name)
+                         for i in range(3)]) == [
+            (i, threading.current_thread().name) for i in range(3)]
+    finally:
+        pool.wakes = real
         pool.close()
 
 

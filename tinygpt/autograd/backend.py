@@ -323,64 +323,93 @@ def set_num_threads(n):
 
 
 class _Workers:
-    """n - 1 persistent threads for `parallel_map`. `run(tasks)` runs tasks[0] on the
-    calling thread and tasks[i] on worker i - 1 (tasks beyond the workers on the calling
-    thread too), and returns their results in order. A hand-off is one lock release and
-    one acquire each way: ~20 us here against ~130 us through concurrent.futures, whose
-    hand-offs cost as much as the GELU of the small GPT gains from a second thread."""
+    """n - 1 persistent threads for `parallel_map`. `run(tasks)` returns [task() for task in
+    tasks], the tasks claimed one at a time, in order, by the calling thread and the
+    workers together: the calling thread starts at once, a worker from when it wakes. A
+    hand-off is one lock release and one acquire each way: ~20 us here against ~130 us
+    through concurrent.futures, whose hand-offs cost as much as the GELU of the small GPT
+    gains from a second thread. But a worker that has slept a while can take 50-100 us to
+    wake on this machine's virtual cores: tasks handed out in fixed shares kept the calling
+    thread waiting that long for the worker's share; claimed, the calling thread goes on
+    with the next task meanwhile, and a task that no worker claimed is never waited for."""
 
     def __init__(self, n):
         import os
         import threading
         self.pid = os.getpid()                  # a forked child gets no threads: rebuild
         self.busy = threading.Lock()            # one caller at a time; others run serially
-        self.slots = []
+        self.job, self.closed = None, False
+        self.wakes = []                         # one per worker; released = a wake-up due
         for i in range(n - 1):
-            slot = {"go": threading.Lock(), "done": threading.Lock(), "task": None,
-                    "result": None, "error": None}
-            slot["go"].acquire()
-            slot["done"].acquire()
-            threading.Thread(target=self._serve, args=(slot,), daemon=True,
+            wake = threading.Lock()
+            wake.acquire()
+            threading.Thread(target=self._serve, args=(wake,), daemon=True,
                              name=f"tinygpt-{i + 1}").start()
-            self.slots.append(slot)
+            self.wakes.append(wake)
 
-    @staticmethod
-    def _serve(slot):
+    def _serve(self, wake):
         while True:
-            slot["go"].acquire()
-            task = slot["task"]
-            if task is None:                    # close()
+            wake.acquire()
+            if self.closed:
                 return
-            try:
-                slot["result"] = task()
-            except BaseException as e:          # re-raised on the calling thread
-                slot["error"] = e
-            slot["done"].release()
+            job = self.job                      # None if the job is over
+            if job is not None:
+                job.work()
+            del job                             # hold no task's arrays while asleep
 
     def run(self, tasks):
+        if not tasks:
+            return []
         if not self.busy.acquire(blocking=False):
             return [task() for task in tasks]
         try:
-            used = self.slots[:len(tasks) - 1]
-            for slot, task in zip(used, tasks[1:]):
-                slot["task"], slot["result"], slot["error"] = task, None, None
-                slot["go"].release()
-            try:
-                here = [tasks[0]()] + [task() for task in tasks[len(used) + 1:]]
-            finally:
-                for slot in used:
-                    slot["done"].acquire()
-            for slot in used:
-                if slot["error"] is not None:
-                    raise slot["error"]
-            return here[:1] + [slot["result"] for slot in used] + here[1:]
+            job = self.job = _Job(tasks)
+            for wake in self.wakes[:len(tasks) - 1]:
+                if wake.locked():               # else a wake-up is still due: it will
+                    wake.release()              # find this job
+            job.work()
+            job.finished.acquire()              # the last task claimed elsewhere is done
+            for error in job.errors:
+                if error is not None:
+                    raise error
+            return job.results
         finally:
+            self.job = None
             self.busy.release()
 
     def close(self):
-        for slot in self.slots:
-            slot["task"] = None
-            slot["go"].release()
+        self.closed = True
+        for wake in self.wakes:
+            if wake.locked():
+                wake.release()
+
+
+class _Job:
+    """Tasks claimed one at a time through an itertools.count, whose next() is atomic
+    under the GIL; whoever finishes the last task releases `finished`."""
+
+    def __init__(self, tasks):
+        import itertools
+        import threading
+        self.tasks = tasks
+        self.results = [None] * len(tasks)
+        self.errors = [None] * len(tasks)
+        self.claims, self.done = itertools.count(), itertools.count(1)
+        self.finished = threading.Lock()
+        self.finished.acquire()
+
+    def work(self):
+        n = len(self.tasks)
+        while True:
+            i = next(self.claims)
+            if i >= n:
+                return
+            try:
+                self.results[i] = self.tasks[i]()
+            except BaseException as e:          # re-raised on the calling thread
+                self.errors[i] = e
+            if next(self.done) == n:
+                self.finished.release()
 
 
 def _workers():
@@ -413,19 +442,16 @@ def for_blocks(fn, array, row_elements=None):
 
 def parallel_map(fn, items):
     """[fn(item) for item in items], the items shared out over `get_num_threads()` CPU
-    threads in contiguous runs (one hand-off per thread, not per item; the calling thread
-    runs the first run). fn must release the GIL for the threads to help (NumPy's ufuncs
-    and BLAS calls do) and must not write where another item's call reads or writes.
-    Products that fn runs meanwhile get one BLAS thread each (`single_threaded_blas`)."""
-    threads = min(get_num_threads(), len(items))
-    if threads <= 1:
+    threads: each thread claims the next item when it is free (the calling thread at once,
+    the others when they wake), so a late thread does fewer items instead of holding the
+    others up. fn must release the GIL for the threads to help (NumPy's ufuncs and BLAS
+    calls do) and must not write where another item's call reads or writes. Products that
+    fn runs meanwhile get one BLAS thread each (`single_threaded_blas`)."""
+    if get_num_threads() <= 1 or len(items) <= 1:
         return [fn(item) for item in items]
-    share = -(-len(items) // threads)
-    runs = [items[i:i + share] for i in range(0, len(items), share)]
     with single_threaded_blas():        # the threads are busy: BLAS adding its own would
-        results = _workers().run(       # only fight them for the cores
-            [lambda run=run: [fn(item) for item in run] for run in runs])
-    return [r for run in results for r in run]
+        return _workers().run(          # only fight them for the cores
+            [lambda item=item: fn(item) for item in items])
 
 
 # --- BLAS threads ---------------------------------------------------------------------------
