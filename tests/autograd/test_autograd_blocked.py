@@ -294,39 +294,42 @@ def test_worker_pool_runs_more_tasks_than_it_has_threads():
         pool.close()
 
 
-def test_worker_pool_shares_tasks_with_a_worker_that_wakes():
+def test_worker_pool_gives_a_worker_that_wakes_the_second_share_first():
+    # 4 tasks, 2 threads: the calling thread's share is tasks 0-1, the worker's 2-3. The
+    # calling thread holds task 0 until the worker has started one: the worker's first
+    # task is the front of its own share.
     import threading
     pool = backend._Workers(2)
-    claimed, where = threading.Event(), {}
+    claimed, order = threading.Event(), []
 
     def task(i):
-        where[i] = threading.current_thread().name
+        order.append((i, threading.current_thread().name))
         if i == 0:
-            claimed.wait(10)                # the calling thread waits for the worker's claim
+            claimed.wait(10)
         else:
             claimed.set()
         return i
 
     try:
         assert pool.run([lambda i=i: task(i) for i in range(4)]) == [0, 1, 2, 3]
-        assert where[0] == threading.current_thread().name
-        assert "tinygpt-1" in where.values()
+        here = threading.current_thread().name
+        assert order[0] == (0, here) and order[1] == (2, "tinygpt-1")
     finally:
         pool.close()
 
 
 def test_worker_pool_does_not_wait_for_a_worker_that_never_wakes():
     # The worker's wake-up is swapped for a lock it does not wait on: the calling thread
-    # must claim every task itself and return, not wait for the sleeping worker.
+    # must take every task itself and return, not wait for the sleeping worker.
     import threading
     pool = backend._Workers(2)
     real, unheard = pool.wakes, threading.Lock()
     unheard.acquire()
     pool.wakes = [unheard]
+    order = []
     try:
-        assert pool.run([lambda i=i: (i, threading.current_thread().name)
-                         for i in range(3)]) == [
-            (i, threading.current_thread().name) for i in range(3)]
+        assert pool.run([lambda i=i: order.append(i) or i for i in range(4)]) == [0, 1, 2, 3]
+        assert order == [0, 1, 3, 2]            # its own share, then the worker's from the back
     finally:
         pool.wakes = real
         pool.close()

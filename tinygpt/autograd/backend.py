@@ -324,14 +324,18 @@ def set_num_threads(n):
 
 class _Workers:
     """n - 1 persistent threads for `parallel_map`. `run(tasks)` returns [task() for task in
-    tasks], the tasks claimed one at a time, in order, by the calling thread and the
-    workers together: the calling thread starts at once, a worker from when it wakes. A
-    hand-off is one lock release and one acquire each way: ~20 us here against ~130 us
-    through concurrent.futures, whose hand-offs cost as much as the GELU of the small GPT
-    gains from a second thread. But a worker that has slept a while can take 50-100 us to
-    wake on this machine's virtual cores: tasks handed out in fixed shares kept the calling
-    thread waiting that long for the worker's share; claimed, the calling thread goes on
-    with the next task meanwhile, and a task that no worker claimed is never waited for."""
+    tasks]. The tasks are dealt out in contiguous shares, the first to the calling thread
+    and the k-th to worker k, and each thread works through its own share from the front;
+    a thread done with its share takes what is left of the others' from their backs.
+
+    Why both: the shares keep each thread on the same rows from one op to the next (a
+    product's row block, then the elementwise chain on those rows, in that core's cache),
+    and the taking keeps a worker that is slow to wake from holding the calling thread up.
+    A hand-off is one lock release and one acquire each way: ~20 us here against ~130 us
+    through concurrent.futures; but a worker that has slept a while can take 50-100 us to
+    wake on this machine's virtual cores, about what the small GPT's GELU takes. At the end
+    the calling thread polls for the workers' last tasks for up to SPIN_SECONDS, yielding
+    the core, before it sleeps: its own wake-up would cost as much again."""
 
     def __init__(self, n):
         import os
@@ -340,35 +344,42 @@ class _Workers:
         self.busy = threading.Lock()            # one caller at a time; others run serially
         self.job, self.closed = None, False
         self.wakes = []                         # one per worker; released = a wake-up due
-        for i in range(n - 1):
+        for k in range(1, n):
             wake = threading.Lock()
             wake.acquire()
-            threading.Thread(target=self._serve, args=(wake,), daemon=True,
-                             name=f"tinygpt-{i + 1}").start()
+            threading.Thread(target=self._serve, args=(wake, k), daemon=True,
+                             name=f"tinygpt-{k}").start()
             self.wakes.append(wake)
 
-    def _serve(self, wake):
+    def _serve(self, wake, k):
         while True:
             wake.acquire()
             if self.closed:
                 return
             job = self.job                      # None if the job is over
             if job is not None:
-                job.work()
+                job.work(k)
             del job                             # hold no task's arrays while asleep
 
     def run(self, tasks):
+        import os
+        import time
         if not tasks:
             return []
         if not self.busy.acquire(blocking=False):
             return [task() for task in tasks]
         try:
-            job = self.job = _Job(tasks)
-            for wake in self.wakes[:len(tasks) - 1]:
+            job = self.job = _Job(tasks, len(self.wakes) + 1)
+            for wake in self.wakes[:len(job.shares) - 1]:
                 if wake.locked():               # else a wake-up is still due: it will
                     wake.release()              # find this job
-            job.work()
-            job.finished.acquire()              # the last task claimed elsewhere is done
+            job.work(0)
+            done, give_up = job.finished.acquire, time.perf_counter() + SPIN_SECONDS
+            while not done(blocking=False):
+                if time.perf_counter() > give_up:
+                    done()
+                    break
+                os.sched_yield()                # lets the GIL go to the worker
             for error in job.errors:
                 if error is not None:
                     raise error
@@ -385,24 +396,37 @@ class _Workers:
 
 
 class _Job:
-    """Tasks claimed one at a time through an itertools.count, whose next() is atomic
-    under the GIL; whoever finishes the last task releases `finished`."""
+    """The tasks' indices in one deque per thread (appends and pops at either end of a
+    deque are atomic under the GIL): a thread pops its own from the left, others' from
+    the right. Whoever finishes the last task releases `finished`."""
 
-    def __init__(self, tasks):
+    def __init__(self, tasks, threads):
+        import collections
         import itertools
         import threading
         self.tasks = tasks
         self.results = [None] * len(tasks)
         self.errors = [None] * len(tasks)
-        self.claims, self.done = itertools.count(), itertools.count(1)
+        share = -(-len(tasks) // min(threads, len(tasks)))
+        self.shares = [collections.deque(range(i, min(i + share, len(tasks))))
+                       for i in range(0, len(tasks), share)]
+        self.done = itertools.count(1)
         self.finished = threading.Lock()
         self.finished.acquire()
 
-    def work(self):
+    def work(self, k):
+        shares = self.shares
+        if k < len(shares):
+            self._drain(shares[k].popleft)
+        for other in shares[k + 1:] + shares[:k]:
+            self._drain(other.pop)
+
+    def _drain(self, claim):
         n = len(self.tasks)
         while True:
-            i = next(self.claims)
-            if i >= n:
+            try:
+                i = claim()
+            except IndexError:                  # nothing left there
                 return
             try:
                 self.results[i] = self.tasks[i]()
@@ -410,6 +434,10 @@ class _Job:
                 self.errors[i] = e
             if next(self.done) == n:
                 self.finished.release()
+
+
+# How long the calling thread polls for the workers' last tasks before it sleeps.
+SPIN_SECONDS = 1e-3
 
 
 def _workers():
@@ -442,11 +470,11 @@ def for_blocks(fn, array, row_elements=None):
 
 def parallel_map(fn, items):
     """[fn(item) for item in items], the items shared out over `get_num_threads()` CPU
-    threads: each thread claims the next item when it is free (the calling thread at once,
-    the others when they wake), so a late thread does fewer items instead of holding the
-    others up. fn must release the GIL for the threads to help (NumPy's ufuncs and BLAS
-    calls do) and must not write where another item's call reads or writes. Products that
-    fn runs meanwhile get one BLAS thread each (`single_threaded_blas`)."""
+    threads in contiguous runs, the calling thread taking the first (see `_Workers`: a
+    thread done early takes items from the end of a late one's run). fn must release the
+    GIL for the threads to help (NumPy's ufuncs and BLAS calls do) and must not write where
+    another item's call reads or writes. Products that fn runs meanwhile get one BLAS
+    thread each (`single_threaded_blas`)."""
     if get_num_threads() <= 1 or len(items) <= 1:
         return [fn(item) for item in items]
     with single_threaded_blas():        # the threads are busy: BLAS adding its own would
