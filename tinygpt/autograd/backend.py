@@ -332,10 +332,11 @@ class _Workers:
     product's row block, then the elementwise chain on those rows, in that core's cache),
     and the taking keeps a worker that is slow to wake from holding the calling thread up.
     A hand-off is one lock release and one acquire each way: ~20 us here against ~130 us
-    through concurrent.futures; but a worker that has slept a while can take 50-100 us to
-    wake on this machine's virtual cores, about what the small GPT's GELU takes. At the end
-    the calling thread polls for the workers' last tasks for up to SPIN_SECONDS, yielding
-    the core, before it sleeps: its own wake-up would cost as much again."""
+    through concurrent.futures; but a worker that has slept a while can take 40-100 us to
+    wake on this machine's virtual cores, as long as one of the small GPT's GELU blocks
+    takes (~80 us). At the end the calling thread polls for the workers' last tasks for up
+    to SPIN_SECONDS, yielding the core, before it sleeps: its own wake-up would cost as
+    much again."""
 
     def __init__(self, n):
         import os
