@@ -110,6 +110,8 @@ def test_flops_follow_the_stated_formula():
     (["--dropout", "1.5"], "--dropout"),
     (["--gelu", "exact"], "--gelu"),
     (["--alone-rounds", "0"], "--alone-rounds"),
+    (["--alone-seconds", "-1"], "--alone-seconds"),
+    (["--alone-seconds", "nan"], "--alone-seconds"),
     (["--profile-steps", "0"], "--profile-steps"),
 ])
 def test_bad_arguments_are_named(argv, message, capsys):
@@ -216,7 +218,7 @@ def test_alone_rounds_alternate_their_order_and_report_medians(monkeypatch):
         return canned[framework][sum(c == framework for c in calls) - 1]
 
     monkeypatch.setattr(train, "rss_child", fake_child)
-    args = type("Args", (), dict(alone_rounds=3))()
+    args = type("Args", (), dict(alone_rounds=3, alone_seconds=0.0))()
     row = train.measure_alone(TINY, args, 1, with_torch=True)
     assert calls == ["tinygpt", "torch", "torch", "tinygpt", "tinygpt", "torch"]
     assert row["ratio_alone_rounds"] == [60 / 50, 50 / 100, 70 / 70]
@@ -225,6 +227,31 @@ def test_alone_rounds_alternate_their_order_and_report_medians(monkeypatch):
     assert row["tinygpt_alone_ms_rounds"] == [60.0, 50.0, 70.0]
     assert row["tinygpt_peak_rss_mb"] == 91.0 and row["torch_peak_rss_mb"] == 310.0
     assert row["tinygpt_alone_steps"] == 9 and row["torch_alone_steps"] == 8
+
+
+@pytest.mark.parametrize("alone_rounds, budget, rounds", [
+    (2, 0.0, 2),                        # no budget: the fewest asked for
+    (3, 0.0, 3),
+    (2, 0.25, 4),                       # 0.1 s a round: past 0.25 s after round 3, which
+                                        # ends its pair
+    (1, 0.25, 3),                       # 1 round, then a pair
+    (2, 1e9, train.ALONE_MAX_ROUNDS),   # a budget never spent: the cap
+])
+def test_alone_rounds_are_added_in_pairs_while_under_the_budget(alone_rounds, budget, rounds,
+                                                                 monkeypatch):
+    clock, calls = [0.0], []
+
+    def fake_child(framework, spec, args, threads):
+        calls.append(framework)
+        clock[0] += 0.05                # two processes a round: 0.1 s a round
+        return (90.0, 60.0, 10)
+
+    monkeypatch.setattr(train, "rss_child", fake_child)
+    monkeypatch.setattr(train.time, "perf_counter", lambda: clock[0])
+    args = type("Args", (), dict(alone_rounds=alone_rounds, alone_seconds=budget))()
+    row = train.measure_alone(TINY, args, 1, with_torch=True)
+    assert len(row["ratio_alone_rounds"]) == rounds and len(calls) == 2 * rounds
+    assert calls[:4] == ["tinygpt", "torch", "torch", "tinygpt"][:len(calls)]
 
 
 def test_a_failed_alone_round_is_left_out_and_no_torch_runs_tinygpt_alone(monkeypatch):
@@ -241,8 +268,8 @@ def test_a_failed_alone_round_is_left_out_and_no_torch_runs_tinygpt_alone(monkey
     calls = []
     monkeypatch.setattr(train, "rss_child",
                         lambda fw, *a: calls.append(fw) or (90.0, 60.0, 10))
-    row = train.measure_alone(TINY, type("Args", (), dict(alone_rounds=2))(), 1,
-                              with_torch=False)
+    row = train.measure_alone(TINY, type("Args", (), dict(alone_rounds=2, alone_seconds=0.0))(),
+                              1, with_torch=False)
     assert calls == ["tinygpt", "tinygpt"] and row["ratio_alone"] is None
     assert row["tinygpt_alone_ms"] == 60.0 and row["torch_alone_ms"] is None
 

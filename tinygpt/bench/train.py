@@ -23,7 +23,8 @@ optimizer step's median and share of the step, the ratio tinygpt/PyTorch of the 
 medians and the median of the steps' paired ratios (each step against PyTorch's on the
 same batch right after it), and each framework alone in its own subprocess: its peak
 resident memory (one process holding both would mix them) and its ms/step, in
---alone-rounds rounds of alternating order whose ratios' median is the "alone" ratio.
+rounds of alternating order (--alone-rounds at least, more while under --alone-seconds)
+whose ratios' median is the "alone" ratio.
 The FLOP count per step, for B sequences of T tokens:
 
     FLOPs = B * T * (6 * N  +  12 * L * T * C)
@@ -94,6 +95,7 @@ FLOP_FORMULA = ("FLOPs/step = B*T * (6*N + 12*L*T*C); N = non-embedding paramete
 # The caller's own OpenMP waiting policy, if any (the alternation sets PASSIVE for itself).
 _USER_OMP_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY")
 ALONE_SECONDS = 30.0        # time budget of the extra steps a process runs alone
+ALONE_MAX_ROUNDS = 12       # rounds of alone processes that --alone-seconds can add up to
 ALONE_MIN_TIMED = 3         # timed steps a process runs alone whatever the budget (fewer
                             # only with --iters below it): a median, not one step
 PROFILE_ROWS = 16           # rows of each framework's --profile table
@@ -524,14 +526,27 @@ def run_rss_child(args, spec, threads):
 
 def measure_alone(spec, args, threads, with_torch):
     """Peak RSS and ms/step of each framework alone in its own process (`rss_child`), in
-    --alone-rounds rounds whose order alternates (tinygpt, PyTorch; PyTorch, tinygpt; ...):
-    a machine whose load drifts then weighs on both alike, and each round's ratio compares
-    two processes that ran back to back. The figures of `alone_results`."""
+    rounds whose order alternates (tinygpt, PyTorch; PyTorch, tinygpt; ...): a machine
+    whose load drifts then weighs on both alike, and each round's ratio compares two
+    processes that ran back to back. At least --alone-rounds rounds, then more two at a
+    time while the rounds so far took less than --alone-seconds, up to ALONE_MAX_ROUNDS:
+    on this shared machine one round's ratio at small has ranged from 0.85 to 1.39, so a
+    config whose processes are short gets more of them. The figures of `alone_results`."""
     frameworks = ["tinygpt", "torch"] if with_torch else ["tinygpt"]
     runs = {fw: [] for fw in frameworks}
-    for i in range(args.alone_rounds):
+    start, i = time.perf_counter(), 0
+
+    def another():
+        if i < args.alone_rounds:
+            return True
+        extra = i - args.alone_rounds               # the extra rounds come in pairs
+        return i < ALONE_MAX_ROUNDS and (
+            extra % 2 == 1 or time.perf_counter() - start < args.alone_seconds)
+
+    while another():
         for fw in frameworks if i % 2 == 0 else frameworks[::-1]:
             runs[fw].append(rss_child(fw, spec, args, threads))
+        i += 1
     return alone_results(runs)
 
 
@@ -658,9 +673,13 @@ def parse_args(argv):
     parser.add_argument("--rss-steps", type=int, default=2,
                         help="training steps run by each peak-RSS subprocess (default 2)")
     parser.add_argument("--alone-rounds", type=int, default=2,
-                        help="rounds of the processes timing each framework alone, in "
+                        help="fewest rounds of the processes timing each framework alone, in "
                              "alternating order (default 2: tinygpt then PyTorch, then PyTorch "
                              "then tinygpt)")
+    parser.add_argument("--alone-seconds", type=float, default=60.0,
+                        help="more alone rounds, two at a time, while a config's rounds have "
+                             f"taken less than this (default 60; at most {ALONE_MAX_ROUNDS} "
+                             "rounds; 0: --alone-rounds only)")
     parser.add_argument("--ceiling-size", type=int, default=None,
                         help="n of the n x n matmul ceiling (default 2048 on CPU, 8192 on CUDA)")
     parser.add_argument("--generate", action="store_true",
@@ -696,6 +715,8 @@ def parse_args(argv):
                       ("alone_rounds", 1), ("profile_steps", 1)):
         if getattr(args, name) < low:
             parser.error(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(args, name)}")
+    if not args.alone_seconds >= 0:
+        parser.error(f"--alone-seconds must be >= 0, got {args.alone_seconds}")
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
     if not 0.0 <= args.dropout < 1.0:
