@@ -530,7 +530,7 @@ def measure_alone(spec, args, threads, with_torch):
     whose load drifts then weighs on both alike, and each round's ratio compares two
     processes that ran back to back. At least --alone-rounds rounds, then more two at a
     time while the rounds so far took less than --alone-seconds, up to ALONE_MAX_ROUNDS:
-    on this shared machine one round's ratio at small has ranged from 0.85 to 1.39, so a
+    on this shared machine one round's ratio at small has ranged from 0.85 to 1.69, so a
     config whose processes are short gets more of them. The figures of `alone_results`."""
     frameworks = ["tinygpt", "torch"] if with_torch else ["tinygpt"]
     runs = {fw: [] for fw in frameworks}
