@@ -335,6 +335,30 @@ def test_worker_pool_does_not_wait_for_a_worker_that_never_wakes():
         pool.close()
 
 
+def test_worker_pool_waits_for_a_slow_worker_without_os_sched_yield(monkeypatch):
+    # Where os has no sched_yield (Windows) the calling thread's end poll sleeps 0 s
+    # instead; either way the results wait for the worker's slow task.
+    import os
+    import threading
+    import time
+    monkeypatch.delattr(os, "sched_yield", raising=False)
+    pool = backend._Workers(2)
+    started = threading.Event()
+
+    def task(i):
+        if i == 1:
+            started.set()
+            time.sleep(0.05)                # past the calling thread's poll
+        else:
+            started.wait(10)                # the worker has taken task 1
+        return i
+
+    try:
+        assert pool.run([lambda i=i: task(i) for i in range(2)]) == [0, 1]
+    finally:
+        pool.close()
+
+
 def test_float32_erf_is_accurate_to_float32_precision():
     import math
     x = np.linspace(-7, 7, 20001, dtype=np.float32)

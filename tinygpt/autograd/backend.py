@@ -365,6 +365,7 @@ class _Workers:
     def run(self, tasks):
         import os
         import time
+        pause = getattr(os, "sched_yield", None) or (lambda: time.sleep(0))    # not on Windows
         if not tasks:
             return []
         if not self.busy.acquire(blocking=False):
@@ -380,7 +381,7 @@ class _Workers:
                 if time.perf_counter() > give_up:
                     done()
                     break
-                os.sched_yield()                # lets the GIL go to the worker
+                pause()                         # lets the GIL go to the worker
             for error in job.errors:
                 if error is not None:
                     raise error
