@@ -341,9 +341,11 @@ class _Workers:
     def __init__(self, n):
         import os
         import threading
+        import time
         self.pid = os.getpid()                  # a forked child gets no threads: rebuild
         self.busy = threading.Lock()            # one caller at a time; others run serially
         self.job, self.closed = None, False
+        self.pause = getattr(os, "sched_yield", None) or (lambda: time.sleep(0))  # Windows
         self.wakes = []                         # one per worker; released = a wake-up due
         for k in range(1, n):
             wake = threading.Lock()
@@ -363,9 +365,7 @@ class _Workers:
             del job                             # hold no task's arrays while asleep
 
     def run(self, tasks):
-        import os
         import time
-        pause = getattr(os, "sched_yield", None) or (lambda: time.sleep(0))    # not on Windows
         if not tasks:
             return []
         if not self.busy.acquire(blocking=False):
@@ -381,7 +381,7 @@ class _Workers:
                 if time.perf_counter() > give_up:
                     done()
                     break
-                pause()                         # lets the GIL go to the worker
+                self.pause()                    # lets the GIL go to the worker
             for error in job.errors:
                 if error is not None:
                     raise error

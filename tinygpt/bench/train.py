@@ -152,9 +152,12 @@ class TinygptRunner:
         self.opt.step()
         self.sync()
         opt_end = time.perf_counter()
-        self.opt.zero_grad()
+        self.zero_grad()
         self.sync()
         return time.perf_counter() - start, opt_end - opt_start, loss
+
+    def zero_grad(self):
+        self.opt.zero_grad()
 
     def state_dict(self):
         return {k: v.numpy() for k, v in self.model.state_dict().items()}
@@ -202,9 +205,12 @@ class TorchRunner:
         self.opt.step()
         self.sync()
         opt_end = time.perf_counter()
-        self.opt.zero_grad(set_to_none=True)
+        self.zero_grad()
         self.sync()
         return time.perf_counter() - start, opt_end - opt_start, loss
+
+    def zero_grad(self):
+        self.opt.zero_grad(set_to_none=True)
 
 
 @functools.cache
@@ -385,10 +391,7 @@ def profile_steps(runners, spec, seed, steps):
                     _, loss = runner.model(idx, targets)
                     loss.backward()
                     runner.sync()
-                if runner.name == "tinygpt":
-                    runner.opt.zero_grad()
-                else:
-                    runner.opt.zero_grad(set_to_none=True)
+                runner.zero_grad()
     finally:
         if theirs is not None:
             with _quiet_stderr():
