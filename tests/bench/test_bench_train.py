@@ -3,6 +3,7 @@ of the documented shape with positive numbers (no timing is asserted), re-runs i
 the BLAS thread variables set, and counts FLOPs by the formula it prints."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -51,6 +52,7 @@ def test_writes_the_documented_json_with_positive_numbers(tmp_path, one_thread, 
     assert len(row["tinygpt_steps_ms"]) == 2                                # --iters 2
     assert row["tinygpt_ms"] == pytest.approx(np.median(row["tinygpt_steps_ms"]))
     assert row["flops_per_step"] == train.flops_per_step(TINY)
+    assert row["tinygpt_processes"] == 1                    # one thread: nothing to split
     assert row["tinygpt_alone_ms"] > 0 and row["tinygpt_alone_steps"] == 2    # --iters 2
     # The config's ceiling is the higher of its medians before and after its steps.
     before, after = row["ceiling_gflops_before_after"]
@@ -113,6 +115,7 @@ def test_flops_follow_the_stated_formula():
     (["--alone-seconds", "-1"], "--alone-seconds"),
     (["--alone-seconds", "nan"], "--alone-seconds"),
     (["--profile-steps", "0"], "--profile-steps"),
+    (["--processes", "0"], "--processes"),
 ])
 def test_bad_arguments_are_named(argv, message, capsys):
     with pytest.raises(SystemExit):
@@ -139,6 +142,22 @@ def test_profile_gives_both_frameworks_ops_per_step(tmp_path, one_thread, capfd)
     assert "profiler_start" not in err and "profiler_stop" not in err    # its C++ log lines
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_batch_split_over_processes_is_timed_and_reported(tmp_path, one_thread, capsys):
+    status = train.main(tiny_args(tmp_path, "--no-torch", "--rss-steps", "1", "--processes",
+                                  "2", *one_thread))
+    assert status == 0
+    row = json.loads((tmp_path / "out.json").read_text())["configs"]["custom"]
+    assert row["tinygpt_processes"] == 2 and row["tinygpt_threads_per_process"] == 1
+    assert row["tinygpt_ms"] > 0 and row["tinygpt_alone_ms"] > 0
+    assert row["tinygpt_peak_rss_mb"] > 0
+    assert "each batch split over 2 processes of 1 thread" in capsys.readouterr().out
+    # More processes than rows: refused, naming both.
+    assert train.main(tiny_args(tmp_path, "--no-torch", "--no-rss", "--processes", "3",
+                                *one_thread)) == 2
+    assert "more than config custom's batch of 2 rows" in capsys.readouterr().err
+
+
 def test_quiet_stderr_drops_file_descriptor_2_then_restores_it(capfd):
     import os
     with train._quiet_stderr():
@@ -147,10 +166,13 @@ def test_quiet_stderr_drops_file_descriptor_2_then_restores_it(capfd):
     assert capfd.readouterr().err == "kept\n"
 
 
-def test_torch_model_does_the_same_work(tmp_path, one_thread):
-    # The PyTorch twin starts from tinygpt's weights: the first losses must agree.
+@pytest.mark.parametrize("processes", ["1", pytest.param("2", marks=pytest.mark.skipif(
+    not hasattr(os, "fork"), reason="needs os.fork"))])
+def test_torch_model_does_the_same_work(tmp_path, one_thread, processes):
+    # The PyTorch twin starts from tinygpt's weights: the first losses must agree, with
+    # tinygpt's batch split over processes too.
     pytest.importorskip("torch")
-    status = train.main(tiny_args(tmp_path, "--no-rss", *one_thread))
+    status = train.main(tiny_args(tmp_path, "--no-rss", "--processes", processes, *one_thread))
     assert status == 0
     row = json.loads((tmp_path / "out.json").read_text())["configs"]["custom"]
     assert row["torch_ms"] > 0 and row["ratio"] > 0 and row["torch_gflops"] > 0
@@ -180,7 +202,7 @@ def test_the_gelu_choice_reaches_both_models_and_the_report(gelu, tmp_path, one_
 
     monkeypatch.setattr(train.subprocess, "run", lambda cmd, **kw: calls.append(cmd) or Failed())
     args = type("Args", (), dict(device="cpu", dropout=0.0, gelu=gelu, seed=1, rss_steps=1,
-                                 iters=2))()
+                                 iters=2, processes=None))()
     train.rss_child("tinygpt", dict(TINY, gelu=gelu), args, 1)
     cmd = calls[0]
     assert cmd[cmd.index("--gelu") + 1] == gelu

@@ -39,14 +39,19 @@ def parameters(trainer):
     return {k: v.numpy() for k, v in trainer.model.state_dict().items()}
 
 
-def test_resume_is_bit_identical(corpus, tmp_path):
-    straight = Trainer(tiny(corpus, tmp_path / "a", max_iters=100, eval_interval=25), log=quiet)
+@pytest.mark.parametrize("processes", [1, pytest.param(2, marks=pytest.mark.skipif(
+    not hasattr(os, "fork"), reason="needs os.fork"))])
+def test_resume_is_bit_identical(corpus, tmp_path, processes):
+    # With dropout: the workers' masks must follow the saved generator too.
+    straight = Trainer(tiny(corpus, tmp_path / "a", max_iters=100, eval_interval=25,
+                            processes=processes), log=quiet)
     straight.run()
 
-    first = Trainer(tiny(corpus, tmp_path / "b", max_iters=50, eval_interval=25), log=quiet)
+    first = Trainer(tiny(corpus, tmp_path / "b", max_iters=50, eval_interval=25,
+                         processes=processes), log=quiet)
     first.run()
-    second = Trainer(tiny(corpus, tmp_path / "b", max_iters=100, eval_interval=25, resume=True),
-                     log=quiet)
+    second = Trainer(tiny(corpus, tmp_path / "b", max_iters=100, eval_interval=25, resume=True,
+                          processes=processes), log=quiet)
     assert second.iter_num == 50
     second.run()
 

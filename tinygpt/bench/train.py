@@ -42,7 +42,12 @@ This is nanoGPT's `estimate_mfu` count (PaLM, appendix B).
 BLAS threads are fixed when NumPy loads: the benchmark runs itself again in a subprocess with
 OPENBLAS_NUM_THREADS, OMP_NUM_THREADS and MKL_NUM_THREADS set to the chosen count unless they
 already hold it, and gives PyTorch and tinygpt's own threads (`set_num_threads`) the same
-count.
+count. tinygpt trains as `python -m tinygpt train` does: with two threads or more on Linux,
+each batch split over two processes (`DataParallel`), the threads shared out among them
+(--processes sets the count; 1 gives one process all the threads). Its peak RSS is then
+the sum over its processes, each worker's counting the memory it shares with the main
+process: an overestimate. Its --profile rows are the main process's ops, on its part of
+the batch.
 Imports: numpy, tinygpt, the ops benchmark's helpers; torch lazily and optionally. Never
 imported by the package.
 """
@@ -53,7 +58,6 @@ import functools
 import json
 import math
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -70,6 +74,7 @@ from tinygpt.model import GPT, GPTConfig
 from tinygpt.model.config import PRESETS
 from tinygpt.model.gpt import count_params
 from tinygpt.optim import AdamW, clip_grad_norm_, configure_param_groups
+from tinygpt.train.parallel import DataParallel, auto_processes, check_processes, peak_rss_mb
 
 from .ops import _import_torch, _threads
 
@@ -118,11 +123,12 @@ def gpt_config(spec, dropout):
 
 # --- one framework's training step ----------------------------------------------------------
 class TinygptRunner:
-    """A tinygpt GPT and its AdamW; `step(idx, targets)` runs one timed training step."""
+    """A tinygpt GPT and its AdamW; `step(idx, targets)` runs one timed training step, each
+    batch split over `processes` CPU processes (`DataParallel`) when more than one."""
 
     name = "tinygpt"
 
-    def __init__(self, spec, dropout, device, seed):
+    def __init__(self, spec, dropout, device, seed, processes=1, threads=None):
         tg.manual_seed(seed)
         self.device = device
         self.model = GPT(gpt_config(spec, dropout)).to(device)
@@ -130,6 +136,28 @@ class TinygptRunner:
         self.params = list(self.model.parameters())
         self.opt = AdamW(configure_param_groups(self.model.named_parameters(), WEIGHT_DECAY),
                          lr=LR, betas=BETAS)
+        self.parallel = DataParallel(self.model, processes, threads) if processes > 1 else None
+
+    def forward_backward(self, idx, targets):
+        """Forward and backward of one batch; the loss."""
+        if self.parallel is not None:
+            return tg.tensor(self.parallel.forward_backward([(idx, targets)]))
+        _, loss = self.model(idx, targets)
+        loss.backward()
+        return loss
+
+    def all_threads(self):
+        """Context manager: this process on all its threads (the workers wait meanwhile)."""
+        return self.parallel.all_threads() if self.parallel else contextlib.nullcontext()
+
+    def peak_rss_mb(self):
+        """Peak RSS of the processes, summed (a worker's counts what it shares with this
+        process at the fork: an overestimate)."""
+        return sum(self.parallel.peak_rss_mb()) if self.parallel else peak_rss_mb()
+
+    def close(self):
+        if self.parallel is not None:
+            self.parallel.close()
 
     def batch(self, tokens):
         """(idx, targets) on the device from a (B, T + 1) NumPy array of token ids."""
@@ -144,8 +172,7 @@ class TinygptRunner:
         """(step seconds, optimizer-step seconds, loss tensor)."""
         self.sync()
         start = time.perf_counter()
-        _, loss = self.model(idx, targets)
-        loss.backward()
+        loss = self.forward_backward(idx, targets)
         clip_grad_norm_(self.params, MAX_NORM)
         self.sync()
         opt_start = time.perf_counter()
@@ -194,11 +221,24 @@ class TorchRunner:
         if self.device == "cuda":
             self.torch.cuda.synchronize()
 
+    def forward_backward(self, idx, targets):
+        _, loss = self.model(idx, targets)
+        loss.backward()
+        return loss
+
+    def all_threads(self):
+        return contextlib.nullcontext()
+
+    def peak_rss_mb(self):
+        return peak_rss_mb()
+
+    def close(self):
+        pass
+
     def step(self, idx, targets):
         self.sync()
         start = time.perf_counter()
-        _, loss = self.model(idx, targets)
-        loss.backward()
+        loss = self.forward_backward(idx, targets)
         self.torch.nn.utils.clip_grad_norm_(self.params, MAX_NORM)
         self.sync()
         opt_start = time.perf_counter()
@@ -388,8 +428,7 @@ def profile_steps(runners, spec, seed, steps):
         for step_batches in batches:
             for runner, (idx, targets) in zip(runners, step_batches):
                 with ours if runner.name == "tinygpt" else contextlib.nullcontext():
-                    _, loss = runner.model(idx, targets)
-                    loss.backward()
+                    runner.forward_backward(idx, targets)
                     runner.sync()
                 runner.zero_grad()
     finally:
@@ -423,13 +462,15 @@ def _quiet_stderr():
         os.close(null)
 
 
-def print_profile(tinygpt_rows, torch_rows, steps, opt_ms, opt_share, device,
+def print_profile(tinygpt_rows, torch_rows, steps, opt_ms, opt_share, device, processes=1,
                   limit=PROFILE_ROWS):
     """tinygpt's rows and PyTorch's, one table after the other, per step."""
     print(f"  profile, per step over {steps} more steps (forward + backward ops; the "
           f"optimizer step, not profiled: {opt_ms:.1f} ms, {100 * opt_share:.1f}% of the "
           f"step):")
-    _print_op_rows("tinygpt", "ms in ops; `trace`",
+    _print_op_rows("tinygpt", "ms in ops; `trace`" + (
+                       f"; the main process, its part of the batch split over {processes}"
+                       if processes > 1 else ""),
                    [(f"{op:<16} {d:<9}", calls, sec) for op, d, calls, sec in tinygpt_rows],
                    f"{'op':<16} {'direction':<9}", limit)
     if torch_rows:
@@ -450,23 +491,11 @@ def _print_op_rows(framework, what, rows, head, limit):
               f"{100 * sec / total if total else 0:>5.1f}%")
 
 
-def peak_rss_mb():
-    """This process's peak resident memory in MB.
-
-    Linux: VmHWM from /proc/self/status, the high-water mark of this process image's own
-    memory. Not ru_maxrss: at exec, Linux carries the parent's high-water mark into the
-    child's ru_maxrss (and subprocess uses vfork), so a small child started by a large
-    parent would report the parent's peak. Elsewhere ru_maxrss (KB, or bytes on macOS).
-    """
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 2 ** 10          # kB
-    except OSError:
-        pass
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2 ** 20 if sys.platform == "darwin" else rss / 2 ** 10
+def tinygpt_processes(args, spec, threads):
+    """(processes, threads of each) for tinygpt at a config: --processes, else
+    `auto_processes`, the threads shared out among them."""
+    n = args.processes or auto_processes(threads, spec["batch_size"], args.device)
+    return n, max(1, threads // n)
 
 
 def rss_child(framework, spec, args, threads):
@@ -483,7 +512,8 @@ def rss_child(framework, spec, args, threads):
            "--custom", json.dumps({k: spec[k] for k in SPEC_KEYS}),  # --gelu gives "gelu"
            "--threads", str(threads), "--device", args.device,
            "--dropout", str(args.dropout), "--gelu", args.gelu, "--seed", str(args.seed),
-           "--rss-steps", str(args.rss_steps), "--iters", str(args.iters)]
+           "--rss-steps", str(args.rss_steps), "--iters", str(args.iters),
+           "--processes", str(tinygpt_processes(args, spec, threads)[0])]
     env = child_env(threads)
     if _USER_OMP_WAIT_POLICY is None:
         env.pop("OMP_WAIT_POLICY", None)
@@ -507,7 +537,8 @@ def run_rss_child(args, spec, threads):
         torch = _import_torch(threads)
         runner = TorchRunner(torch, spec, args.dropout, args.device, args.seed)
     else:
-        runner = TinygptRunner(spec, args.dropout, args.device, args.seed)
+        runner = TinygptRunner(spec, args.dropout, args.device, args.seed,
+                               *tinygpt_processes(args, spec, threads))
     rng = np.random.default_rng(args.seed)
     times, start = [], time.perf_counter()
     at_least = max(args.rss_steps, min(ALONE_MIN_TIMED, args.iters) + 1)
@@ -522,7 +553,9 @@ def run_rss_child(args, spec, threads):
         runner.sync()
         times.append(time.perf_counter() - t0)
     alone = times[1:] or times
-    print(f"peak_rss_mb {peak_rss_mb():.1f} median_ms {1e3 * float(np.median(alone)):.2f} "
+    rss = runner.peak_rss_mb()
+    runner.close()
+    print(f"peak_rss_mb {rss:.1f} median_ms {1e3 * float(np.median(alone)):.2f} "
           f"steps {len(alone)}")
     return 0
 
@@ -657,6 +690,10 @@ def parse_args(argv):
     parser.add_argument("--threads", type=int, default=None,
                         help="BLAS and PyTorch threads (default: the BLAS thread variables if "
                              "set, else the usable cores)")
+    parser.add_argument("--processes", type=int, default=None,
+                        help="processes tinygpt splits each batch over, the threads shared "
+                             "out among them (default: as `python -m tinygpt train` chooses: "
+                             "2 with at least 2 threads on the CPU, else 1)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--dropout", type=float, default=0.0,
                         help="dropout of both models (nanoGPT's recipes use 0.2; default 0.0)")
@@ -722,6 +759,11 @@ def parse_args(argv):
         parser.error(f"--alone-seconds must be >= 0, got {args.alone_seconds}")
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
+    if args.processes is not None:
+        try:
+            check_processes(args.processes, args.device)
+        except ValueError as e:
+            parser.error(f"--processes: {e}")
     if not 0.0 <= args.dropout < 1.0:
         parser.error(f"--dropout must be in [0, 1), got {args.dropout}")
     if args.device == "cuda" and not backend.cuda_available():
@@ -782,17 +824,36 @@ def main(argv=None):
         # the machine's load changes, and one median can fall in a slow spell (a %-of-ceiling
         # above 100 on a shared machine), which would flatter the figure.
         ceiling_before = matmul_ceiling(args.device, ceiling_n)
-        runners = [TinygptRunner(spec, args.dropout, args.device, args.seed)]
+        processes, each = tinygpt_processes(args, spec, threads)
+        if processes > B:
+            print(f"--processes {processes}: more than config {name}'s batch of {B} rows",
+                  file=sys.stderr)
+            return 2
+        runners = [TinygptRunner(spec, args.dropout, args.device, args.seed, processes, each)]
+        if processes > 1:
+            print(f"  tinygpt: each batch split over {processes} processes of {each} "
+                  f"thread{'s' if each > 1 else ''} (--processes; `--processes 1`: one "
+                  f"process of {threads})", flush=True)
         if torch is not None:
             runners.append(TorchRunner(torch, spec, args.dropout, args.device, args.seed,
                                        weights=runners[0].state_dict()))
-        steps, opts, first_loss = time_config(spec, runners, args.warmup, args.iters, args.seed)
-        ceiling_after = matmul_ceiling(args.device, ceiling_n)
+        try:
+            steps, opts, first_loss = time_config(spec, runners, args.warmup, args.iters,
+                                                  args.seed)
+            with runners[0].all_threads():
+                ceiling_after = matmul_ceiling(args.device, ceiling_n)
+            if args.profile:
+                profile = profile_steps(runners, spec, args.seed, args.profile_steps)
+        finally:
+            for runner in runners:
+                runner.close()
+            del runners
         config_ceiling = max(ceiling_before, ceiling_after)
         print("  first-step loss: " + ", ".join(f"{k} {v:.5f}" for k, v in first_loss.items()))
         ours = _summary(steps["tinygpt"], opts["tinygpt"], flops, B * T)
         theirs = _summary(steps["torch"], opts["torch"], flops, B * T) if torch else None
-        row = dict(tinygpt_ms=ours["ms"], tinygpt_ms_spread=ours["spread"],
+        row = dict(tinygpt_processes=processes, tinygpt_threads_per_process=each,
+                   tinygpt_ms=ours["ms"], tinygpt_ms_spread=ours["spread"],
                    torch_ms=theirs and theirs["ms"], torch_ms_spread=theirs and theirs["spread"],
                    ratio=ours["ms"] / theirs["ms"] if theirs else None,
                    ratio_paired=paired_ratio(steps["tinygpt"], steps["torch"]) if theirs else None,
@@ -809,13 +870,12 @@ def main(argv=None):
                    torch_optimizer_share=theirs and theirs["opt_share"],
                    first_loss=first_loss)
         if args.profile:
-            ours_rows, torch_rows = profile_steps(runners, spec, args.seed, args.profile_steps)
+            ours_rows, torch_rows = profile
             print_profile(ours_rows, torch_rows, args.profile_steps, ours["opt_ms"],
-                          ours["opt_share"], args.device)
+                          ours["opt_share"], args.device, processes)
             row["profile_steps"] = args.profile_steps
             row["profile"] = [list(r) for r in ours_rows]
             row["torch_profile"] = [list(r) for r in torch_rows] if torch else None
-        del runners
         row.update(alone_results({}) if args.no_rss
                    else measure_alone(spec, args, threads, torch is not None))
         results[name] = row

@@ -3,7 +3,8 @@ checkpoints (floor 6). Imports: autograd, nn, optim, data, model.
 
 One iteration `it` is: set the learning rate for `it`, run `gradient_accumulation_steps`
 micro-batches (each loss divided by their number, so the summed gradients are those of
-the mean over all of them), clip the gradient norm, take one AdamW step. Every
+the mean over all of them; each split over `processes` CPU processes when there are
+several, see parallel.py), clip the gradient norm, take one AdamW step. Every
 `eval_interval` iterations (and at the end) the mean loss over `eval_iters` batches of
 each split is measured in eval mode without a graph, and a checkpoint is written.
 
@@ -14,6 +15,7 @@ so evaluating never moves the training stream: 100 iterations straight and 50, r
 50 give bit-identical parameters.
 """
 
+import contextlib
 import json
 import math
 import os
@@ -29,6 +31,7 @@ from ..model import GPT, GPTConfig
 from ..model.checkpoint import load_checkpoint, save_checkpoint
 from ..model.pretrained import require_tokenizer, tokenizer_from_dict
 from ..optim import AdamW, clip_grad_norm_, configure_param_groups, get_schedule
+from .parallel import DataParallel, auto_processes, check_processes, usable_cores
 from .stats import StatsCollector
 
 CHECKPOINT = "ckpt.npz"
@@ -81,6 +84,8 @@ class TrainConfig:
     device: str = "cpu"
     dtype: str = "float32"
     seed: int = 1337
+    processes: int = 0              # CPU processes sharing each batch; 0: auto (2 on Linux
+                                    # with 2+ cores, else 1); see tinygpt/train/parallel.py
 
     def __post_init__(self):
         positive = ("eval_interval", "eval_iters", "log_interval", "n_layer", "n_head", "n_embd",
@@ -98,6 +103,22 @@ class TrainConfig:
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         backend.normalize_device(self.device)
+        if isinstance(self.processes, bool) or not isinstance(self.processes, int) \
+                or self.processes < 0:
+            raise ValueError(f"processes must be 0 (auto) or a positive integer, got "
+                             f"{self.processes!r}")
+        if self.processes != 0:
+            check_processes(self.processes, self.device)
+            if self.processes > self.batch_size:
+                raise ValueError(f"processes ({self.processes}) must not exceed batch_size "
+                                 f"({self.batch_size}): each process takes at least one row")
+
+    def resolved_processes(self):
+        """The processes a step runs on: `processes`, or for 0 (auto) `auto_processes`:
+        two on Linux with at least two usable cores (CPU, batch of 2+ rows), else one."""
+        if self.processes:
+            return self.processes
+        return auto_processes(usable_cores(), self.batch_size, self.device)
 
     def model_config(self, vocab_size):
         return GPTConfig(block_size=self.block_size, vocab_size=vocab_size, n_layer=self.n_layer,
@@ -138,6 +159,8 @@ class Trainer:
         self._setup()
         # --stats: gradient, update and activation statistics on logged iterations
         self.stats = StatsCollector(self.model) if config.stats else None
+        self.processes = config.resolved_processes()
+        self.parallel = None        # the DataParallel workers, started by the first step
 
     # --- set-up ---------------------------------------------------------------------------
     def _setup(self):
@@ -262,9 +285,11 @@ class Trainer:
 
     def evaluate(self):
         cfg = self.config
-        return evaluate(self.model, {"train": self.train_data, "val": self.val_data},
-                        cfg.block_size, cfg.batch_size, cfg.eval_iters, cfg.device,
-                        seed=cfg.seed + 1)
+        # Data-parallel workers wait meanwhile: this process gets all the cores back.
+        with self.parallel.all_threads() if self.parallel else contextlib.nullcontext():
+            return evaluate(self.model, {"train": self.train_data, "val": self.val_data},
+                            cfg.block_size, cfg.batch_size, cfg.eval_iters, cfg.device,
+                            seed=cfg.seed + 1)
 
     def _logs(self, it):
         """Whether iteration `it` writes a log line (and its statistics)."""
@@ -277,21 +302,26 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         n_micro = cfg.gradient_accumulation_steps
+        if self.processes > 1 and self.parallel is None:
+            # Forked before the statistics hooks are switched on: only this process's run.
+            self.parallel = DataParallel(self.model, self.processes)
         stats = self.stats if self.stats is not None and self._logs(self.iter_num) else None
         if stats is not None:
             stats.start(self.iter_num)
-        total = 0.0
-        for _ in range(n_micro):
-            x, y = self.sampler.get_batch()
-            _, loss = self.model(x, y)
-            value = loss.item()
-            if not math.isfinite(value):
-                raise TrainingError(
-                    f"the loss became {value} at iteration {self.iter_num}; training stopped and "
-                    f"the last good checkpoint ({self.ckpt_path}) was kept. Try a lower "
-                    "--learning_rate or --grad_clip")
-            total += value
-            (loss / n_micro).backward() if n_micro > 1 else loss.backward()
+        if self.parallel is not None:
+            loss = self.parallel.forward_backward(
+                [self.sampler.get_batch() for _ in range(n_micro)])
+            self._check_loss(loss)
+        else:
+            total = 0.0
+            for _ in range(n_micro):
+                x, y = self.sampler.get_batch()
+                _, loss = self.model(x, y)
+                value = loss.item()
+                self._check_loss(value)
+                total += value
+                (loss / n_micro).backward() if n_micro > 1 else loss.backward()
+            loss = total / n_micro
         if stats is not None:
             stats.before_update()
         if cfg.grad_clip > 0:
@@ -300,7 +330,20 @@ class Trainer:
         if stats is not None:
             stats.after_update()
         self.optimizer.zero_grad(set_to_none=True)
-        return total / n_micro, lr
+        return loss, lr
+
+    def _check_loss(self, value):
+        if not math.isfinite(value):
+            raise TrainingError(
+                f"the loss became {value} at iteration {self.iter_num}; training stopped and "
+                f"the last good checkpoint ({self.ckpt_path}) was kept. Try a lower "
+                "--learning_rate or --grad_clip")
+
+    def close(self):
+        """Stop the data-parallel workers, if any (`run` does at its end)."""
+        if self.parallel is not None:
+            self.parallel.close()
+            self.parallel = None
 
     def run(self):
         """Train from the current iteration to max_iters; returns the history of evals."""
@@ -310,7 +353,9 @@ class Trainer:
         self.log(f"model: {n_params / 1e6:.2f}M parameters, {cfg.n_layer} layers, "
                  f"{cfg.n_head} heads, {cfg.n_embd} channels, vocabulary "
                  f"{self.model.config.vocab_size}; {len(self.train_data):,} training tokens; "
-                 f"{tokens_per_iter:,} tokens per iteration")
+                 f"{tokens_per_iter:,} tokens per iteration"
+                 + (f", each batch split over {self.processes} processes (--processes)"
+                    if self.processes > 1 else ""))
         log_file = self._open_log()
         start_time = time.perf_counter()
         start_iter = self.iter_num
@@ -352,6 +397,7 @@ class Trainer:
                              f"{tokens_per_iter / dt:,.0f} tok/s, eta {_format_time(eta)}")
         finally:
             log_file.close()
+            self.close()
         elapsed = time.perf_counter() - start_time
         self.log(f"done: {self.iter_num - start_iter} iterations in {_format_time(elapsed)}")
         return self.history
