@@ -21,7 +21,9 @@ out_dir/log.jsonl:
   all ones (std 0) and would divide by zero. null when ||p_before|| is 0 (a bias on its
   first step), and grad_norm null when the parameter received no gradient.
 - mean and std of each transformer block's output (the residual stream after that
-  block), over every element of every micro-batch of the iteration.
+  block), over every element of every micro-batch of the iteration; with the batch split
+  over processes (`TrainConfig.processes`), over the main process's part of it (the
+  gradient norms are of the whole batch's summed gradient).
 
 Collecting costs nothing on the other iterations: the forward hooks return at once
 unless a logged iteration is in progress, and the parameter copies (one per parameter,
