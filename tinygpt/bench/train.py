@@ -693,7 +693,7 @@ def parse_args(argv):
     parser.add_argument("--processes", type=int, default=None,
                         help="processes tinygpt splits each batch over, the threads shared "
                              "out among them (default: as `python -m tinygpt train` chooses: "
-                             "2 with at least 2 threads on the CPU, else 1)")
+                             "2 with at least 2 threads on Linux's CPU, else 1)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--dropout", type=float, default=0.0,
                         help="dropout of both models (nanoGPT's recipes use 0.2; default 0.0)")
