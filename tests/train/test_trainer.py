@@ -189,6 +189,10 @@ def test_cli_reports_errors_without_a_traceback(tmp_path, capsys):
     status = cli_main(["sample", "--out_dir", str(tmp_path / "nothing")])
     assert status == 1
     assert "ckpt.npz" in capsys.readouterr().err
+    status = cli_main(["train", "--processes", "-1", "--out_dir", str(tmp_path / "o")])
+    assert status == 1
+    assert "processes must be 0 (auto) or a positive integer, got -1" in \
+        capsys.readouterr().out
 
 
 def test_cli_sample_rejects_unknown_characters(corpus, tmp_path, capsys):

@@ -44,6 +44,11 @@ def _bool(text):
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+# Flags whose default alone does not say what they do.
+HELP = {"processes": "CPU processes each batch is split over, gradients summed; 0: two on "
+                     "Linux with 2+ cores, else one "}
+
+
 def add_arguments(parser):
     parser.add_argument("--preset", choices=sorted(PRESETS),
                         help="a named recipe or model size; explicit options override it")
@@ -60,7 +65,7 @@ def add_arguments(parser):
                                 help="replace an existing checkpoint in --out_dir")
             continue
         parser.add_argument(f"--{f.name}", type=kind, default=None,
-                            help=f"(default: {default})")
+                            help=HELP.get(f.name, "") + f"(default: {default})")
 
 
 def config_from_args(args):
