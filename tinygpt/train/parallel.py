@@ -28,6 +28,7 @@ checkpoints save. Needs the CPU and `os.fork`; `python -m tinygpt train` uses it
 default on Linux only (`auto_processes`).
 """
 
+import contextlib
 import mmap
 import os
 import signal
@@ -296,10 +297,23 @@ class DataParallel:
         backend.set_num_threads(n)
         backend.set_blas_num_threads(n)
 
+    def _restore_threads(self):
+        threads, blas = self._own_threads
+        backend.set_num_threads(threads)
+        backend.set_blas_num_threads(blas)
+
+    @contextlib.contextmanager
     def all_threads(self):
         """Context manager: the calling process's own thread settings inside it (for work
         it does alone while the workers wait, such as evaluation)."""
-        return _Threads(self, self._own_threads)
+        if not self.workers:
+            yield
+            return
+        self._restore_threads()
+        try:
+            yield
+        finally:
+            self._limit_threads(self.threads)
 
     def peak_rss_mb(self):
         """Peak resident memory of each process, this one first, in MB."""
@@ -322,32 +336,14 @@ class DataParallel:
         if getattr(self, "_finalizer", None) is not None:
             self._finalizer.detach()
         _stop_workers(workers)
-        if workers or self.processes > 1:
-            threads, blas = self._own_threads
-            backend.set_num_threads(threads)
-            backend.set_blas_num_threads(blas)
+        if self.processes > 1:
+            self._restore_threads()
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
-        return False
-
-
-class _Threads:
-    def __init__(self, dp, threads):
-        self.dp, self.threads = dp, threads
-
-    def __enter__(self):
-        if self.dp.workers:
-            backend.set_num_threads(self.threads[0])
-            backend.set_blas_num_threads(self.threads[1])
-        return self
-
-    def __exit__(self, *exc):
-        if self.dp.workers:
-            DataParallel._limit_threads(self.dp.threads)
         return False
 
 
