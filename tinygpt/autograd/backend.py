@@ -299,6 +299,15 @@ BLOCK_ELEMENTS = 1 << 17        # elements per array in one block (512 KB of flo
 _threads = {"n": None, "pool": None}
 
 
+def usable_cores():
+    """The CPU cores this process may run on."""
+    import os
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def get_num_threads():
     """Threads for blocked elementwise work on the CPU (default: the usable cores, or the
     TINYGPT_NUM_THREADS environment variable)."""
@@ -307,10 +316,7 @@ def get_num_threads():
         if os.environ.get("TINYGPT_NUM_THREADS"):
             set_num_threads(os.environ["TINYGPT_NUM_THREADS"])
         else:
-            try:
-                _threads["n"] = max(1, len(os.sched_getaffinity(0)))
-            except AttributeError:  # not on Linux
-                _threads["n"] = max(1, os.cpu_count() or 1)
+            _threads["n"] = usable_cores()
     return _threads["n"]
 
 

@@ -279,10 +279,7 @@ def _threads():
         value = os.environ.get(name)
         if value and value.isdigit():
             return int(value)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+    return backend.usable_cores()
 
 
 def _import_torch(threads):

@@ -51,14 +51,6 @@ def shard_sizes(batch_size, processes):
     return [base + (k < extra) for k in range(processes)]
 
 
-def usable_cores():
-    """The cores this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def auto_processes(threads, batch_size, device="cpu"):
     """The processes to split a batch over when none are asked for: two on Linux where
     there are at least two threads to give them (one each, or more inside each), for a
@@ -130,7 +122,9 @@ class DataParallel:
             if backend.device_of(p.data) != "cpu":
                 raise ValueError("DataParallel runs on the CPU; the model has parameters "
                                  f"on {backend.device_of(p.data)!r}")
-        self.threads = max(1, usable_cores() // processes) if threads is None else int(threads)
+        if threads is None:
+            threads = max(1, backend.usable_cores() // processes)
+        self.threads = int(threads)
         self.workers = []                   # (pid, connection) of each worker
         self._shared_params, self._slots = None, []
         self._own_threads = (backend.get_num_threads(), backend.get_blas_num_threads())

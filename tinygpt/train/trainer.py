@@ -31,7 +31,7 @@ from ..model import GPT, GPTConfig
 from ..model.checkpoint import load_checkpoint, save_checkpoint
 from ..model.pretrained import require_tokenizer, tokenizer_from_dict
 from ..optim import AdamW, clip_grad_norm_, configure_param_groups, get_schedule
-from .parallel import DataParallel, auto_processes, check_processes, usable_cores
+from .parallel import DataParallel, auto_processes, check_processes
 from .stats import StatsCollector
 
 CHECKPOINT = "ckpt.npz"
@@ -118,7 +118,7 @@ class TrainConfig:
         two on Linux with at least two usable cores (CPU, batch of 2+ rows), else one."""
         if self.processes:
             return self.processes
-        return auto_processes(usable_cores(), self.batch_size, self.device)
+        return auto_processes(backend.usable_cores(), self.batch_size, self.device)
 
     def model_config(self, vocab_size):
         return GPTConfig(block_size=self.block_size, vocab_size=vocab_size, n_layer=self.n_layer,
