@@ -17,7 +17,9 @@ prints:
 - at the end, dL/dx of a few leaves (the parameters) against central differences of
   the whole loss: the chain rule, checked end to end.
 
-Everything runs in float64, where central differences agree with backward to about 1e-9.
+Everything runs in float64, where central differences agree with backward to about 1e-9,
+and on the reference ops (`tg.use_reference_ops()`): the plain code whose docstrings are
+printed, not the CPU's fast kernels.
 Last, the graph is written as Graphviz DOT text (and rendered to SVG when Graphviz's
 `dot` is installed). Exit status 1 when any pair disagrees.
 """
@@ -259,6 +261,7 @@ def main(argv=None):
                         help="where to write the graphs (default: out-walkthrough)")
     args = parser.parse_args(argv)
     os.makedirs(args.out_dir, exist_ok=True)
+    tg.use_reference_ops()         # the code the printed docstrings describe
     report = Report()
     written = expression(args.out_dir, report) + gpt(args.out_dir, report)
     print(f"\n{report.count} gradients compared, largest |analytic - numeric| = "

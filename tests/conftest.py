@@ -46,6 +46,15 @@ def device(request):
     return request.param
 
 
+@pytest.fixture(params=["reference", "fast"])
+def ops_impl(request):
+    """Run a test body once on the reference ops and once on the fast kernels (the
+    default); yields the name."""
+    from tinygpt.autograd import use_reference_ops
+    with use_reference_ops(request.param == "reference"):
+        yield request.param
+
+
 @pytest.fixture
 def shared_data():
     """The folder of development data beside the project; skips when it is absent."""

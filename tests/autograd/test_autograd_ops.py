@@ -1,6 +1,7 @@
-"""Every registered op is gradient-checked: the registry test, Hypothesis-drawn shapes
-(0-d, size-1 axes, broadcasting pairs, batched matmul with 1-D operands), unbroadcast
-against an explicit sum, float32 in -> float32 out for every op, and the documented kinks.
+"""Every registered op is gradient-checked, on its reference and on its fast kernel: the
+registry test, Hypothesis-drawn shapes (0-d, size-1 axes, broadcasting pairs, batched
+matmul with 1-D operands), unbroadcast against an explicit sum, float32 in -> float32 out
+for every op, and the documented kinks.
 """
 
 import itertools
@@ -13,7 +14,7 @@ from hypothesis.extra.numpy import array_shapes, mutually_broadcastable_shapes
 
 import tinygpt as tg
 import tinygpt.nn  # noqa: F401  (so that an op registered anywhere in the package is listed)
-from tinygpt.autograd import OPS, Tensor, gradcheck
+from tinygpt.autograd import KERNELS, OPS, Tensor, gradcheck
 from tinygpt.autograd.checks import (CASES, GRADCHECK_OPTIONS, RANDOM_CASES, inputs_on,
                                      missing_cases, run_check)
 from tinygpt.autograd.ops.elementwise import unbroadcast
@@ -27,10 +28,17 @@ MATMUL_PAIRS = mutually_broadcastable_shapes(signature=np.matmul.signature,
 
 
 # --- the registry -------------------------------------------------------------------------
-@pytest.mark.parametrize("name", sorted(OPS))
-def test_every_registered_op_passes_its_gradient_check(name):
+# Every op's case on its reference; an op with a fast kernel on the CPU, on that kernel too.
+IMPLEMENTATIONS = [(name, impl) for name in sorted(OPS)
+                   for impl in (("reference", "fast") if KERNELS[name].get("cpu")
+                                else ("reference",))]
+
+
+@pytest.mark.parametrize("name, impl", IMPLEMENTATIONS)
+def test_every_registered_op_passes_its_gradient_check(name, impl):
     assert name in CASES, f"op {name!r} is registered but has no case in autograd/checks.py"
-    report = run_check(name, np.random.default_rng(0))
+    with tg.use_reference_ops(impl == "reference"):
+        report = run_check(name, np.random.default_rng(0))
     assert report["passed"], report["error"]
     assert report["error"] is None
     assert report["max_rel_err"] < 1e-4, report

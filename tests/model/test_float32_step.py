@@ -5,14 +5,15 @@ NumPy 2 promotes `float32_array * np.float64(x)` to float64 without a word (NEP 
 the engine casts each leaf's gradient back to the parameter's dtype, so a promotion inside
 an op would only show as a slower step. The tracer below records the dtype of every op's
 forward output and of every gradient its backward returns, and the last test plants such a
-promotion to show that the check catches it.
+promotion to show that the check catches it. Each test runs on the reference ops and on
+the fast kernels.
 """
 
 import numpy as np
 import pytest
 
 import tinygpt as tg
-from tinygpt.autograd.function import OPS
+from tinygpt.autograd.function import OPS, kernel_for
 from tinygpt.autograd.trace import trace
 from tinygpt.model import GPT, GPTConfig
 from tinygpt.optim import AdamW, clip_grad_norm_, configure_param_groups
@@ -64,6 +65,9 @@ def not_float32(pairs):
                    if dtype is not None and np.dtype(dtype).kind == "f" and dtype != FLOAT32})
 
 
+pytestmark = pytest.mark.usefixtures("ops_impl")
+
+
 def test_every_array_of_a_float32_step_is_float32():
     model, opt, losses, norms, grads, t = train_steps()
     assert all(loss.dtype == FLOAT32 and loss.data.dtype == FLOAT32 for loss in losses)
@@ -92,7 +96,7 @@ def test_every_array_of_a_float32_step_is_float32():
 def test_the_check_catches_a_float64_promotion_inside_an_op(monkeypatch):
     # Plant NumPy 2's silent promotion in GELU's forward; the parameters' gradients would
     # still come out float32 (the engine casts leaf gradients), the traced dtypes must not.
-    gelu = OPS["gelu"]
+    gelu = kernel_for(OPS["gelu"], "cpu")           # the class that runs GELU now
     original = gelu.forward
 
     def promoting_forward(ctx, x, **params):

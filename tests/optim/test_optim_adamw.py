@@ -303,9 +303,8 @@ def test_loading_a_fresh_state_forgets_the_old_one():
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_blocks_on_threads_give_the_same_update_as_one_parameter_at_a_time(threads,
-                                                                           monkeypatch):
-    from tinygpt.autograd import backend
+def test_blocks_on_threads_give_the_same_update_as_the_reference(threads, monkeypatch):
+    from tinygpt.autograd.fast import threads as fast_threads
     from tinygpt.optim import adamw
     rng = np.random.default_rng(3)
     shapes = [(5, 7), (3,), (4, 6)]
@@ -315,7 +314,7 @@ def test_blocks_on_threads_give_the_same_update_as_one_parameter_at_a_time(threa
 
     def run(parallel_elements, block_elements):
         monkeypatch.setattr(adamw, "PARALLEL_ELEMENTS", parallel_elements)
-        monkeypatch.setattr(backend, "BLOCK_ELEMENTS", block_elements)
+        monkeypatch.setattr(fast_threads, "BLOCK_ELEMENTS", block_elements)
         params = [_param(np.ones(s, dtype=np.float32)) for s in shapes]
         opt = AdamW([{"params": params[:2], "weight_decay": 0.1},
                      {"params": params[2:], "weight_decay": 0.0}], lr=0.01)
@@ -325,14 +324,15 @@ def test_blocks_on_threads_give_the_same_update_as_one_parameter_at_a_time(threa
             opt.step()
         return [p.numpy() for p in params] + [opt.state[p]["exp_avg_sq"] for p in params]
 
-    previous = backend.get_num_threads()
-    backend.set_num_threads(threads)
+    previous = fast_threads.get_num_threads()
+    fast_threads.set_num_threads(threads)
     try:
         blocked = run(parallel_elements=1, block_elements=4)    # every parameter in blocks
     finally:
-        backend.set_num_threads(previous)
-    whole = run(parallel_elements=1 << 30, block_elements=1 << 17)
-    for got, want in zip(blocked, whole):
+        fast_threads.set_num_threads(previous)
+    with tg.use_reference_ops():                                # _update, one at a time
+        reference = run(parallel_elements=1, block_elements=4)
+    for got, want in zip(blocked, reference):
         np.testing.assert_array_equal(got, want)
 
 

@@ -11,6 +11,8 @@ import pytest
 import tinygpt as tg
 from tinygpt import GPT, GPTConfig
 from tinygpt.autograd import backend
+from tinygpt.autograd.fast import blas as fast_blas
+from tinygpt.autograd.fast import threads as fast_threads
 from tinygpt.optim import AdamW
 from tinygpt.train import TrainConfig, Trainer
 from tinygpt.train import parallel
@@ -173,18 +175,18 @@ def test_a_killed_worker_is_reported_and_the_rest_stopped():
 
 
 def test_close_ends_the_workers_and_gives_the_threads_back():
-    before = backend.get_num_threads(), backend.get_blas_num_threads()
+    before = fast_threads.get_num_threads(), fast_blas.get_blas_num_threads()
     dp = DataParallel(model(), 2, threads=1)
-    assert backend.get_num_threads() == 1
+    assert fast_threads.get_num_threads() == 1
     with dp.all_threads():
-        assert (backend.get_num_threads(), backend.get_blas_num_threads()) == before
-    assert backend.get_num_threads() == 1
+        assert (fast_threads.get_num_threads(), fast_blas.get_blas_num_threads()) == before
+    assert fast_threads.get_num_threads() == 1
     sizes = dp.peak_rss_mb()
     assert len(sizes) == 2 and all(s > 1 for s in sizes)
     pids = [pid for pid, _ in dp.workers]
     dp.close()
     dp.close()                                  # twice is fine
-    assert (backend.get_num_threads(), backend.get_blas_num_threads()) == before
+    assert (fast_threads.get_num_threads(), fast_blas.get_blas_num_threads()) == before
     for pid in pids:
         with pytest.raises(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)

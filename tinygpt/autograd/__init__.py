@@ -7,9 +7,11 @@ Imports only `backend` (floor 1) and its own modules.
 from .tensor import (Tensor, arange, bool_, cat, float16, float32, float64, full,  # noqa: F401
                      int32, int64, manual_seed, ones, ones_like, rand, randint, randn,
                      stack, tensor, uint8, where, zeros, zeros_like)
-from .function import OPS, Function, enable_grad, is_grad_enabled, no_grad, register  # noqa: F401
+from .function import (KERNELS, OPS, Function, enable_grad, is_grad_enabled, no_grad,  # noqa: F401
+                       reference_ops_enabled, register, register_kernel, use_reference_ops)
 from .engine import backward  # noqa: F401
 from .gradcheck import GradcheckError, gradcheck  # noqa: F401
-from . import ops  # noqa: F401  (registers every op)
+from . import ops  # noqa: F401  (registers every op: the references)
+from . import fast  # noqa: F401  (registers the fast kernels)
 from .graph import to_dot  # noqa: F401
 from .trace import Record, trace  # noqa: F401

@@ -35,10 +35,9 @@ import numpy as np
 from . import backend
 from .function import OPS, no_grad
 from .gradcheck import GradcheckError, gradcheck
-from .ops.attention import SelfAttention
+from .ops.attention import ScaledDotProductAttention, SelfAttention
 from .ops.elementwise import Cast, ToDevice
-from .ops.nn import (CrossEntropy, Dropout, Embedding, Gelu, LayerNorm, Linear,
-                     ScaledDotProductAttention)
+from .ops.nn import CrossEntropy, Dropout, Embedding, Gelu, LayerNorm, Linear
 from .tensor import Tensor, cat, float32, manual_seed, stack, where
 
 # Per-op keyword arguments for gradcheck where the defaults cannot work: `cast` goes

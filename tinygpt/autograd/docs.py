@@ -5,8 +5,8 @@ class's docstring; what its forward keeps for backward, measured by running the 
 call of its gradient-check case under a probing tracer; and that case's input shapes.
 `python -m tinygpt docs` writes the file; a test fails when it is out of date.
 
-Docstring convention read here (STYLE.md section 8): the summary is the docstring's first
-paragraph, `forward;  derivative` (`y = a * b;  da = dy * b,  db = dy * a.`). When the
+Docstring convention read here: the summary is the docstring's first paragraph,
+`forward;  derivative` (`y = a * b;  da = dy * b,  db = dy * a.`). When the
 summary has no `;`, the derivative is every later paragraph that states one (a line with
 `dx = ...`, `dweight = ...`). Imports: numpy, autograd.
 """
@@ -18,13 +18,15 @@ import sys
 import numpy as np
 
 from . import backend
-from .function import OPS, get_tracer, set_tracer
+from .function import OPS, get_tracer, set_tracer, use_reference_ops
 
 HEADER = """\
 # Op reference
 
 Every differentiable op of tinygpt's autograd engine: its forward, its derivative, what it
-keeps for backward and its gradient check. Generated from the op classes' docstrings and the
+keeps for backward, its gradient check, and the fast kernels that compute it faster on a
+device (each tested equal to the op; `tg.use_reference_ops()` runs the ops as documented
+here everywhere). Generated from the op classes' docstrings and the
 gradient-check cases (`tinygpt/autograd/checks.py`) by `python -m tinygpt docs`; do not edit by
 hand (`python -m tinygpt docs --check` exits 1 when this file is out of date).
 
@@ -92,7 +94,8 @@ def probe_case(name, seed=0):
     rng_state = backend.get_rng_state()        # dropout cases reseed the global generator
     set_tracer(probe)
     try:
-        fn(*inputs)
+        with use_reference_ops():              # what the reference keeps, the code documented
+            fn(*inputs)
     finally:
         set_tracer(previous)
         backend.set_rng_state(rng_state)
@@ -193,6 +196,9 @@ def _op_section(name, cls, options):
     doc = op_doc(cls)
     lines = [f"### `{name}`\n"]
     lines.append(f"- **Class:** `{cls.__name__}`")
+    for device, kernel in sorted((cls.kernels or {}).items()):
+        path = kernel.__module__.replace(".", "/") + ".py"
+        lines.append(f"- **Fast kernel ({device}):** `{kernel.__name__}` in `{path}`")
     lines.append(f"- **Forward:** {_code(doc['forward'])}")
     if not doc["derivative"]:
         lines.append("- **Derivative:** not stated in the docstring")

@@ -9,15 +9,29 @@ arrays, never on Tensors:
 `ctx` is the op instance itself: forward stores on it what backward needs (`ctx.save`),
 and the engine stores on it the input tensors (`ctx.parents`) and which of them want a
 gradient (`ctx.needs_grad`). `Function.apply` runs forward and, when a gradient is wanted,
-links the output tensor to its ctx: that link is the graph. Imports: backend, tensor.
+links the output tensor to its ctx: that link is the graph.
+
+Reference ops and fast kernels. Every op registered here is a reference implementation:
+plain array code that follows its docstring's formula. An op may also have fast kernels
+for a device (`register_kernel`: blocked, multi-threaded CPU code in `autograd/fast/`),
+each a subclass of the reference with the same name, tested equal to it. `apply` runs
+the fast kernel of the inputs' device where there is one, unless `use_reference_ops()`
+(or the environment variable TINYGPT_REFERENCE_OPS=1) asks for the references
+everywhere. Imports: backend, tensor.
 """
 
+import os
 import threading
+
+import numpy as np
 
 from . import backend
 
-OPS = {}                    # name -> Function subclass: every differentiable op
+OPS = {}                    # name -> Function subclass: every differentiable op (the reference)
+KERNELS = {}                # name -> {device: fast kernel class}
 _state = threading.local()  # grad mode and tracer, per thread as in PyTorch
+# Fast kernels are chosen by default; TINYGPT_REFERENCE_OPS=1 starts with the references.
+_fast = {"on": os.environ.get("TINYGPT_REFERENCE_OPS", "0") in ("", "0")}
 
 
 def register(name):
@@ -26,9 +40,68 @@ def register(name):
         if name in OPS:
             raise ValueError(f"op {name!r} is registered twice")
         cls.name = name
+        cls.kernels = KERNELS.setdefault(name, {})
         OPS[name] = cls
         return cls
     return wrap
+
+
+def register_kernel(name, devices=("cpu",)):
+    """Class decorator: a fast kernel for the registered op `name` on `devices`. The class
+    must subclass that op's reference class (so it keeps its name and docstring contract)
+    and is run by `apply` in its place on those devices while fast kernels are on."""
+    def wrap(cls):
+        reference = OPS.get(name)
+        if reference is None:
+            raise ValueError(f"fast kernel {cls.__name__} for {name!r}: no op is registered "
+                             f"under that name (register the reference op first)")
+        if not issubclass(cls, reference):
+            raise TypeError(f"fast kernel {cls.__name__} must subclass the reference op "
+                            f"{reference.__name__}")
+        for device in devices:
+            if device not in ("cpu", "cuda"):
+                raise ValueError(f"fast kernel {cls.__name__}: unknown device {device!r}")
+            if device in reference.kernels:
+                raise ValueError(f"op {name!r} has two fast kernels for {device!r}: "
+                                 f"{reference.kernels[device].__name__} and {cls.__name__}")
+            reference.kernels[device] = cls
+        return cls
+    return wrap
+
+
+class use_reference_ops:
+    """Run every op on its reference implementation (enabled=True) or on the fast kernels
+    where they exist (enabled=False, the default state). Takes effect at once, for the
+    whole process; used as a context manager, it restores the previous state on exit.
+
+    >>> tg.use_reference_ops()              # from now on, plain reference code everywhere
+    >>> with tg.use_reference_ops(False):   # fast kernels inside this block only
+    ...     loss = model(x, y)[1]
+    """
+
+    def __init__(self, enabled=True):
+        self.previous = _fast["on"]
+        _fast["on"] = not enabled
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        _fast["on"] = self.previous
+
+
+def reference_ops_enabled():
+    """True when every op runs its reference implementation (see `use_reference_ops`)."""
+    return not _fast["on"]
+
+
+def kernel_for(cls, device):
+    """The class whose forward and backward run op `cls` on `device` now: its fast kernel
+    there, or the reference itself."""
+    kernels = cls.kernels
+    if kernels and _fast["on"]:
+        return kernels.get(device, cls)
+    return cls
 
 
 def is_grad_enabled():
@@ -80,6 +153,7 @@ class Function:
 
     __slots__ = ("parents", "needs_grad", "saved", "__dict__")
     name = "function"
+    kernels = None          # {device: fast kernel class}, set by `register`
 
     def save(self, *arrays):
         """Keep arrays for backward (only the ones it needs: memory is the activations)."""
@@ -100,8 +174,9 @@ class Function:
         Non-tensor arguments (axes, shapes, flags) go in `params` and reach forward as
         keyword arguments.
         """
-        ctx = cls()
         kind = type(inputs[0].data)
+        impl = kernel_for(cls, "cpu" if kind is np.ndarray else "cuda") if cls.kernels else cls
+        ctx = impl()
         requires_grad = False
         for t in inputs:
             if type(t.data) is not kind:
@@ -115,9 +190,9 @@ class Function:
             ctx.needs_grad = None
         tracer = getattr(_state, "tracer", None)
         if tracer is None:
-            out = cls.forward(ctx, *[t.data for t in inputs], **params)
+            out = impl.forward(ctx, *[t.data for t in inputs], **params)
         else:
-            out = tracer.forward(cls, ctx, inputs, params)
+            out = tracer.forward(impl, ctx, inputs, params)
         # Build the output without Tensor.__init__'s checks: the op made a valid array.
         result = _new_tensor(Tensor)
         if type(out) is not kind:

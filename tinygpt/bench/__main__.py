@@ -44,6 +44,8 @@ def main(argv=None):
         print(f"benchmark {name!r} is not available in this installation: module "
               f"{module_name} (tinygpt/bench/{name}.py) is missing", file=sys.stderr)
         return 2
+    from ..autograd.fast import malloc
+    malloc.keep_freed_memory()          # as the trainer does: the steps timed are a trainer's
     status = module.main(rest)
     return 0 if status is None else status
 

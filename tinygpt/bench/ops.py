@@ -20,6 +20,7 @@ import numpy as np
 import tinygpt as tg
 import tinygpt.nn.functional as F
 from tinygpt.autograd import backend
+from tinygpt.autograd.fast import threads as fast_threads
 
 # Shapes: B batch, T sequence, C channels, H heads, V vocabulary.
 SIZES = {
@@ -279,7 +280,7 @@ def _threads():
         value = os.environ.get(name)
         if value and value.isdigit():
             return int(value)
-    return backend.usable_cores()
+    return fast_threads.usable_cores()
 
 
 def _import_torch(threads):
@@ -326,7 +327,7 @@ def main(argv=None):
     if args.device == "cuda" and not backend.cuda_available():
         parser.error("--device cuda: CuPy or a GPU is not available")
     threads = args.threads or _threads()
-    backend.set_num_threads(threads)        # tinygpt's own threads, as many as PyTorch's
+    fast_threads.set_num_threads(threads)        # tinygpt's own threads, as many as PyTorch's
     torch = None if args.no_torch else _import_torch(threads)
     if torch is not None and args.device == "cuda" and not torch.cuda.is_available():
         torch = None

@@ -68,6 +68,7 @@ import numpy as np
 
 import tinygpt as tg
 from tinygpt.autograd import backend
+from tinygpt.autograd.fast import threads as fast_threads
 from tinygpt.autograd.ops.nn import GELU_APPROXIMATIONS
 from tinygpt.autograd.trace import trace
 from tinygpt.model import GPT, GPTConfig
@@ -782,7 +783,7 @@ def main(argv=None):
             and not os.environ.get(CHILD_MARK):
         return subprocess.run([sys.executable, "-m", "tinygpt.bench", "train", *argv],
                               env=child_env(threads), check=False).returncode
-    backend.set_num_threads(threads)        # tinygpt's own threads: the same count
+    fast_threads.set_num_threads(threads)        # tinygpt's own threads: the same count
     if args._rss_child:
         return run_rss_child(args, next(iter(args.specs.values())), threads)
 

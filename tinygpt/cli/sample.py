@@ -32,6 +32,8 @@ def load(args):
 
 
 def run(args, out=None):
+    from ..autograd.fast import malloc
+    malloc.keep_freed_memory()          # generation allocates the same sizes every token
     out = out or sys.stdout
     if args.num_tokens < 0:
         print(f"error: --num_tokens must be >= 0, got {args.num_tokens}", file=sys.stderr)

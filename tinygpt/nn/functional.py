@@ -8,9 +8,9 @@ and the backward sit side by side. Imports: autograd.
 import math
 
 from ..autograd import backend
+from ..autograd.ops.attention import ScaledDotProductAttention, SelfAttention
 from ..autograd.ops.nn import (GELU_APPROXIMATIONS, REDUCTIONS, CrossEntropy, Dropout,
-                               Embedding, Gelu, LayerNorm, Linear, ScaledDotProductAttention)
-from ..autograd.ops.attention import SelfAttention
+                               Embedding, Gelu, LayerNorm, Linear)
 from ..autograd.tensor import Tensor
 
 

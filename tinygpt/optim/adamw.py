@@ -12,12 +12,16 @@ For each parameter p with gradient g, at step t = 1, 2, ...:
 The decay is "decoupled": it shrinks p directly rather than being added to g (which Adam
 would then rescale by 1/sqrt(v_hat), decaying rarely-updated weights the most).
 
-Imports: autograd (backend), optim.optimizer.
+Imports: numpy, autograd (backend, fast.threads), optim.optimizer.
 """
 
 import math
 
+import numpy as np
+
 from ..autograd import backend
+from ..autograd.fast import threads
+from ..autograd.function import reference_ops_enabled
 from .optimizer import Optimizer, _check_number
 
 
@@ -50,35 +54,49 @@ class AdamW(Optimizer):
             _check_number(f"betas[{i}]", beta, 0.0, 1.0, high_open=True)
         group["betas"] = tuple(betas)
 
+    def _update(self, group, p, g, state, scratch):
+        """The update of one parameter (the reference; see `_update_all`)."""
+        self._init_state(p.data, state)
+        _adamw(backend.array_module(p.data), p.data, g, state["exp_avg"], state["exp_avg_sq"],
+               scratch, *self._coefficients(group, state["step"]))
+
+    @staticmethod
+    def _init_state(w, state):
+        """Create the moments (zeros) on the first step; count the step."""
+        if not state:
+            xp = backend.array_module(w)
+            state["step"] = 0
+            state["exp_avg"] = xp.zeros_like(w)
+            state["exp_avg_sq"] = xp.zeros_like(w)
+        state["step"] += 1
+
     def _update_all(self, items):
-        # The state and the scalars of every parameter first, then the arithmetic: on the
-        # CPU, large parameters in blocks of backend.BLOCK_ELEMENTS (the ~12 passes of a
-        # block stay in cache) on tinygpt's threads; small ones (biases, gains), on a GPU
-        # all, one parameter at a time on this thread with the shared scratch (threads
-        # passing tiny ufuncs back and forth lose more to the GIL than they gain).
+        """Every parameter's update. On the CPU (unless `tg.use_reference_ops()`), the
+        large parameters' arithmetic runs in blocks of threads.BLOCK_ELEMENTS (the dozen
+        passes of `_adamw` over a block stay in cache) on tinygpt's threads; small ones
+        (biases, gains) run one at a time on this thread, as `_update` does: threads passing
+        tiny ufuncs back and forth lose more to the GIL than they gain. Elsewhere: `_update`
+        for each parameter. The arithmetic of every element is the same either way."""
+        if reference_ops_enabled() or not items or backend.device_of(items[0][2]) != "cpu":
+            return super()._update_all(items)
         jobs = []
         for group, p, g in items:
             w, state = p.data, self._state(p)
-            xp = backend.array_module(w)
-            if not state:
-                state["step"] = 0
-                state["exp_avg"] = xp.zeros_like(w)
-                state["exp_avg_sq"] = xp.zeros_like(w)
-            state["step"] += 1
+            if w.size < PARALLEL_ELEMENTS:
+                self._update(group, p, g, state, self._scratch_for(w))
+                continue
+            self._init_state(w, state)
             arrays = (w, g, state["exp_avg"], state["exp_avg_sq"])
             coefficients = self._coefficients(group, state["step"])
-            if backend.device_of(w) != "cpu" or w.size < PARALLEL_ELEMENTS:
-                _adamw(xp, *arrays, self._scratch_for(w), *coefficients)
-            elif all(a.flags.c_contiguous for a in arrays):
+            if all(a.flags.c_contiguous for a in arrays):
                 flat = [a.reshape(-1) for a in arrays]
-                for i in range(0, w.size, backend.BLOCK_ELEMENTS):
-                    block = slice(i, i + backend.BLOCK_ELEMENTS)
+                for i in range(0, w.size, threads.BLOCK_ELEMENTS):
+                    block = slice(i, i + threads.BLOCK_ELEMENTS)
                     jobs.append(([a[block] for a in flat], coefficients))
             else:
                 jobs.append((arrays, coefficients))
-        np_ = backend.get_array_module("cpu")
-        backend.parallel_map(
-            lambda job: _adamw(np_, *job[0], np_.empty_like(job[0][0]), *job[1]), jobs)
+        threads.parallel_map(
+            lambda job: _adamw(np, *job[0], np.empty_like(job[0][0]), *job[1]), jobs)
 
     @staticmethod
     def _coefficients(group, t):

@@ -6,12 +6,13 @@
 All gradients are scaled by one factor, so the update keeps its direction and only its
 length is capped. The 1e-6 keeps the factor finite when total is 0.
 
-Imports: autograd (backend, Tensor).
+Imports: autograd (backend, fast.threads, Tensor).
 """
 
 import math
 
 from ..autograd import backend
+from ..autograd.fast import threads
 from ..autograd.tensor import Tensor
 
 
@@ -55,7 +56,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     # One 0-d array per gradient (on the CPU, shared out over tinygpt's threads, one BLAS
     # thread each), combined in order on the device; a single conversion to a Python
     # float at the end (on a GPU, one host synchronisation for all parameters).
-    parts = (backend.parallel_map(part, grads) if backend.device_of(grads[0]) == "cpu"
+    parts = (threads.parallel_map(part, grads) if backend.device_of(grads[0]) == "cpu"
              else [part(g) for g in grads])
     total = None
     for p in parts:

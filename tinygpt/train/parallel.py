@@ -40,6 +40,8 @@ from multiprocessing import Pipe
 import numpy as np
 
 from ..autograd import backend
+from ..autograd.fast import blas as fast_blas
+from ..autograd.fast import threads as fast_threads
 from ..autograd.tensor import Tensor
 
 ALIGN = 64                  # bytes: each parameter's slot starts on a cache line
@@ -123,11 +125,11 @@ class DataParallel:
                 raise ValueError("DataParallel runs on the CPU; the model has parameters "
                                  f"on {backend.device_of(p.data)!r}")
         if threads is None:
-            threads = max(1, backend.usable_cores() // processes)
+            threads = max(1, fast_threads.usable_cores() // processes)
         self.threads = int(threads)
         self.workers = []                   # (pid, connection) of each worker
         self._shared_params, self._slots = None, []
-        self._own_threads = (backend.get_num_threads(), backend.get_blas_num_threads())
+        self._own_threads = (fast_threads.get_num_threads(), fast_blas.get_blas_num_threads())
         if processes == 1:
             return
         # The parameters move into shared memory (the calling process's too, so the
@@ -288,13 +290,13 @@ class DataParallel:
     # --- threads and the end --------------------------------------------------------------
     @staticmethod
     def _limit_threads(n):
-        backend.set_num_threads(n)
-        backend.set_blas_num_threads(n)
+        fast_threads.set_num_threads(n)
+        fast_blas.set_blas_num_threads(n)
 
     def _restore_threads(self):
         threads, blas = self._own_threads
-        backend.set_num_threads(threads)
-        backend.set_blas_num_threads(blas)
+        fast_threads.set_num_threads(threads)
+        fast_blas.set_blas_num_threads(blas)
 
     @contextlib.contextmanager
     def all_threads(self):

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..autograd import backend, no_grad
+from ..autograd.fast import malloc, threads
 from ..autograd.tensor import Tensor
 from ..data import BatchSampler, BPETokenizer, CharTokenizer, load_text, train_val_split
 from ..model import GPT, GPTConfig
@@ -118,7 +119,7 @@ class TrainConfig:
         two on Linux with at least two usable cores (CPU, batch of 2+ rows), else one."""
         if self.processes:
             return self.processes
-        return auto_processes(backend.usable_cores(), self.batch_size, self.device)
+        return auto_processes(threads.usable_cores(), self.batch_size, self.device)
 
     def model_config(self, vocab_size):
         return GPTConfig(block_size=self.block_size, vocab_size=vocab_size, n_layer=self.n_layer,
@@ -152,6 +153,7 @@ class Trainer:
     """Holds a run's state; `run()` trains to `max_iters`. `log` receives each line."""
 
     def __init__(self, config, log=None):
+        malloc.keep_freed_memory()      # a training process reuses its freed memory
         self.config = config
         self.log = log or (lambda line: print(line, flush=True))
         self.out_dir = config.out_dir

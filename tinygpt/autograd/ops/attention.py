@@ -1,128 +1,105 @@
-"""Causal multi-head self-attention straight from the fused qkv projection (floor 2).
+"""Attention: softmax(q k^T * scale + mask) @ v, and causal self-attention straight from a
+fused qkv projection (floor 2).
 
-`scaled_dot_product_attention` (ops/nn.py) takes q, k, v as (B, H, T, hs) tensors; a GPT
-gets them from one (B, T, 3C) projection and wants the result back as (B, T, C). Doing
-that with primitives costs a split (three zero-filled gradients in backward), two
-permutes and a transpose copy. This op writes its output straight into (B, T, C) and
-its gradient straight into the three thirds of (B, T, 3C); backward recomputes the
-attention weights from q, k and each row's log-sum-exp, so no T x T array outlives a
-block.
+The reference implementations: the full T x S score matrix, masked, softmaxed, dropped
+out and multiplied by v, with the softmax backward written out. The CPU's fast kernel for
+`self_attention` (`tinygpt/autograd/fast/attention.py`) computes the same function in
+cache-sized tiles without keeping any T x T array; it is tested equal to the one here.
 
-It works in blocks of a few sequences and query rows at a time: the scores of a block
-stay in cache through the mask, exp and dropout passes, where a whole-batch computation
-would stream a (B, H, T, T) array through memory once per pass; the batch blocks run
-on several threads, each product on one BLAS thread. No product has a transposed right-hand
-operand (NumPy's matmul runs those up to twice as slow at these sizes: k^T and v^T are
-copied once instead), and each per-row shift rides inside a product as one extra column
-(see `SelfAttention`) instead of costing a pass of its own.
+Shape letters: B batch, H heads, T query positions, S key positions, hs head size,
+C = H * hs channels.
 """
-
-import numpy as np
 
 from .. import backend
 from ..function import Function, register
-from .nn import _random_dtype
-
-# Bytes of (g, H, T, T) scores per block: about the size of a core's L2 cache.
-BLOCK_BYTES = 1 << 20
-QUERY_BLOCK = 64            # query rows per tile
+from .nn import bernoulli_keep
 
 
-def _views(x, n_head):
-    """q, k, v as (B, H, T, hs) strided views of x (B, T, 3C)."""
-    B, T, C3 = x.shape
-    hs = C3 // (3 * n_head)
-    x5 = x.reshape(B, T, 3, n_head, hs)
+def causal_blocked(xp, t, s):
+    """Boolean (T, S) mask, True where attention is *blocked*: key j > query i (top-left
+    aligned, as PyTorch's is_causal)."""
+    return xp.triu(xp.ones((t, s), dtype=bool), k=1)
+
+
+def softmax_over_keys(xp, scores, blocked):
+    """P = softmax of scores (..., T, S) over its last axis, with the `blocked` entries
+    (a boolean mask broadcastable to scores, or None) given weight 0. A row whose keys
+    are all blocked gets weights 0, never NaN: its shift is 0 (not the max, -inf) and its
+    sum is taken as 1."""
+    if blocked is not None:
+        scores = xp.where(blocked, -xp.inf, scores)
+    row_max = scores.max(axis=-1, keepdims=True)
+    row_max = xp.where(xp.isfinite(row_max), row_max, 0)   # all blocked: shift by 0
+    e = xp.exp(scores - row_max)                            # exactly 0 where blocked
+    total = e.sum(axis=-1, keepdims=True)
+    return e / xp.where(total == 0, 1, total)
+
+
+def softmax_backward(p, dp):
+    """dS = P * (dP - sum(dP * P, over keys)): the softmax's backward along the last axis."""
+    return p * (dp - (dp * p).sum(axis=-1, keepdims=True))
+
+
+@register("scaled_dot_product_attention")
+class ScaledDotProductAttention(Function):
+    """out = dropout(softmax(q k^T * scale + mask)) @ v, per batch and head.
+
+    q (B, H, T, hs), k (B, H, S, hs), v (B, H, S, hv) -> out (B, H, T, hv).
+    The mask is a boolean (True = may attend, as PyTorch) or an additive float array
+    broadcastable to (B, H, T, S); is_causal blocks keys after each query. A row whose
+    keys are all blocked gets weights 0 (and output 0), never NaN.
+
+    With S = q k^T * scale (+ mask), P = softmax(S), D the dropout mask scaled by
+    1/(1-p), A = P * D:
+        dv = A^T @ dy,  dA = dy @ v^T,  dP = dA * D,
+        dS = P * (dP - sum(dP * P, over keys)) * scale,
+        dq = dS @ k,  dk = dS^T @ q.
+    Saves q, k, v, P and the dropout mask (P is (B, H, T, S): the one T^2 array).
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, *mask, is_causal, dropout_p, scale):
+        xp = backend.array_module(q)
+        scores = q @ k.swapaxes(-1, -2) * q.dtype.type(scale)     # S, (B, H, T, S)
+        blocked = None
+        if mask:
+            (m,) = mask
+            if m.dtype == bool:
+                blocked = ~m
+            else:
+                scores = scores + m
+        if is_causal:
+            causal = causal_blocked(xp, q.shape[-2], k.shape[-2])
+            blocked = causal if blocked is None else blocked | causal
+        p = softmax_over_keys(xp, scores, blocked)                  # P
+        keep = bernoulli_keep(p.shape, dropout_p, p) if dropout_p > 0 else None
+        a = p if keep is None else p * keep * p.dtype.type(1.0 / (1.0 - dropout_p))   # A
+        ctx.save(q, k, v, p, keep)
+        ctx.scale, ctx.dropout_p = scale, dropout_p
+        return a @ v                                                # (B, H, T, hv)
+
+    @staticmethod
+    def backward(ctx, dy):
+        q, k, v, p, keep = ctx.saved
+        need = ctx.needs_grad
+        dt = dy.dtype.type
+        drop = None if keep is None else keep * dt(1.0 / (1.0 - ctx.dropout_p))   # D
+        a = p if drop is None else p * drop
+        dv = a.swapaxes(-1, -2) @ dy if need[2] else None           # A^T dy
+        dp = dy @ v.swapaxes(-1, -2)                                # dA
+        if drop is not None:
+            dp = dp * drop                                          # dP
+        ds = softmax_backward(p, dp) * dt(ctx.scale)                # dS
+        dq = ds @ k if need[0] else None
+        dk = ds.swapaxes(-1, -2) @ q if need[1] else None
+        return (dq, dk, dv) + (None,) * (len(need) - 3)
+
+
+def split_heads(qkv, n_head):
+    """q, k, v as (B, H, T, hs) views of qkv (B, T, 3C): each C third, its heads apart."""
+    B, T, C3 = qkv.shape
+    x5 = qkv.reshape(B, T, 3, n_head, C3 // (3 * n_head))
     return tuple(x5[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
-
-
-def _heads(x, n_head):
-    """x (B, T, C) as a (B, H, T, hs) strided view."""
-    B, T, C = x.shape
-    return x.reshape(B, T, n_head, C // n_head).transpose(0, 2, 1, 3)
-
-
-def _tiles(xp, B, H, T, hs, itemsize):
-    """Batch blocks, each with its query blocks: [(batch slice, [query slices])], and
-    whether to run the batch blocks on several threads.
-
-    A batch block holds about BLOCK_BYTES of (T, T) scores; its query rows are cut into
-    blocks of QUERY_BLOCK rows, and rows a:b attend to keys 0:b only, so the blocked
-    upper triangle is skipped (about 3/8 of the work at T = 256). The batch blocks run on
-    `backend.parallel_map`'s threads, at least one block per thread, and each product on
-    one BLAS thread (parallel_map sees to that): a 64-row product is too small for BLAS
-    to split over its threads with profit (at B 64, T 256, C 384, H 6 forward and
-    backward took 1.4-1.6x as long that way, one block at a time). Where BLAS's thread
-    count cannot be set (`backend.can_limit_blas_threads`), only products below
-    SERIAL_BLAS_MACS multiply-adds, which BLAS keeps on the calling thread anyway, run
-    blocks on several threads; larger ones get BLAS's threads one block at a time, as
-    two blocks at once would only fight over them. A GPU gets one tile: one large kernel
-    beats many small ones."""
-    if xp.__name__ != "numpy":
-        return [(slice(0, B), [slice(0, T)])], False
-    g = max(1, BLOCK_BYTES // max(1, H * T * T * itemsize))
-    parallel = (min(QUERY_BLOCK, T) * T * hs <= SERIAL_BLAS_MACS
-                or backend.can_limit_blas_threads())
-    if parallel:
-        g = min(g, -(-B // backend.get_num_threads()))
-    rows = [slice(a, min(a + QUERY_BLOCK, T)) for a in range(0, T, QUERY_BLOCK)]
-    return [(slice(b, min(b + g, B)), rows) for b in range(0, B, g)], parallel
-
-
-# OpenBLAS runs a product of at most 65536 * 4 multiply-adds on the calling thread (its
-# GEMM_MULTITHREAD_THRESHOLD); NumPy ships OpenBLAS.
-SERIAL_BLAS_MACS = 1 << 18
-
-
-def _run_tiles(fn, tiles, parallel):
-    return backend.parallel_map(fn, tiles) if parallel else [fn(tile) for tile in tiles]
-
-
-def _augmented(xp, a, last, transpose=False, scale=None):
-    """A contiguous copy of a (..., n, m) (times `scale` if given) with one more column
-    holding `last`: [a | last]; with transpose, a^T with one more row: [a^T ; last]."""
-    *lead, n, m = a.shape
-    if transpose:
-        out = xp.empty((*lead, m + 1, n), dtype=a.dtype)
-        body, a = out[..., :m, :], a.swapaxes(-1, -2)
-        out[..., m, :] = last
-    else:
-        out = xp.empty((*lead, n, m + 1), dtype=a.dtype)
-        body = out[..., :m]
-        out[..., m] = last
-    if scale is None:
-        body[...] = a
-    else:
-        xp.multiply(a, a.dtype.type(scale), out=body)
-    return out
-
-
-_masks = {}
-
-
-def _blocked(xp, r, dtype):
-    """(r, r) additive causal mask: 0 on and below the diagonal, -inf above it. Cached."""
-    key = (xp.__name__, r, dtype)
-    mask = _masks.get(key)
-    if mask is None:
-        mask = _masks[key] = xp.triu(xp.full((r, r), -xp.inf, dtype=dtype), k=1)
-    return mask
-
-
-def _exp_scores(xp, qa, ka, rows, exact):
-    """exp(S - shift) for query rows `rows` against keys 0..rows.stop-1: (g, H, r, b).
-
-    qa[..., hs] holds minus each row's shift and ka[..., hs, :] is ones, so the product
-    is S - shift already. The keys after each query (the upper triangle of the diagonal
-    block) get -inf and so weight 0. With `exact` the row max of S - shift is moved into
-    the shift first (written back into qa), so the largest term is exp(0) = 1."""
-    e = xp.matmul(qa, ka[..., :rows.stop])
-    e[..., rows] += _blocked(xp, rows.stop - rows.start, e.dtype)
-    if exact:
-        row_max = e.max(axis=-1, keepdims=True)      # finite: every query sees itself
-        e -= row_max
-        qa[..., -1] -= row_max[..., 0]
-    return xp.exp(e, out=e)
 
 
 @register("self_attention")
@@ -130,31 +107,17 @@ class SelfAttention(Function):
     """Causal self-attention of the (B, T, 3C) output of a fused qkv projection.
 
     q, k, v = qkv split in three along the last axis, each viewed as (B, H, T, hs);
-    S = q k^T * scale with keys after the query blocked, P = softmax(S) over keys,
+    S = q k^T * scale with the keys after each query blocked, P = softmax(S) over keys,
     A = P * D (D: dropout mask scaled by 1/(1-p), or 1), y = A v, returned as (B, T, C)
-    with the heads side by side. The same function as
+    with the heads side by side: the same function as
     `scaled_dot_product_attention(q, k, v, is_causal=True)` followed by
-    `.transpose(1, 2).reshape(B, T, C)`.
+    `.transpose(1, 2).reshape(B, T, C)`, without the split's and the merge's copies.
 
-    The softmax subtracts a shift m_i from each score row before exp; any m_i gives the
-    same P. On the CPU m_i is the row's diagonal score S_ii (the query against itself,
-    never blocked), which costs one dot product per row where the row max costs a slow
-    reduction, and keeps every sum >= exp(0) = 1; a block with a row whose scores exceed
-    S_ii by more than exp can hold is redone with the exact row maxima. The shift enters
-    the product: [q * scale | -m] @ [k^T ; 1] = S - m. Forward keeps the log-sum-exp of
-    each row, lse_i = m_i + log(sum_j exp(S_ij - m_i)); backward puts -lse in that column.
-
-    Backward, per block, with dy viewed as (B, H, T, hs), P recomputed as
-    exp([q * scale | -lse] @ [k^T ; 1]) (as flash attention does, so no (B, H, T, T)
-    array outlives the forward):
+    Backward, with dy viewed as (B, H, T, hs):
         dv = A^T dy,  dA = dy v^T,  dP = dA * D,
-        dS = P * (dP - rowsum(dP * P)) * scale,
-        dq = dS k,  dk = dS^T q,  written into the matching thirds of dqkv,
-    where rowsum(dP * P)_i = sum_j dA_ij A_ij = dy_i . y_i, one dot product per row of
-    the output; without dropout it too rides in the product: [dy | -dy.y] @ [v^T ; 1].
-    Saves qkv (its tensor is kept for backward anyway), each row's -lse, the output y and
-    the dropout mask; both directions build the augmented operands one batch block at a
-    time, so they stay in cache and no whole-batch copy is ever held.
+        dS = P * (dP - sum(dP * P, over keys)) * scale,
+        dq = dS k,  dk = dS^T q,  written into the matching thirds of dqkv (B, T, 3C).
+    Saves qkv, P (B, H, T, T) and the dropout mask.
     """
 
     @staticmethod
@@ -165,111 +128,35 @@ class SelfAttention(Function):
             raise ValueError(
                 f"self_attention: the last dimension of qkv ({C3}) must be 3 * n_embd with "
                 f"n_embd divisible by n_head ({n_head})")
-        C, dt = C3 // 3, qkv.dtype
-        q, k, v = _views(qkv, n_head)
-        y = xp.empty((B, T, C), dtype=dt)
-        y4 = _heads(y, n_head)                                        # (B, H, T, hs)
-        neg_lse = xp.empty((B, n_head, T), dtype=dt)
-        ones = xp.ones(T, dtype=dt)
-        # The diagonal scores S_ii as the first shift on the CPU; a GPU takes the exact
-        # row max at once (checking for overflow would cost a host-device sync).
-        exact = backend.device_of(qkv) != "cpu"
-        drop_scale = dt.type(1.0 / (1.0 - dropout_p))
-        tiles, parallel = _tiles(xp, B, n_head, T, C // n_head, dt.itemsize)
-        keep_all = None
-        if dropout_p > 0:
-            # Drawn here, tile by tile in order, so the random stream does not depend on
-            # which thread gets there first.
-            keep_all = xp.empty((B, n_head, T, T), dtype=bool)
-            gen = backend.generator(backend.device_of(qkv))
-            for sl, blocks in tiles:
-                for rows in blocks:
-                    keep = keep_all[sl, :, rows, :rows.stop]
-                    xp.greater_equal(gen.random(keep.shape, dtype=_random_dtype(dt)),
-                                     dropout_p, out=keep)
-
-        def tile(job):
-            sl, blocks = job
-            qa = _augmented(xp, q[sl], 0, scale=scale)               # [q * scale | -shift]
-            if not exact:
-                qa[..., -1] = -xp.einsum("...i,...i->...", qa[..., :-1], k[sl])
-            ka = _augmented(xp, k[sl], 1, transpose=True)             # [k^T ; 1]
-            for rows in blocks:
-                keys = slice(0, rows.stop)
-                qb = qa[:, :, rows]
-                with np.errstate(over="ignore"):                      # checked next
-                    e = _exp_scores(xp, qb, ka, rows, exact)          # (g, H, r, b)
-                total = xp.matmul(e, ones[keys])                      # (g, H, r)
-                if not exact and not xp.isfinite(total).all():
-                    e = _exp_scores(xp, qb, ka, rows, True)           # some S_ij >> S_ii
-                    total = xp.matmul(e, ones[keys])
-                if keep_all is not None:
-                    e *= keep_all[sl, :, rows, keys]
-                e *= ((drop_scale / total) if keep_all is not None else 1 / total)[..., None]
-                xp.matmul(e, v[sl, :, keys], out=y4[sl, :, rows])     # A v
-                xp.log(total, out=total)
-                xp.subtract(qb[..., -1], total, out=neg_lse[sl, :, rows])   # -lse
-
-        _run_tiles(tile, tiles, parallel)
-        ctx.save(qkv, neg_lse, y, keep_all)
-        ctx.n_head, ctx.scale, ctx.drop_scale = n_head, scale, drop_scale
-        return y
+        q, k, v = split_heads(qkv, n_head)                           # (B, H, T, hs) each
+        scores = q @ k.swapaxes(-1, -2) * qkv.dtype.type(scale)     # S, (B, H, T, T)
+        p = softmax_over_keys(xp, scores, causal_blocked(xp, T, T))  # P
+        keep = bernoulli_keep(p.shape, dropout_p, p) if dropout_p > 0 else None
+        a = p if keep is None else p * keep * p.dtype.type(1.0 / (1.0 - dropout_p))   # A
+        y = a @ v                                                    # (B, H, T, hs)
+        ctx.save(qkv, p, keep)
+        ctx.n_head, ctx.scale, ctx.dropout_p = n_head, scale, dropout_p
+        return y.transpose(0, 2, 1, 3).reshape(B, T, C3 // 3)      # heads side by side
 
     @staticmethod
     def backward(ctx, dy):
-        qkv, neg_lse, y, keep_all = ctx.saved
+        qkv, p, keep = ctx.saved
         xp = backend.array_module(dy)
         B, T, C = dy.shape
         H = ctx.n_head
-        hs = C // H
-        dt = dy.dtype
-        scale = dt.type(ctx.scale)
-        q, k, v = _views(qkv, H)
-        dqkv = xp.empty((B, T, 3 * C), dtype=dt)
-        dq, dk, dv = _views(dqkv, H)
-        dy4, y4 = _heads(dy, H), _heads(y, H)
-        tiles, parallel = _tiles(xp, B, H, T, hs, dt.itemsize)
-
-        def tile(job):
-            sl, blocks = job
-            # rowsum(dP * P) = dy . y per row and head, (g, H, T).
-            rowdot = xp.einsum("...i,...i->...", dy4[sl], y4[sl])
-            qa = _augmented(xp, q[sl], neg_lse[sl], scale=scale)      # [q * scale | -lse]
-            qs = qa[..., :-1]
-            ka = _augmented(xp, k[sl], 1, transpose=True)             # [k^T ; 1]
-            dya = _augmented(xp, dy4[sl], 0 if keep_all is not None else -rowdot)
-            va = _augmented(xp, v[sl], 1, transpose=True)             # [v^T ; 1]
-            ks = k[sl] * scale
-            # dk and dv collect a contribution from every query block: sum them in
-            # contiguous buffers, then write each once into its third of dqkv. One
-            # query block writes them there directly.
-            if len(blocks) == 1:
-                dk_sum, dv_sum = dk[sl], dv[sl]
-            else:
-                dk_sum = xp.zeros(ks.shape, dtype=dt)
-                dv_sum = xp.zeros(ks.shape, dtype=dt)
-            for rows in blocks:
-                keys = slice(0, rows.stop)
-                a = p = _exp_scores(xp, qa[:, :, rows], ka, rows, False)   # P
-                ds = xp.matmul(dya[:, :, rows], va[..., keys])         # dA (- dy.y)
-                if keep_all is not None:
-                    keep = keep_all[sl, :, rows, keys]
-                    a = p * keep
-                    a *= ctx.drop_scale
-                    ds *= keep
-                    ds *= ctx.drop_scale                               # dP
-                    ds -= rowdot[:, :, rows, None]
-                ds *= p                                                # dS / scale
-                xp.matmul(ds, ks[:, :, keys], out=dq[sl, :, rows])
-                if len(blocks) == 1:
-                    xp.matmul(a.swapaxes(-1, -2), dy4[sl], out=dv_sum)
-                    xp.matmul(ds.swapaxes(-1, -2), qs, out=dk_sum)
-                else:
-                    dv_sum[:, :, keys] += xp.matmul(a.swapaxes(-1, -2), dy4[sl, :, rows])
-                    dk_sum[:, :, keys] += xp.matmul(ds.swapaxes(-1, -2), qs[:, :, rows])
-            if len(blocks) > 1:
-                dk[sl] = dk_sum
-                dv[sl] = dv_sum
-
-        _run_tiles(tile, tiles, parallel)
+        dt = dy.dtype.type
+        q, k, v = split_heads(qkv, H)
+        dy4 = dy.reshape(B, T, H, C // H).transpose(0, 2, 1, 3)    # (B, H, T, hs)
+        drop = None if keep is None else keep * dt(1.0 / (1.0 - ctx.dropout_p))   # D
+        a = p if drop is None else p * drop
+        dqkv = xp.empty((B, T, 3 * C), dtype=dy.dtype)
+        dq, dk, dv = split_heads(dqkv, H)                            # views into dqkv
+        dv[...] = a.swapaxes(-1, -2) @ dy4                           # A^T dy
+        dp = dy4 @ v.swapaxes(-1, -2)                                # dA
+        if drop is not None:
+            dp = dp * drop                                           # dP
+        ds = softmax_backward(p, dp) * dt(ctx.scale)                 # dS
+        dq[...] = ds @ k
+        dk[...] = ds.swapaxes(-1, -2) @ q
         return (dqkv,)
+

@@ -5,7 +5,6 @@ summed back to its input's shape where the batch axes were broadcast. A 1-D `a` 
 treated as a row (1, k) and a 1-D `b` as a column (k, 1), then the extra axis dropped.
 """
 
-from .. import backend
 from ..function import Function, register
 from .elementwise import unbroadcast
 
@@ -15,31 +14,15 @@ class MatMul(Function):
     """y = a @ b;  da = dy @ b^T,  db = a^T @ dy  (saves a and b)."""
 
     @staticmethod
-    @backend.blas_on_tinygpt_threads
     def forward(ctx, a, b):
-        if a.ndim == 0 or b.ndim == 0:
-            raise ValueError(
-                f"matmul: both operands need at least 1 dimension, got shapes {a.shape} and "
-                f"{b.shape}")
-        if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
-            raise ValueError(
-                f"matmul: shapes {a.shape} and {b.shape} do not match: the last dimension of "
-                f"the first ({a.shape[-1]}) must equal the "
-                f"{'second-to-last' if b.ndim > 1 else 'only'} dimension of the second")
+        check_shapes(a, b)
         ctx.save(a, b)
-        if b.ndim == 2 and a.ndim > 2:
-            # One large 2-D product for BLAS instead of a stack of small ones.
-            y = backend.matmul(a.reshape(-1, a.shape[-1]), b)
-            return y.reshape(a.shape[:-1] + (b.shape[1],))
         try:
-            return backend.matmul(a, b)
+            return a @ b
         except ValueError:  # the batch axes do not broadcast
-            raise ValueError(
-                f"matmul: the batch dimensions of shapes {a.shape} and {b.shape} "
-                f"({a.shape[:-2]} and {b.shape[:-2]}) do not broadcast") from None
+            raise batch_error(a, b) from None
 
     @staticmethod
-    @backend.blas_on_tinygpt_threads
     def backward(ctx, dy):
         a, b = ctx.saved
         need_a, need_b = ctx.needs_grad
@@ -51,20 +34,26 @@ class MatMul(Function):
             dy = dy[..., None]
         if a.ndim == 1:
             dy = dy[..., None, :]
-        da = db = None
-        if need_a:
-            if b2.ndim == 2 and a2.ndim > 2:
-                # One large 2-D product for BLAS instead of a batch of small ones.
-                da = backend.matmul(dy.reshape(-1, dy.shape[-1]), b2.T).reshape(
-                    dy.shape[:-1] + (b2.shape[0],))
-            else:
-                da = backend.matmul(dy, b2.swapaxes(-1, -2))
-            da = unbroadcast(da, a2.shape).reshape(a.shape)
-        if need_b:
-            if b2.ndim == 2 and a2.ndim > 2:
-                # Sum over the batch inside the product: (N, k)^T @ (N, m).
-                db = backend.matmul(a2.reshape(-1, a2.shape[-1]).T, dy.reshape(-1, dy.shape[-1]))
-            else:
-                db = unbroadcast(backend.matmul(a2.swapaxes(-1, -2), dy), b2.shape)
-            db = db.reshape(b.shape)
+        da = unbroadcast(dy @ b2.swapaxes(-1, -2), a2.shape).reshape(a.shape) if need_a else None
+        db = unbroadcast(a2.swapaxes(-1, -2) @ dy, b2.shape).reshape(b.shape) if need_b else None
         return da, db
+
+
+def check_shapes(a, b):
+    """Raise a ValueError naming both shapes when a @ b has no meaning."""
+    if a.ndim == 0 or b.ndim == 0:
+        raise ValueError(
+            f"matmul: both operands need at least 1 dimension, got shapes {a.shape} and "
+            f"{b.shape}")
+    if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
+        raise ValueError(
+            f"matmul: shapes {a.shape} and {b.shape} do not match: the last dimension of "
+            f"the first ({a.shape[-1]}) must equal the "
+            f"{'second-to-last' if b.ndim > 1 else 'only'} dimension of the second")
+
+
+def batch_error(a, b):
+    """The ValueError for batch axes that do not broadcast."""
+    return ValueError(
+        f"matmul: the batch dimensions of shapes {a.shape} and {b.shape} "
+        f"({a.shape[:-2]} and {b.shape[:-2]}) do not broadcast")

@@ -1,0 +1,95 @@
+"""How many threads NumPy's BLAS uses, read and set at run time (floor 2, fast kernels only).
+
+OpenBLAS runs each large product on its own threads, which then spin on the other cores
+for a while waiting for the next product, and take those cores away from tinygpt's
+threads (the elementwise work after a product ran at half speed). So tinygpt's CPU
+kernels run with BLAS on one thread (`single_threaded_blas`) and share their products out
+over tinygpt's own threads (`threads.parallel_map`, `products.matmul`): one set of threads
+does all the work, as in PyTorch, and BLAS's threads sleep.
+
+NumPy offers no call for this; OpenBLAS does (`openblas_set_num_threads`), under names
+that depend on the build. This module finds the OpenBLAS libraries this process has
+loaded (through /proc/self/maps, on Linux) and calls them with ctypes. Where there is
+another BLAS or another OS, every function here is a no-op and BLAS keeps its own threads.
+Imports: the standard library only.
+"""
+
+_blas = {"controls": None}
+
+# Names of OpenBLAS's thread-count functions: NumPy's wheels ship OpenBLAS with its symbols
+# renamed ("scipy_" prefix, "64_" suffix for 64-bit integers); other builds keep the plain
+# names.
+_OPENBLAS_SYMBOLS = [(f"{p}openblas_get_num_threads{s}", f"{p}openblas_set_num_threads{s}")
+                     for p in ("scipy_", "") for s in ("64_", "")]
+
+
+def _blas_controls():
+    """[(get, set)] thread-count functions of every OpenBLAS loaded in this process (found
+    through /proc/self/maps once NumPy has loaded its BLAS); [] elsewhere (another BLAS,
+    another OS), where `single_threaded_blas` does nothing."""
+    if _blas["controls"] is None:
+        import ctypes
+        controls = []
+        try:
+            with open("/proc/self/maps") as maps:
+                paths = sorted({line.split()[-1] for line in maps
+                                if "openblas" in line.rsplit("/", 1)[-1].lower()})
+        except OSError:
+            paths = []
+        for path in paths:
+            try:
+                lib = ctypes.CDLL(path)
+            except OSError:
+                continue
+            for get_name, set_name in _OPENBLAS_SYMBOLS:
+                get, set_ = getattr(lib, get_name, None), getattr(lib, set_name, None)
+                if get is not None and set_ is not None:
+                    get.restype, get.argtypes = ctypes.c_int, []
+                    set_.restype, set_.argtypes = None, [ctypes.c_int]
+                    controls.append((get, set_))
+                    break
+        _blas["controls"] = controls
+    return _blas["controls"]
+
+
+def can_limit_blas_threads():
+    """Whether `single_threaded_blas` can put NumPy's BLAS on one thread here."""
+    return bool(_blas_controls())
+
+
+def get_blas_num_threads():
+    """NumPy's BLAS thread count (OpenBLAS's), or None where it cannot be read."""
+    controls = _blas_controls()
+    return controls[0][0]() if controls else None
+
+
+def set_blas_num_threads(n):
+    """Set NumPy's BLAS thread count, for the whole process; does nothing where
+    `can_limit_blas_threads()` is False or n is None."""
+    if n is None:
+        return
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"set_blas_num_threads: expected at least 1 thread, got {n}")
+    for _, set_ in _blas_controls():
+        set_(n)
+
+
+class single_threaded_blas:
+    """Context manager: NumPy's BLAS (OpenBLAS) runs every product on the calling thread
+    inside the block, and on its previous thread count again after it. The setting is
+    process-wide: products started on other threads meanwhile are single-threaded too.
+    Does nothing where `can_limit_blas_threads()` is False."""
+
+    def __enter__(self):
+        self.before = [(set_, get()) for get, set_ in _blas_controls()]
+        for set_, n in self.before:
+            if n != 1:
+                set_(1)
+        return self
+
+    def __exit__(self, *exc):
+        for set_, n in self.before:
+            if n != 1:
+                set_(n)
+        return False

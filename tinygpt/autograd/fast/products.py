@@ -1,0 +1,87 @@
+"""Matrix products shared out over tinygpt's CPU threads (floor 2, fast kernels only).
+
+`matmul(a, b)` and `matmuls([(a, b), ...])` compute exactly what `a @ b` does, each output
+element the same dot product; on the CPU, large ones are cut into blocks of a's rows, one
+block per thread, each on one BLAS thread (see `blas` for why BLAS's own threads are kept
+asleep). `column_sums(a)` is `a.sum(axis=0)` as a product with a vector of ones. On a GPU
+every function here is the plain expression. Imports: numpy, backend, fast.threads,
+fast.blas.
+"""
+
+import math
+
+import numpy as np
+
+from .. import backend
+from . import blas, threads
+
+# Products of at least this many multiply-adds (together) are shared out over tinygpt's
+# threads: a hand-off costs about as much as a product of 2-3e6 multiply-adds on one thread.
+SPLIT_MACS = 1 << 23
+
+# Sums of at least this many elements are split over the threads by `column_sums`.
+SPLIT_SUM_ELEMENTS = 1 << 20
+
+
+def matmul(a, b, add=None):
+    """a @ b (+ add, an array that broadcasts against each row block of the result, such
+    as a bias row), shared out over tinygpt's threads as `matmuls` does."""
+    return matmuls([(a, b, add)])[0]
+
+
+def matmuls(products):
+    """[a @ b (+ add) for (a, b[, add]) in products], independent products run together.
+
+    On the CPU, where BLAS's threads can be limited and the products come to at least
+    SPLIT_MACS multiply-adds, each product with a 2-D or stacked `a` and `b` is cut into
+    blocks of a's rows, about get_num_threads() / len(products) blocks each, and all the
+    blocks go out in one `parallel_map`, each on one BLAS thread, `add` added there. Two
+    products on two threads run whole, one a thread (neither thread packs the other's
+    operands). Elsewhere each is one `a @ b`."""
+    products = [(p[0], p[1], p[2] if len(p) > 2 else None) for p in products]
+    n_threads = threads.get_num_threads()
+    if (n_threads >= 2 and blas.can_limit_blas_threads()
+            and all(isinstance(a, np.ndarray) and a.ndim >= 2 and b.ndim >= 2
+                    for a, b, _ in products)):
+        shapes = [np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) for a, b, _ in products]
+        macs = sum(math.prod(batch) * a.shape[-2] * a.shape[-1] * b.shape[-1]
+                   for batch, (a, b, _) in zip(shapes, products))
+        if macs >= SPLIT_MACS:
+            per = max(1, n_threads // len(products))
+            outs, jobs = [], []
+            for batch, (a, b, add) in zip(shapes, products):
+                m = a.shape[-2]
+                out = np.empty(batch + (m, b.shape[-1]), dtype=np.result_type(a, b))
+                rows = -(-m // per)
+                jobs += [(a, b, add, out, slice(i, min(i + rows, m))) for i in range(0, m, rows)]
+                outs.append(out)
+            threads.parallel_map(_matmul_block, jobs)
+            return outs
+    outs = []
+    for a, b, add in products:
+        out = a @ b
+        if add is not None:
+            out += add
+        outs.append(out)
+    return outs
+
+
+def _matmul_block(job):
+    a, b, add, out, rows = job
+    part = np.matmul(a[..., rows, :], b, out=out[..., rows, :])
+    if add is not None:
+        part += add
+
+
+def column_sums(a):
+    """a (N, M) summed over its rows, as a product with ones: BLAS runs it 2-3x as fast as
+    `a.sum(axis=0)` (with a smaller rounding error on GPT shapes). From SPLIT_SUM_ELEMENTS
+    up, row blocks are summed on tinygpt's threads and their sums added."""
+    xp = backend.array_module(a)
+    ones = xp.ones(a.shape[0], dtype=a.dtype)
+    if a.size < SPLIT_SUM_ELEMENTS or not isinstance(a, np.ndarray):
+        return ones @ a
+    rows = -(-a.shape[0] // threads.get_num_threads())
+    parts = threads.parallel_map(lambda sl: ones[sl] @ a[sl],
+                                 [slice(i, i + rows) for i in range(0, a.shape[0], rows)])
+    return sum(parts[1:], parts[0])
