@@ -25,7 +25,7 @@ The random cases (`RANDOM_CASES`: dropout, the attentions with dropout) call
 of its inputs; this reseeds the global generators as a side effect.
 
 Stable API (`python -m tinygpt gradcheck` is built on it): `CASES`, `GRADCHECK_OPTIONS`,
-`RANDOM_CASES`, `run_check`, `gradient_errors`, `inputs_on`, `missing_cases`, and the input
+`RANDOM_CASES`, `run_check`, `inputs_on`, `missing_cases`, and the input
 makers `normal`, `away_from_zero`, `positive`, `distinct` for new cases.
 Imports: numpy and autograd.
 """
@@ -33,8 +33,8 @@ Imports: numpy and autograd.
 import numpy as np
 
 from . import backend
-from .function import OPS, no_grad
-from .gradcheck import GradcheckError, gradcheck
+from .function import OPS
+from .gradcheck import GradcheckError, compare_gradients
 from .ops.attention import ScaledDotProductAttention, SelfAttention
 from .ops.elementwise import Cast, ToDevice
 from .ops.nn import CrossEntropy, Dropout, Embedding, Gelu, LayerNorm, Linear
@@ -441,70 +441,15 @@ def inputs_on(inputs, device=None, dtype=None):
     return out
 
 
-def _as_tuple(result):
-    return (result,) if isinstance(result, Tensor) else tuple(result)
-
-
-def gradient_errors(fn, inputs, eps=1e-6, seed=0):
-    """(max_abs_err, max_rel_err) between backward's gradients and central differences,
-    over every input with requires_grad, for L = sum(fn(*inputs) * u) with a random u.
-
-    max_rel_err is each input's largest absolute error divided by the largest |numeric|
-    gradient of that input (0 when both are 0), the worst over the inputs: a relative
-    error per element would blow up wherever a gradient is near 0.
-    """
-    rng = np.random.default_rng(seed)
-    checked = [t for t in inputs if isinstance(t, Tensor) and t.requires_grad]
-    with no_grad():
-        probe = _as_tuple(fn(*inputs))
-    upstream = [rng.standard_normal(y.shape) for y in probe]
-
-    def weighted_sum():
-        with no_grad():
-            outs = _as_tuple(fn(*inputs))
-        return sum(float((backend.to_numpy(y.data).astype(np.float64) * u).sum())
-                   for y, u in zip(outs, upstream))
-
-    for t in checked:
-        t.grad = None
-    total = None
-    for y, u in zip(_as_tuple(fn(*inputs)), upstream):
-        if y.requires_grad:
-            xp = backend.array_module(y.data)
-            term = (y * Tensor(xp.asarray(u, dtype=y.dtype))).sum()
-            total = term if total is None else total + term
-    if total is not None:
-        total.backward()
-
-    max_abs = max_rel = 0.0
-    for t in checked:
-        analytic = (np.zeros(t.shape) if t.grad is None
-                    else backend.to_numpy(t.grad.data).astype(np.float64))
-        numeric = np.zeros(t.shape)
-        for index in np.ndindex(*t.shape):
-            orig = float(t.data[index])
-            t.data[index] = orig + eps
-            plus = weighted_sum()
-            t.data[index] = orig - eps
-            minus = weighted_sum()
-            t.data[index] = orig
-            numeric[index] = (plus - minus) / (2 * eps)
-        err = float(np.abs(analytic - numeric).max()) if numeric.size else 0.0
-        scale = float(np.abs(numeric).max()) if numeric.size else 0.0
-        max_abs = max(max_abs, err)
-        max_rel = max(max_rel, err / scale if scale else (0.0 if err == 0 else float("inf")))
-        t.grad = None
-    return max_abs, max_rel
-
-
 def run_check(name, rng, device="cpu"):
     """Gradient-check the case of op `name` and report:
 
     dict(op=name, shapes=[input shapes], max_abs_err=float, max_rel_err=float,
          passed=bool, error=None or the message of the failure)
 
-    `passed` is gradcheck's verdict (with `GRADCHECK_OPTIONS[name]`); the errors come from
-    `gradient_errors`. A case that raises is reported as failed with the exception's text.
+    `passed` is gradcheck's verdict (with `GRADCHECK_OPTIONS[name]`) and the errors are
+    those of its comparison (`compare_gradients`: each element differentiated once). A
+    case that raises is reported as failed with the exception's text.
     Raises KeyError for a name that has no case.
     """
     if name not in CASES:
@@ -516,10 +461,9 @@ def run_check(name, rng, device="cpu"):
         if device != "cpu":
             inputs = inputs_on(inputs, device)
         report["shapes"] = [tuple(t.shape) for t in inputs]
-        options = GRADCHECK_OPTIONS.get(name, {})
-        report["max_abs_err"], report["max_rel_err"] = gradient_errors(
-            fn, inputs, eps=options.get("eps", 1e-6))
-        report["passed"] = gradcheck(fn, inputs, **options)
+        found = compare_gradients(fn, inputs, **GRADCHECK_OPTIONS.get(name, {}))
+        report["max_abs_err"], report["max_rel_err"] = found.max_abs_err, found.max_rel_err
+        report["passed"], report["error"] = found.failure is None, found.failure
     except GradcheckError as e:
         report["error"] = str(e)
     except Exception as e:  # a crash in the op is a failed check, reported with its type

@@ -7,6 +7,9 @@ time, (L(x + eps) - L(x - eps)) / (2 eps). A random u, not all ones: a wrong sof
 backward passes with all-ones (its error sums to zero over a row) and fails with random u.
 """
 
+import math
+from collections import namedtuple
+
 import numpy as np
 
 from . import backend
@@ -44,12 +47,32 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0, raise_exceptio
     dtype, a zero upstream gradient gives zero gradients, and two backward passes agree.
 
     Returns True, or raises GradcheckError naming the input, the element index, the
-    analytic and numeric values and the errors of the worst element.
+    analytic and numeric values and the errors of the worst element (returns False
+    instead with raise_exception=False).
 
     >>> x = tg.randn(3, 4, dtype="float64", requires_grad=True)
     >>> gradcheck(lambda x: x.tanh(), [x])
     True
     """
+    report = compare_gradients(fn, inputs, eps, atol, rtol, seed)
+    if report.failure is None:
+        return True
+    if raise_exception:
+        raise GradcheckError(report.failure)
+    return False
+
+
+GradientReport = namedtuple("GradientReport", ["failure", "max_abs_err", "max_rel_err"])
+GradientReport.__doc__ = """What `compare_gradients` found: `failure`, None or the message of
+the worst element outside the tolerance; `max_abs_err`, the largest |analytic - numeric|;
+`max_rel_err`, each input's largest absolute error over its largest |numeric| gradient (0
+when both are 0), the worst over the inputs: a relative error per element would blow up
+wherever a gradient is near 0."""
+
+
+def compare_gradients(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
+    """The work of `gradcheck`: the cheap checks (raising GradcheckError), then analytic
+    against numeric gradients, element by element. Returns a GradientReport."""
     inputs = list(inputs)
     checked = [i for i, t in enumerate(inputs)
                if isinstance(t, Tensor) and t.requires_grad]
@@ -109,8 +132,10 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0, raise_exceptio
         if g is not None and np.any(g != 0):
             raise GradcheckError(
                 f"gradcheck: a zero upstream gradient gave a non-zero gradient for input {i}")
+    for i in checked:
+        inputs[i].grad = None
 
-    worst = None
+    worst, max_abs, max_rel = None, 0.0, 0.0
     for i, g in zip(checked, analytic):
         t = inputs[i]
         numeric = np.zeros(t.shape).reshape(-1)
@@ -127,18 +152,21 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0, raise_exceptio
                 numeric[j] = (plus - minus) / (2 * eps)
         analytic_flat = np.zeros(numeric.shape) if g is None else g.reshape(-1)
         err = np.abs(analytic_flat - numeric)
+        if err.size:
+            scale = float(np.abs(numeric).max())
+            max_abs = max(max_abs, float(err.max()))
+            max_rel = max(max_rel, float(err.max()) / scale if scale
+                          else (0.0 if err.max() == 0 else math.inf))
         excess = err - (atol + rtol * np.abs(numeric))
         if excess.size:
             j = int(np.argmax(excess))
             if excess[j] > 0 and (worst is None or excess[j] > worst[0]):
                 worst = (excess[j], i, j, analytic_flat[j], numeric[j], err[j], t.shape)
     if worst is None:
-        return True
+        return GradientReport(None, max_abs, max_rel)
     _, i, j, a, n, err, shape = worst
     index = tuple(int(k) for k in np.unravel_index(j, shape)) if shape else ()
     message = (f"gradcheck failed for input {i} at index {index}: analytic {a:.10g}, numeric "
                f"{n:.10g} (absolute error {err:.3g}, relative error {err / max(abs(n), 1e-300):.3g}; "
                f"allowed atol={atol} + rtol={rtol} * |numeric|)")
-    if raise_exception:
-        raise GradcheckError(message)
-    return False
+    return GradientReport(message, max_abs, max_rel)
