@@ -10,66 +10,7 @@ from tinygpt.model import GPT, GPTConfig
 from conftest import assert_close
 
 torch = pytest.importorskip("torch")
-tnn = torch.nn
-TF = torch.nn.functional
-
-
-class CausalSelfAttention(tnn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.c_attn = tnn.Linear(c.n_embd, 3 * c.n_embd, bias=c.bias)
-        self.c_proj = tnn.Linear(c.n_embd, c.n_embd, bias=c.bias)
-        self.n_head = c.n_head
-
-    def forward(self, x):
-        B, T, C = x.size()
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        y = TF.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
-
-
-class MLP(tnn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.c_fc = tnn.Linear(c.n_embd, 4 * c.n_embd, bias=c.bias)
-        self.gelu = tnn.GELU(approximate=c.gelu_approximate)
-        self.c_proj = tnn.Linear(4 * c.n_embd, c.n_embd, bias=c.bias)
-
-    def forward(self, x):
-        return self.c_proj(self.gelu(self.c_fc(x)))
-
-
-class Block(tnn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.ln_1 = tnn.LayerNorm(c.n_embd, bias=c.bias)
-        self.attn = CausalSelfAttention(c)
-        self.ln_2 = tnn.LayerNorm(c.n_embd, bias=c.bias)
-        self.mlp = MLP(c)
-
-    def forward(self, x):
-        x = x + self.attn(self.ln_1(x))
-        return x + self.mlp(self.ln_2(x))
-
-
-class NanoGPT(tnn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.transformer = tnn.ModuleDict(dict(
-            wte=tnn.Embedding(c.vocab_size, c.n_embd), wpe=tnn.Embedding(c.block_size, c.n_embd),
-            h=tnn.ModuleList([Block(c) for _ in range(c.n_layer)]),
-            ln_f=tnn.LayerNorm(c.n_embd, bias=c.bias)))
-        self.lm_head = tnn.Linear(c.n_embd, c.vocab_size, bias=False)
-        self.transformer.wte.weight = self.lm_head.weight
-
-    def forward(self, idx, targets):
-        x = self.transformer.wte(idx) + self.transformer.wpe(torch.arange(idx.size(1)))
-        for block in self.transformer.h:
-            x = block(x)
-        logits = self.lm_head(self.transformer.ln_f(x))
-        loss = TF.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
-        return logits, loss
+from tinygpt.bench.torch_gpt import torch_gpt_class  # noqa: E402  (after the skip)
 
 
 @pytest.mark.parametrize("bias, gelu", [(True, "tanh"), (False, "none")])
@@ -78,7 +19,7 @@ def test_matches_nanogpt_in_pytorch(bias, gelu):
                        gelu_approximate=gelu)
     tg.manual_seed(1)
     ours = GPT(config).to(tg.float64)
-    theirs = NanoGPT(config).double()
+    theirs = torch_gpt_class()(config).double()
     result = theirs.load_state_dict(
         {k: torch.from_numpy(v.numpy()) for k, v in ours.state_dict().items()}, strict=True)
     assert not result.missing_keys and not result.unexpected_keys

@@ -36,7 +36,7 @@ from tinygpt.train import TrainConfig
 from tinygpt.train.trainer import Trainer
 
 from .ops import _threads
-from .train import torch_gpt_class
+from .torch_gpt import torch_gpt_class
 
 RECIPE = "shakespeare-char-cpu"
 FIXED_SEED = 0              # the generator of the fixed validation windows
