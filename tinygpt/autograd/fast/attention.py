@@ -9,9 +9,9 @@ It works in blocks of a few sequences and query rows at a time: the scores of a 
 stay in cache through the mask, exp and dropout passes, where a whole-batch computation
 would stream a (B, H, T, T) array through memory once per pass; the batch blocks run
 on several threads, each product on one BLAS thread. No product has a transposed right-hand
-operand (NumPy's matmul runs those up to twice as slow at these sizes: k^T and v^T are
-copied once instead), and each per-row shift rides inside a product as one extra column
-(see `SelfAttention`) instead of costing a pass of its own.
+operand (NumPy's matmul runs those slower: k^T and v^T are copied once instead), and each
+per-row shift rides inside a product as one extra column (see `SelfAttentionTiled`)
+instead of costing a pass of its own.
 """
 
 import numpy as np
@@ -42,8 +42,7 @@ def _tiles(xp, B, H, T, hs, itemsize):
     upper triangle is skipped (about 3/8 of the work at T = 256). The batch blocks run on
     `threads.parallel_map`'s threads, at least one block per thread, and each product on
     one BLAS thread (parallel_map sees to that): a 64-row product is too small for BLAS
-    to split over its threads with profit (at B 64, T 256, C 384, H 6 forward and
-    backward took 1.4-1.6x as long that way, one block at a time). Where BLAS's thread
+    to split over its threads with profit (docs/performance.md). Where BLAS's thread
     count cannot be set (`blas.can_limit_blas_threads`), only products below
     SERIAL_BLAS_MACS multiply-adds, which BLAS keeps on the calling thread anyway, run
     blocks on several threads; larger ones get BLAS's threads one block at a time, as
