@@ -3,7 +3,9 @@
 A Tensor wraps a backend array (`.data`: a NumPy array on the CPU, a CuPy array on CUDA)
 and, when it was made by an op that needs a gradient, a link to that op's ctx (`_ctx`):
 the graph. Each operator below is one explicit line that calls its op's `apply`, so "go
-to definition" lands on the op's real forward and backward. Imports: backend, function,
+to definition" lands on the op's real forward and backward. Binary operators promote
+dtypes as PyTorch does, not as NumPy 2 does (`Tensor._pair`): int64 + float32 is float32,
+float32 + a 0-d float64 is float32, and integers divide as float32. Imports: backend, function,
 engine, ops.
 """
 
@@ -253,44 +255,64 @@ class Tensor:
             dtype = None
         return Tensor(xp.asarray(other, dtype=dtype))
 
+    def _pair(self, other):
+        """(self, other) as the operands of a binary op, in one dtype by PyTorch's rules:
+        across categories (bool < integer < floating) the higher category's dtype wins
+        (int64 + float32 is float32, where NumPy gives float64); within one, a dimensioned
+        tensor's dtype wins over a 0-d one's (float32 + a 0-d float64 is float32), and
+        otherwise the wider dtype (float32 + float64 is float64)."""
+        other = self._lift(other)
+        a, b = self.dtype, other.dtype
+        if a == b:
+            return self, other
+        target = _promoted(a, b, self.ndim == 0, other.ndim == 0)
+        return (self if a == target else self.to(target),
+                other if b == target else other.to(target))
+
     def __add__(self, other):
-        return Add.apply(self, self._lift(other))
+        return Add.apply(*self._pair(other))
 
     def __radd__(self, other):
-        return Add.apply(self._lift(other), self)
+        a, b = self._pair(other)
+        return Add.apply(b, a)
 
     def __sub__(self, other):
-        return Sub.apply(self, self._lift(other))
+        return Sub.apply(*self._pair(other))
 
     def __rsub__(self, other):
-        return Sub.apply(self._lift(other), self)
+        a, b = self._pair(other)
+        return Sub.apply(b, a)
 
     def __mul__(self, other):
-        return Mul.apply(self, self._lift(other))
+        return Mul.apply(*self._pair(other))
 
     def __rmul__(self, other):
-        return Mul.apply(self._lift(other), self)
+        a, b = self._pair(other)
+        return Mul.apply(b, a)
 
     def __truediv__(self, other):
-        return Div.apply(self, self._lift(other))
+        return Div.apply(*_floating(*self._pair(other)))
 
     def __rtruediv__(self, other):
-        return Div.apply(self._lift(other), self)
+        a, b = _floating(*self._pair(other))
+        return Div.apply(b, a)
 
     def __pow__(self, other):
-        return Pow.apply(self, self._lift(other))
+        return Pow.apply(*self._pair(other))
 
     def __rpow__(self, other):
-        return Pow.apply(self._lift(other), self)
+        a, b = self._pair(other)
+        return Pow.apply(b, a)
 
     def __neg__(self):
         return Neg.apply(self)
 
     def __matmul__(self, other):
-        return MatMul.apply(self, self._lift(other))
+        return MatMul.apply(*self._pair(other))
 
     def __rmatmul__(self, other):
-        return MatMul.apply(self._lift(other), self)
+        a, b = self._pair(other)
+        return MatMul.apply(b, a)
 
     def __getitem__(self, index):
         return Index.apply(self, index=_normalize_index(index, self))
@@ -475,6 +497,27 @@ def _as_array(data):
     if type(data).__module__.startswith("cupy"):
         return data
     return np.asarray(data)
+
+
+_CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2}
+
+
+def _promoted(a, b, a_is_0d, b_is_0d):
+    """The dtype of a binary op on dtypes a and b (see `Tensor._pair`)."""
+    ca, cb = _CATEGORY.get(a.kind, 2), _CATEGORY.get(b.kind, 2)
+    if ca != cb:
+        return a if ca > cb else b
+    if a_is_0d != b_is_0d:
+        return b if a_is_0d else a
+    return np.promote_types(a, b)
+
+
+def _floating(a, b):
+    """Operands of true division: integers and booleans divide as the default float dtype
+    (PyTorch's `1 / 2` on int tensors is 0.5 in float32)."""
+    if a.dtype.kind in "biu":
+        return a.to(backend.DEFAULT_FLOAT), b.to(backend.DEFAULT_FLOAT)
+    return a, b
 
 
 def _raw(x):
