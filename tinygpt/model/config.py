@@ -20,6 +20,7 @@ PRESETS = {
 }
 
 GELU_APPROXIMATIONS = ("none", "tanh")
+ATTENTION_PATTERNS = ("dense", "banded", "alternate")
 
 
 @dataclass
@@ -39,6 +40,12 @@ class GPTConfig:
     dropout: float = 0.0        # on embeddings, attention weights and residual branches
     bias: bool = True           # biases in Linear and LayerNorm layers (GPT-2 has them)
     gelu_approximate: str = "tanh"  # "tanh" (GPT-2's) or "none" (exact, erf)
+    # GPT-3's locally banded layers: in a banded layer each position attends to the
+    # attn_window most recent positions, itself included; a dense layer to every earlier one.
+    # attn_pattern: "dense" (every layer), "banded" (every layer), "alternate" (dense,
+    # banded, dense, ... from layer 0, as GPT-3), or a list of "dense" / "banded" per layer.
+    attn_window: int = None
+    attn_pattern: object = "dense"
 
     def __post_init__(self):
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
@@ -63,6 +70,45 @@ class GPTConfig:
             raise ValueError(
                 f"GPTConfig: gelu_approximate must be one of {GELU_APPROXIMATIONS}, got "
                 f"{self.gelu_approximate!r}")
+        self._check_attention()
+
+    def _check_attention(self):
+        pattern = self.attn_pattern
+        if isinstance(pattern, (list, tuple)):
+            if len(pattern) != self.n_layer or any(p not in ("dense", "banded") for p in pattern):
+                raise ValueError(
+                    f"GPTConfig: attn_pattern as a list needs one 'dense' or 'banded' per "
+                    f"layer ({self.n_layer}), got {list(pattern)!r}")
+            self.attn_pattern = list(pattern)
+        elif pattern not in ATTENTION_PATTERNS:
+            raise ValueError(f"GPTConfig: attn_pattern must be one of {ATTENTION_PATTERNS} or "
+                             f"a list of 'dense' / 'banded' per layer, got {pattern!r}")
+        window = self.attn_window
+        if window is not None and (isinstance(window, bool)
+                                   or not isinstance(window, numbers.Integral) or window <= 0):
+            raise ValueError(f"GPTConfig: attn_window must be a positive int (or None), got "
+                             f"{window!r}")
+        banded = "banded" in self.layer_patterns()
+        if banded and window is None:
+            raise ValueError(f"GPTConfig: attn_pattern {pattern!r} has banded layers; give "
+                             "their width as attn_window")
+        if window is not None and not banded:
+            raise ValueError(f"GPTConfig: attn_window={window} needs banded layers: set "
+                             "attn_pattern to 'banded', 'alternate' or a list")
+        self.attn_window = None if window is None else int(window)
+
+    def layer_patterns(self):
+        """'dense' or 'banded' for each layer."""
+        pattern = self.attn_pattern
+        if isinstance(pattern, list):
+            return list(pattern)
+        if pattern == "alternate":
+            return ["dense" if i % 2 == 0 else "banded" for i in range(self.n_layer)]
+        return [pattern] * self.n_layer
+
+    def layer_windows(self):
+        """Each layer's attention window: attn_window for a banded layer, None for a dense one."""
+        return [self.attn_window if p == "banded" else None for p in self.layer_patterns()]
 
     @property
     def head_size(self):

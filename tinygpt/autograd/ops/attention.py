@@ -15,10 +15,14 @@ from ..function import Function, register
 from .nn import bernoulli_keep
 
 
-def causal_blocked(xp, t, s):
+def causal_blocked(xp, t, s, window=None):
     """Boolean (T, S) mask, True where attention is *blocked*: key j > query i (top-left
-    aligned, as PyTorch's is_causal)."""
-    return xp.triu(xp.ones((t, s), dtype=bool), k=1)
+    aligned, as PyTorch's is_causal), and with a `window` W also j <= i - W, so that each
+    query sees the W most recent positions, itself included."""
+    blocked = xp.triu(xp.ones((t, s), dtype=bool), k=1)
+    if window is not None:
+        blocked |= xp.tril(xp.ones((t, s), dtype=bool), k=-window)
+    return blocked
 
 
 def softmax_over_keys(xp, scores, blocked):
@@ -112,6 +116,10 @@ class SelfAttention(Function):
     with the heads side by side: the same function as
     `scaled_dot_product_attention(q, k, v, is_causal=True)` followed by
     `.transpose(1, 2).reshape(B, T, C)`, without the split's and the merge's copies.
+    Optionally a `window` W blocks the keys more than W - 1 positions before each query
+    (a banded layer, as GPT-3's locally banded sparse attention), and a key mask
+    (B, T) of booleans (False = padding) blocks padded keys in every row of its
+    sequence; a query whose keys are all blocked gets output 0.
 
     Backward, with dy viewed as (B, H, T, hs):
         dv = A^T dy,  dA = dy v^T,  dP = dA * D,
@@ -121,16 +129,16 @@ class SelfAttention(Function):
     """
 
     @staticmethod
-    def forward(ctx, qkv, n_head, dropout_p, scale):
+    def forward(ctx, qkv, *key_mask, n_head, dropout_p, scale, window=None):
         xp = backend.array_module(qkv)
         B, T, C3 = qkv.shape
-        if C3 % (3 * n_head):
-            raise ValueError(
-                f"self_attention: the last dimension of qkv ({C3}) must be 3 * n_embd with "
-                f"n_embd divisible by n_head ({n_head})")
+        check_qkv(C3, n_head)
         q, k, v = split_heads(qkv, n_head)                           # (B, H, T, hs) each
         scores = q @ k.swapaxes(-1, -2) * qkv.dtype.type(scale)     # S, (B, H, T, T)
-        p = softmax_over_keys(xp, scores, causal_blocked(xp, T, T))  # P
+        blocked = causal_blocked(xp, T, T, window)                   # (T, T)
+        if key_mask:
+            blocked = blocked | ~key_mask[0][:, None, None, :]       # (B, 1, T, T)
+        p = softmax_over_keys(xp, scores, blocked)                   # P
         keep = bernoulli_keep(p.shape, dropout_p, p) if dropout_p > 0 else None
         a = p if keep is None else p * keep * p.dtype.type(1.0 / (1.0 - dropout_p))   # A
         y = a @ v                                                    # (B, H, T, hs)
@@ -158,5 +166,13 @@ class SelfAttention(Function):
         ds = softmax_backward(p, dp) * dt(ctx.scale)                 # dS
         dq[...] = ds @ k
         dk[...] = ds.swapaxes(-1, -2) @ q
-        return (dqkv,)
+        return (dqkv,) + (None,) * (len(ctx.needs_grad) - 1)
+
+
+def check_qkv(c3, n_head):
+    """Raise a ValueError when qkv's last dimension is not 3 * n_embd, n_head dividing it."""
+    if c3 % (3 * n_head):
+        raise ValueError(
+            f"self_attention: the last dimension of qkv ({c3}) must be 3 * n_embd with "
+            f"n_embd divisible by n_head ({n_head})")
 
