@@ -3,6 +3,7 @@
 Imports: the standard library only.
 """
 
+import math
 import numbers
 from dataclasses import asdict, dataclass, fields
 
@@ -46,6 +47,18 @@ class GPTConfig:
     # banded, dense, ... from layer 0, as GPT-3), or a list of "dense" / "banded" per layer.
     attn_window: int = None
     attn_pattern: object = "dense"
+    # A mixture of experts (tinygpt/model/moe.py) in place of the MLP of every moe_every-th
+    # block (1: every block; 2: blocks 1, 3, 5, ...): n_expert experts (0: none), each token
+    # routed to expert_top_k of them. Each expert's hidden width is expert_hidden (default
+    # 4 * n_embd / expert_top_k: a token's active parameters equal the dense MLP's). An
+    # expert takes at most expert_capacity * tokens * top_k / n_expert assignments of a
+    # batch (0: no limit); aux_loss_coef weighs the load-balancing loss.
+    n_expert: int = 0
+    expert_top_k: int = 2
+    expert_hidden: int = None
+    expert_capacity: float = 1.25
+    moe_every: int = 1
+    aux_loss_coef: float = 0.01
 
     def __post_init__(self):
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
@@ -71,6 +84,39 @@ class GPTConfig:
                 f"GPTConfig: gelu_approximate must be one of {GELU_APPROXIMATIONS}, got "
                 f"{self.gelu_approximate!r}")
         self._check_attention()
+        self._check_experts()
+
+    def _check_experts(self):
+        for name in ("n_expert", "expert_top_k", "moe_every"):
+            value = getattr(self, name)
+            low = 0 if name == "n_expert" else 1
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+                raise ValueError(f"GPTConfig: {name} must be an int >= {low}, got {value!r}")
+            setattr(self, name, int(value))
+        if self.n_expert and self.expert_top_k > self.n_expert:
+            raise ValueError(f"GPTConfig: expert_top_k ({self.expert_top_k}) must not exceed "
+                             f"n_expert ({self.n_expert}): each token goes to distinct experts")
+        hidden = self.expert_hidden
+        if hidden is not None and (isinstance(hidden, bool)
+                                   or not isinstance(hidden, numbers.Integral) or hidden <= 0):
+            raise ValueError(f"GPTConfig: expert_hidden must be a positive int (or None), got "
+                             f"{hidden!r}")
+        for name in ("expert_capacity", "aux_loss_coef"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+                    0 <= value < math.inf):
+                raise ValueError(f"GPTConfig: {name} must be a finite number >= 0, got "
+                                 f"{value!r}")
+            setattr(self, name, float(value))
+
+    def expert_hidden_size(self):
+        """Each expert's hidden width: expert_hidden, else 4 * n_embd / expert_top_k."""
+        return self.expert_hidden or max(1, 4 * self.n_embd // self.expert_top_k)
+
+    def moe_layers(self):
+        """Whether each block's MLP is a mixture of experts."""
+        return [bool(self.n_expert) and (i + 1) % self.moe_every == 0
+                for i in range(self.n_layer)]
 
     def _check_attention(self):
         pattern = self.attn_pattern

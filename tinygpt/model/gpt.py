@@ -22,6 +22,7 @@ from ..autograd.tensor import Tensor, cat
 from ..nn import functional as F
 from ..nn import init
 from .config import GPTConfig
+from .moe import MoE
 
 
 class CausalSelfAttention(nn.Module):
@@ -63,14 +64,15 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    """Position-wise feed-forward: C -> 4C -> GELU -> C."""
+    """Position-wise feed-forward: C -> 4C (or `hidden`) -> GELU -> C."""
 
-    def __init__(self, config):
+    def __init__(self, config, hidden=None):
         super().__init__()
         C = config.n_embd
-        self.c_fc = nn.Linear(C, 4 * C, bias=config.bias)
+        hidden = hidden or 4 * C
+        self.c_fc = nn.Linear(C, hidden, bias=config.bias)
         self.gelu = nn.GELU(approximate=config.gelu_approximate)
-        self.c_proj = nn.Linear(4 * C, C, bias=config.bias)
+        self.c_proj = nn.Linear(hidden, C, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x):
@@ -78,15 +80,15 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """A pre-LayerNorm transformer block: attention, then the MLP, each added to the
-    residual stream x (B, T, C)."""
+    """A pre-LayerNorm transformer block: attention, then the MLP (or a mixture of expert
+    MLPs), each added to the residual stream x (B, T, C)."""
 
-    def __init__(self, config, window=None):
+    def __init__(self, config, window=None, experts=False):
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.attn = CausalSelfAttention(config, window)
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.mlp = MLP(config)
+        self.mlp = MoE(config, MLP) if experts else MLP(config)
 
     def forward(self, x, kv_cache=None, key_mask=None):
         x = x + self.attn(self.ln_1(x), kv_cache, key_mask)
@@ -187,13 +189,18 @@ def count_params(config, non_embedding=False):
     >>> count_params(GPTConfig.from_preset("gpt2"))
     124439808
     """
-    C, V, T, L = config.n_embd, config.vocab_size, config.block_size, config.n_layer
+    C, V, T = config.n_embd, config.vocab_size, config.block_size
     b = 1 if config.bias else 0
     layer_norm = C + b * C
     attention = (3 * C * C + b * 3 * C) + (C * C + b * C)      # c_attn, c_proj
-    mlp = (4 * C * C + b * 4 * C) + (4 * C * C + b * C)        # c_fc, c_proj
-    block = 2 * layer_norm + attention + mlp
-    total = V * C + T * C + L * block + layer_norm             # wte, wpe, blocks, ln_f
+
+    def mlp(hidden):                                           # c_fc, c_proj
+        return (hidden * C + b * hidden) + (hidden * C + b * C)
+    dense = mlp(4 * C)
+    experts = config.n_expert * mlp(config.expert_hidden_size()) + C * config.n_expert
+    blocks = sum(2 * layer_norm + attention + (experts if moe else dense)
+                 for moe in config.moe_layers())
+    total = V * C + T * C + blocks + layer_norm                # wte, wpe, blocks, ln_f
     return total - T * C if non_embedding else total
 
 
@@ -216,7 +223,8 @@ class GPT(nn.Module):
             wte=nn.Embedding(config.vocab_size, C),
             wpe=nn.Embedding(config.block_size, C),
             drop=nn.Dropout(config.dropout),
-            h=nn.ModuleList([Block(config, window) for window in config.layer_windows()]),
+            h=nn.ModuleList([Block(config, window, experts) for window, experts in
+                             zip(config.layer_windows(), config.moe_layers())]),
             ln_f=nn.LayerNorm(C, bias=config.bias),
         ))
         self.lm_head = nn.Linear(C, config.vocab_size, bias=False)
@@ -348,7 +356,22 @@ class GPT(nn.Module):
         xp = backend.array_module(targets.data)
         flat = Tensor(xp.where(targets.data == -100, -1, targets.data).reshape(B * T))
         loss = F.cross_entropy(logits.view(B * T, -1), flat, ignore_index=-1)
+        if self.config.n_expert and self.config.aux_loss_coef:
+            # The experts' load-balancing losses, weighed in (see tinygpt/model/moe.py).
+            loss = loss + self.moe_stats()["aux_loss"] * self.config.aux_loss_coef
         return logits, loss
+
+    def moe_stats(self):
+        """The routing of the last forward through the mixture-of-experts layers (None
+        without any): aux_loss, their load-balancing losses summed (a 0-d Tensor), and
+        dropped, the assignments past an expert's capacity (a 0-d backend array)."""
+        layers = [m for m in self.modules() if isinstance(m, MoE) and m.aux_loss is not None]
+        if not layers:
+            return None
+        aux, dropped = layers[0].aux_loss, layers[0].dropped
+        for layer in layers[1:]:
+            aux, dropped = aux + layer.aux_loss, dropped + layer.dropped
+        return {"aux_loss": aux, "dropped": dropped}
 
     def _embed(self, idx, key_mask, start):
         """Token plus position embeddings of idx (B, T) at positions start.., then dropout.
@@ -356,8 +379,11 @@ class GPT(nn.Module):
         token (padding sits at position 0)."""
         transformer = self.transformer
         T = idx.shape[1]
-        if key_mask is None:
+        if key_mask is None or (start == 0 and backend.device_of(key_mask.data) == "cpu"
+                                and bool(key_mask.data[:, 0].all())):
             # Positions start..start+T-1: rows of wpe as a view, broadcast over the batch.
+            # (Also with a mask on the CPU when no row starts with padding: every real
+            # position is then its index, and padded positions are never looked at.)
             pos = transformer.wpe.weight[start:start + T]
         else:
             xp = backend.array_module(key_mask.data)
