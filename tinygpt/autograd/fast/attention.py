@@ -21,6 +21,7 @@ from ..function import register_kernel
 from ..ops.attention import SelfAttention, check_qkv, split_heads
 from ..ops.nn import bernoulli_keep
 from . import blas, threads
+from .threads import CPU_DTYPES
 
 # Bytes of (g, H, T, T) scores per block: about the size of a core's L2 cache.
 BLOCK_BYTES = 1 << 20
@@ -136,7 +137,7 @@ def _exp_scores(xp, qa, ka, rows, keys, window, key_bias, exact):
     return xp.exp(e, out=e)
 
 
-@register_kernel("self_attention")
+@register_kernel("self_attention", dtypes=CPU_DTYPES)
 class SelfAttentionTiled(SelfAttention):
     """self_attention on the CPU in tiles, P recomputed in backward (equals
     ops/attention.py's SelfAttention).

@@ -32,6 +32,10 @@ SPIN_SECONDS = 1e-3
 
 _threads = {"n": None, "pool": None}
 
+# The dtypes the CPU kernels run; float16 (emulated by NumPy, with float32 sums for the
+# reductions) goes to the reference ops.
+CPU_DTYPES = (np.float32, np.float64)
+
 
 def usable_cores():
     """The CPU cores this process may run on."""
