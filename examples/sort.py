@@ -42,7 +42,7 @@ def main(argv=None):
                      f"at most 10**6, got {length} and {num_digits}")
 
     n_problems = num_digits ** length
-    train_ids, test_ids = split_problems(n_problems, n_test=n_problems // 4)
+    train_ids, test_ids = split_problems(n_problems, n_test=max(1, n_problems // 4))
     train_sequences, test_sequences = (encode(train_ids, length, num_digits),
                                        encode(test_ids, length, num_digits))
     print(f"sorting {length} digits from 0 to {num_digits - 1}: {len(train_ids)} training "
