@@ -1,13 +1,49 @@
-"""Shared test fixtures: the device fixture, the tolerance table and Hypothesis profiles."""
+"""Shared test fixtures: the device fixture, the tolerance table and Hypothesis profiles,
+and the CuPy stand-in (tests/cupy_standin) where no usable CuPy is installed."""
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
-from tinygpt.autograd import backend
+CUPY_STANDIN_PATH = Path(__file__).resolve().parent / "cupy_standin"
+
+
+def _real_cupy_usable():
+    """True when a real CuPy imports and sees a GPU: it then runs the cuda tests."""
+    try:
+        import cupy
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:       # not installed, or no driver or GPU
+        return False
+
+
+def _install_cupy_standin():
+    """Make `import cupy` (and cupyx) find the stand-in, in this process and in the
+    subprocesses tests start (through PYTHONPATH); a CuPy imported without a GPU is
+    dropped first."""
+    for name in [n for n in sys.modules if n.split(".")[0] in ("cupy", "cupyx")]:
+        del sys.modules[name]
+    sys.path.insert(0, str(CUPY_STANDIN_PATH))
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(CUPY_STANDIN_PATH)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+
+
+# True when the cuda tests run on the stand-in (no GPU); False on a real GPU.
+CUPY_STANDIN = not _real_cupy_usable()
+if CUPY_STANDIN:
+    _install_cupy_standin()
+
+from tinygpt.autograd import backend  # noqa: E402
+
+
+def pytest_configure(config):
+    # After setup.cfg's error::RuntimeWarning, so it wins: CuPy's PerformanceWarning (a
+    # RuntimeWarning about speed) stays a warning.
+    config.addinivalue_line("filterwarnings", "default::cupy._util.PerformanceWarning")
 
 settings.register_profile(
     "ci", deadline=None, derandomize=True, max_examples=25,

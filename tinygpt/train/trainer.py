@@ -250,6 +250,8 @@ class Trainer:
                                     seed=cfg.seed, device=cfg.device)
         self.sampler.load_state_dict(meta["sampler"])
         backend.set_rng_state(meta["rng"])
+        if "cuda_rng" in meta:          # checkpoints from before it was saved lack it
+            backend.set_rng_state(meta["cuda_rng"], "cuda")
         self.iter_num = int(meta["iter_num"])
         self.history = meta.get("history", [])
         self.log(f"resuming from {self.ckpt_path} at iteration {self.iter_num}")
@@ -273,6 +275,7 @@ class Trainer:
             "optimizer": optim_meta,
             "sampler": self.sampler.state_dict(),
             "rng": backend.get_rng_state(),
+            "cuda_rng": backend.get_rng_state("cuda"),      # dropout masks on a GPU
             "iter_num": self.iter_num,
             "history": self.history,
         }
