@@ -160,10 +160,11 @@ def test_fuse_runs_the_function_under_the_fusion_rules(cp):
     refused = [
         lambda a: a[0] + 1,                              # indexing
         lambda a: a.reshape(-1),                         # shape changes
-        lambda a: a.sum(axis=1) + a,                     # the reduced array meets an input
-        lambda a: a.sum(axis=1).sum(),                   # two reductions
-        lambda a: a.max(axis=1, keepdims=True),          # keepdims (fusion drops it)
-        lambda a: a if bool(a.sum()) else a,             # control flow on device data
+        lambda a: cp.sum(a, axis=1) + a,                 # the reduced array meets an input
+        lambda a: cp.sum(cp.sum(a, axis=1)),             # two reductions
+        lambda a: cp.amax(a, axis=1, keepdims=True),     # keepdims
+        lambda a: a.sum(axis=1),                         # a fused array has no methods
+        lambda a: a if bool(cp.sum(a)) else a,           # control flow on device data
         lambda a: cp.concatenate([a, a]),                # not a ufunc
     ]
     for fn in refused:

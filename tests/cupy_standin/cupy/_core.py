@@ -246,7 +246,9 @@ class ndarray:
 def _reduction(name):
     """A method as CuPy's: a 0-d array (not a NumPy scalar) for a full reduction."""
     def method(self, axis=None, dtype=None, out=None, keepdims=False, **kwargs):
-        _check_fused_reduction(name, keepdims)
+        if fusing():        # a fused array has no reduction methods: cupy.sum(x, axis)
+            raise TypeError(f"cupy.fuse: use cupy.{name}(x, ...), not x.{name}(...) "
+                            f"({_state.fusion})")
         options = {} if dtype is None else {"dtype": dtype}
         with np.errstate(all="ignore"):
             result = getattr(self._a, name)(axis=axis, keepdims=keepdims, **options, **kwargs)
@@ -456,7 +458,7 @@ def _check_fused_reduction(name, keepdims):
         return
     if keepdims:
         raise TypeError(f"cupy.fuse ignores keepdims: {name}(keepdims=True) in {fusion}")
-    if name not in ("sum", "prod", "max", "min", "all", "any"):
+    if name not in ("sum", "prod", "max", "min", "amax", "amin", "all", "any"):
         raise TypeError(f"cupy.fuse cannot compile the reduction {name} ({fusion})")
     if _state.reduced:
         raise NotImplementedError(f"Multiple reduction is not implemented yet ({fusion})")

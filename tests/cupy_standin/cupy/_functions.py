@@ -20,7 +20,8 @@ NOT_DATA = {"dtype", "result_type", "promote_types", "can_cast", "finfo", "iinfo
             "broadcast_shapes", "isscalar", "issubdtype", "isdtype", "min_scalar_type",
             "mintypecode", "common_type", "typename", "ndim", "shape", "size"}
 # What a fused function may call besides ufuncs (cupy.fuse compiles these).
-FUSABLE = {"where", "sum", "prod", "amax", "amin", "max", "min", "all", "any"}
+FUSABLE = {"where", "sum", "prod", "amax", "amin", "max", "min", "all", "any", "clip", "copy"}
+REDUCTIONS = {"sum", "prod", "amax", "amin", "max", "min", "all", "any"}
 
 
 class ufunc:
@@ -62,6 +63,8 @@ def _numpy_function(name, function):
     def call(*args, **kwargs):
         if _core.fusing() and name not in FUSABLE:
             _core._refuse_in_fusion(f"cupy.{name}")
+        if _core.fusing() and name in REDUCTIONS:
+            _core._check_fused_reduction(name, kwargs.get("keepdims", False))
         if from_host:
             args = [a._a if isinstance(a, ndarray) else a for a in args]
         elif name not in NOT_DATA:
@@ -75,7 +78,7 @@ def _numpy_function(name, function):
             result = function(*args, **kwargs)
         if name in NOT_DATA:
             return result
-        return _core._mark_reduced(_wrap(result)) if name in FUSABLE - {"where"} else _wrap(result)
+        return _core._mark_reduced(_wrap(result)) if name in REDUCTIONS else _wrap(result)
 
     call.__name__ = name
     call.__qualname__ = name

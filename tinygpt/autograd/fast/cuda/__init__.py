@@ -1,0 +1,20 @@
+"""Fused GPU kernels: the memory-bound layer ops of `tinygpt/autograd/ops/` again, each
+direction in as few passes over GPU memory as its formula allows (floor 2). Importing
+this package registers them for the "cuda" device.
+
+Each formula is plain array code compiled into one CUDA kernel by `backend.fuse`
+(`cupy.fuse`): elementwise operations and at most one reduction per kernel. On NumPy
+arrays, and on the test suite's CuPy stand-in, the same functions run as array code, so
+each kernel is tested equal to its reference op without a GPU (tests/autograd/
+test_fast_kernels.py); the GPU check (`python -m tinygpt.bench gpu`) runs those tests on a
+real GPU, where the kernels are compiled.
+
+| op | kernel | module | kernels forward / backward (reference's) |
+| --- | --- | --- | --- |
+| gelu | GeluFused | gelu.py | 1 / 1 (about 10 / 15) |
+| layer_norm | LayerNormFused | layer_norm.py | 3 / 5 (about 10 / 15) |
+| softmax, log_softmax | SoftmaxFused, LogSoftmaxFused | softmax.py | 3 / 2 (5 / 4) |
+| cross_entropy | CrossEntropyFused | softmax.py | 2 passes over the logits / 1 (6 / 2), no softmax kept |
+"""
+
+from . import gelu, layer_norm, softmax  # noqa: F401
