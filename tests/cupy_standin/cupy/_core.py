@@ -157,7 +157,11 @@ class ndarray:
         return _wrap(result)
 
     def __setitem__(self, index, value):
-        _refuse_in_fusion("item assignment")
+        if fusing() and (index is Ellipsis or index == slice(None)):
+            from . import _functions    # cupy.fuse writes x[...] = value as a copy
+            _functions.UFUNCS.positive(value, out=self)
+            return
+        _refuse_in_fusion("item assignment other than x[...] = value")
         if isinstance(value, np.ndarray):
             # CuPy refuses assignment from host arrays (it would fill with the object)
             raise TypeError(f"Unsupported type {type(value)}: assign a cupy.ndarray "
@@ -296,9 +300,8 @@ def _reflected(name):
 
 
 def _in_place(name):
-    def method(self, other):
+    def method(self, other):        # also inside cupy.fuse: the kernel writes the input
         from . import _functions
-        _refuse_in_fusion("an in-place operator")
         getattr(_functions.UFUNCS, name)(self, other, out=self)
         return self
     return method

@@ -44,8 +44,6 @@ class ufunc:
         if dtype is not None:
             options["dtype"] = dtype
         if out is not None:
-            if _core.fusing():
-                _core._refuse_in_fusion("out=")
             if not isinstance(out, ndarray):
                 raise TypeError(f"Output arrays must be cupy.ndarray, got {type(out)}")
             options["out"] = out._a
