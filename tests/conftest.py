@@ -13,9 +13,13 @@ CUPY_STANDIN_PATH = Path(__file__).resolve().parent / "cupy_standin"
 
 
 def _real_cupy_usable():
-    """True when a real CuPy imports and sees a GPU: it then runs the cuda tests."""
+    """True when a real CuPy imports and sees a GPU: it then runs the cuda tests. (The
+    stand-in itself may be importable already, from a PYTHONPATH this file set in a
+    parent process: it is no real CuPy.)"""
     try:
         import cupy
+        if Path(cupy.__file__).resolve().is_relative_to(CUPY_STANDIN_PATH):
+            return False
         return cupy.cuda.runtime.getDeviceCount() > 0
     except Exception:       # not installed, or no driver or GPU
         return False
