@@ -268,12 +268,22 @@ def test_embedding_backward_sums_repeated_ids_on_both_branches(limit, monkeypatc
     np.testing.assert_array_equal(w.grad.numpy()[:, 0], [2, 1, 0, 6, 0, 0, 3])
 
 
+# Padding of each of 3 sequences of 7: left-padded by 3, right-padded by 2, none.
+KEY_MASK = np.ones((3, 7), dtype=bool)
+KEY_MASK[0, :3] = False
+KEY_MASK[1, 5:] = False
+ATTENTION = {"causal": {}, "banded": dict(window=3), "padded": dict(key_mask=KEY_MASK),
+             "banded+padded": dict(window=2, key_mask=KEY_MASK), "wide band": dict(window=9)}
+
+
 @pytest.mark.parametrize("block_bytes, query_block", [(1 << 20, 64), (1, 64), (1, 2), (1 << 20, 1)])
 @pytest.mark.parametrize("tiles", ["threads", "one at a time"])
 @pytest.mark.parametrize("dropout_p", [0.0, 0.3])
+@pytest.mark.parametrize("variant", sorted(ATTENTION))
 def test_self_attention_tiles_equal_the_reference(block_bytes, query_block, tiles, dropout_p,
-                                                  monkeypatch):
-    # 1 byte: one sequence a tile; query blocks of 2 or 1 rows skip the blocked keys
+                                                  variant, monkeypatch):
+    # 1 byte: one sequence a tile; query blocks of 2 or 1 rows skip the blocked keys (and,
+    # banded, the keys left of the band)
     monkeypatch.setattr(attention, "BLOCK_BYTES", block_bytes)
     monkeypatch.setattr(attention, "QUERY_BLOCK", query_block)
     previous = threads.get_num_threads()
@@ -285,11 +295,37 @@ def test_self_attention_tiles_equal_the_reference(block_bytes, query_block, tile
 
     def attend(qkv):
         tg.manual_seed(7)                  # the same dropout mask on both
-        return F.self_attention(qkv, 2, dropout_p=dropout_p)
+        return F.self_attention(qkv, 2, dropout_p=dropout_p, **ATTENTION[variant])
     try:
-        assert_kernel_equals_reference(attend, [leaf((3, 5, 3 * 8))])
+        assert_kernel_equals_reference(attend, [leaf((3, 7, 3 * 8))])
     finally:
         threads.set_num_threads(previous)
+
+
+def test_a_band_at_least_as_wide_as_the_sequence_is_the_dense_causal_op():
+    qkv = leaf((2, 6, 3 * 4))
+    for reference in (True, False):
+        (dense, dense_grad), (wide, wide_grad) = (
+            run(lambda x: F.self_attention(x, 2, window=window), [qkv], reference)
+            for window in (None, 6))
+        np.testing.assert_allclose(wide[0], dense[0], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(wide_grad[0], dense_grad[0], rtol=1e-12, atol=1e-13)
+
+
+def test_a_padded_query_far_below_its_own_score_is_computed_exactly(monkeypatch):
+    # Query 2 of the sequence is padding: the kernel cannot shift its row by its own
+    # (blocked) diagonal score, which here lies 2000 above every key it sees, so that
+    # exp(S - S_22) would be 0 for all of them.
+    monkeypatch.setattr(attention, "QUERY_BLOCK", 2)
+    u = np.full(4, 10.0)
+    q = np.stack([u, u, u, u])
+    k = np.stack([-u, -u, u * 6, -u])
+    v = RNG.standard_normal((4, 4))
+    qkv = Tensor(np.concatenate([q, k, v], axis=1)[None], requires_grad=True)
+    mask = np.array([[True, True, False, True]])
+    assert_kernel_equals_reference(lambda x: F.self_attention(x, 1, key_mask=mask), [qkv])
+    (y,), _ = run(lambda x: F.self_attention(x, 1, key_mask=mask), [qkv], False)
+    assert np.isfinite(y).all() and np.abs(y[0, 2]).sum() > 0
 
 
 @pytest.mark.parametrize("dtype,c", [(np.float32, 4.5), (np.float64, 12.0)])

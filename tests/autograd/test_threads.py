@@ -267,3 +267,15 @@ def test_linear_runs_its_products_on_one_blas_thread_then_restores_it(
     y.sum().backward()
     assert counts == [1, 1]                             # forward; dx and dW
     assert get() == 2
+
+
+@needs_blas_control
+def test_one_tinygpt_thread_keeps_blas_to_one_thread_too(two_blas_threads, monkeypatch,
+                                                         set_threads):
+    get = two_blas_threads
+    set_threads(1)                                      # TINYGPT_NUM_THREADS=1
+    counts, real = [], products.matmuls
+    monkeypatch.setattr(products, "matmuls", lambda jobs: counts.append(get()) or real(jobs))
+    x, w = tg.randn(6, 5, requires_grad=True), tg.randn(4, 5, requires_grad=True)
+    F.linear(x, w).sum().backward()
+    assert counts == [1, 1] and get() == 2

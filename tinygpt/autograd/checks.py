@@ -366,19 +366,23 @@ def _attention_case(rng, shapes=None):
     return _attention, [q, k, v, _mask(allowed), additive]
 
 
-def _self_attention(qkv):
-    def attend(dropout_p=0.0):
+def _self_attention(qkv, key_mask):
+    def attend(*mask, dropout_p=0.0, window=None):
         if dropout_p:
             manual_seed(DROPOUT_SEED)
-        return SelfAttention.apply(qkv, n_head=2, dropout_p=dropout_p, scale=0.5)
-    return attend(), attend(dropout_p=0.25)
+        return SelfAttention.apply(qkv, *mask, n_head=2, dropout_p=dropout_p, scale=0.5,
+                                   window=window)
+    return (attend(), attend(dropout_p=0.25), attend(window=2), attend(key_mask),
+            attend(key_mask, window=3, dropout_p=0.25))
 
 
 def _self_attention_case(rng, shapes=None):
-    """Causal self-attention of qkv (2, 4, 3 * 6) with 2 heads of size 3, without and with
-    dropout (reseeded)."""
+    """Causal self-attention of qkv (2, 4, 3 * 6) with 2 heads of size 3: plain, with
+    dropout (reseeded), banded (window 2), with padding (row 0 left-padded by 2, row 1
+    right-padded by 1), and banded with padding and dropout."""
     _no_shapes("self_attention", shapes)
-    return _self_attention, [normal(rng, (2, 4, 18))]
+    key_mask = _mask([[False, False, True, True], [True, True, True, False]])
+    return _self_attention, [normal(rng, (2, 4, 18)), key_mask]
 
 
 CASES = {

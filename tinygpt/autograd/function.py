@@ -46,10 +46,12 @@ def register(name):
     return wrap
 
 
-def register_kernel(name, devices=("cpu",)):
+def register_kernel(name, devices=("cpu",), dtypes=None):
     """Class decorator: a fast kernel for the registered op `name` on `devices`. The class
     must subclass that op's reference class (so it keeps its name and docstring contract)
-    and is run by `apply` in its place on those devices while fast kernels are on."""
+    and is run by `apply` in its place on those devices while fast kernels are on, for
+    inputs of `dtypes` only (the dtype of the op's first floating input; None: any), the
+    reference running the others."""
     def wrap(cls):
         reference = OPS.get(name)
         if reference is None:
@@ -65,6 +67,7 @@ def register_kernel(name, devices=("cpu",)):
                 raise ValueError(f"op {name!r} has two fast kernels for {device!r}: "
                                  f"{reference.kernels[device].__name__} and {cls.__name__}")
             reference.kernels[device] = cls
+        cls.dtypes = None if dtypes is None else frozenset(np.dtype(d) for d in dtypes)
         return cls
     return wrap
 
@@ -95,12 +98,14 @@ def reference_ops_enabled():
     return not _fast["on"]
 
 
-def kernel_for(cls, device):
-    """The class whose forward and backward run op `cls` on `device` now: its fast kernel
-    there, or the reference itself."""
+def kernel_for(cls, device, dtype=None):
+    """The class whose forward and backward run op `cls` on `device` (for inputs of
+    `dtype`) now: its fast kernel there, or the reference itself."""
     kernels = cls.kernels
     if kernels and _fast["on"]:
-        return kernels.get(device, cls)
+        kernel = kernels.get(device, cls)
+        if kernel.dtypes is None or dtype is None or dtype in kernel.dtypes:
+            return kernel
     return cls
 
 
@@ -154,6 +159,7 @@ class Function:
     __slots__ = ("parents", "needs_grad", "saved", "__dict__")
     name = "function"
     kernels = None          # {device: fast kernel class}, set by `register`
+    dtypes = None           # a fast kernel's input dtypes (None: any), set by `register_kernel`
 
     def save(self, *arrays):
         """Keep arrays for backward (only the ones it needs: memory is the activations)."""
@@ -175,7 +181,11 @@ class Function:
         keyword arguments.
         """
         kind = type(inputs[0].data)
-        impl = kernel_for(cls, "cpu" if kind is np.ndarray else "cuda") if cls.kernels else cls
+        impl = cls
+        if cls.kernels and _fast["on"]:
+            impl = cls.kernels.get("cpu" if kind is np.ndarray else "cuda", cls)
+            if impl.dtypes is not None and _floating_dtype(inputs) not in impl.dtypes:
+                impl = cls
         ctx = impl()
         requires_grad = False
         for t in inputs:
@@ -212,6 +222,14 @@ class Function:
         else:
             result._ctx = None
         return result
+
+
+def _floating_dtype(inputs):
+    """The dtype of the first floating input (a kernel's dtype restriction looks at it)."""
+    for t in inputs:
+        if t.data.dtype.kind == "f":
+            return t.data.dtype
+    return None
 
 
 def _device_mismatch(name, inputs):

@@ -13,6 +13,7 @@ import sys
 COMMANDS = {
     "train": "train",
     "sample": "sample",
+    "chat": "chat",
     "tokenizer": "tokenizer",
     "gradcheck": "gradcheck",
     "plot": "plot",
@@ -22,6 +23,7 @@ COMMANDS = {
 _HELP = {
     "train": "train a GPT (char-level by default) and save checkpoints",
     "sample": "generate text from a checkpoint or pretrained GPT-2 weights",
+    "chat": "talk with a trained GPT, turn after turn, the conversation in its KV cache",
     "tokenizer": "train a byte-level BPE tokenizer on a text file",
     "gradcheck": "gradient-check every registered op and print a table",
     "plot": "draw the loss curves and training statistics of a run as PNG files",

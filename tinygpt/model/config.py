@@ -3,6 +3,7 @@
 Imports: the standard library only.
 """
 
+import math
 import numbers
 from dataclasses import asdict, dataclass, fields
 
@@ -20,6 +21,7 @@ PRESETS = {
 }
 
 GELU_APPROXIMATIONS = ("none", "tanh")
+ATTENTION_PATTERNS = ("dense", "banded", "alternate")
 
 
 @dataclass
@@ -39,6 +41,24 @@ class GPTConfig:
     dropout: float = 0.0        # on embeddings, attention weights and residual branches
     bias: bool = True           # biases in Linear and LayerNorm layers (GPT-2 has them)
     gelu_approximate: str = "tanh"  # "tanh" (GPT-2's) or "none" (exact, erf)
+    # GPT-3's locally banded layers: in a banded layer each position attends to the
+    # attn_window most recent positions, itself included; a dense layer to every earlier one.
+    # attn_pattern: "dense" (every layer), "banded" (every layer), "alternate" (dense,
+    # banded, dense, ... from layer 0, as GPT-3), or a list of "dense" / "banded" per layer.
+    attn_window: int = None
+    attn_pattern: object = "dense"
+    # A mixture of experts (tinygpt/model/moe.py) in place of the MLP of every moe_every-th
+    # block (1: every block; 2: blocks 1, 3, 5, ...): n_expert experts (0: none), each token
+    # routed to expert_top_k of them. Each expert's hidden width is expert_hidden (default
+    # 4 * n_embd / expert_top_k: a token's active parameters equal the dense MLP's). An
+    # expert takes at most expert_capacity * tokens * top_k / n_expert assignments of a
+    # batch (0: no limit); aux_loss_coef weighs the load-balancing loss.
+    n_expert: int = 0
+    expert_top_k: int = 2
+    expert_hidden: int = None
+    expert_capacity: float = 1.25
+    moe_every: int = 1
+    aux_loss_coef: float = 0.01
 
     def __post_init__(self):
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
@@ -63,6 +83,78 @@ class GPTConfig:
             raise ValueError(
                 f"GPTConfig: gelu_approximate must be one of {GELU_APPROXIMATIONS}, got "
                 f"{self.gelu_approximate!r}")
+        self._check_attention()
+        self._check_experts()
+
+    def _check_experts(self):
+        for name in ("n_expert", "expert_top_k", "moe_every"):
+            value = getattr(self, name)
+            low = 0 if name == "n_expert" else 1
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+                raise ValueError(f"GPTConfig: {name} must be an int >= {low}, got {value!r}")
+            setattr(self, name, int(value))
+        if self.n_expert and self.expert_top_k > self.n_expert:
+            raise ValueError(f"GPTConfig: expert_top_k ({self.expert_top_k}) must not exceed "
+                             f"n_expert ({self.n_expert}): each token goes to distinct experts")
+        hidden = self.expert_hidden
+        if hidden is not None and (isinstance(hidden, bool)
+                                   or not isinstance(hidden, numbers.Integral) or hidden <= 0):
+            raise ValueError(f"GPTConfig: expert_hidden must be a positive int (or None), got "
+                             f"{hidden!r}")
+        for name in ("expert_capacity", "aux_loss_coef"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+                    0 <= value < math.inf):
+                raise ValueError(f"GPTConfig: {name} must be a finite number >= 0, got "
+                                 f"{value!r}")
+            setattr(self, name, float(value))
+
+    def expert_hidden_size(self):
+        """Each expert's hidden width: expert_hidden, else 4 * n_embd / expert_top_k."""
+        return self.expert_hidden or max(1, 4 * self.n_embd // self.expert_top_k)
+
+    def moe_layers(self):
+        """Whether each block's MLP is a mixture of experts."""
+        return [bool(self.n_expert) and (i + 1) % self.moe_every == 0
+                for i in range(self.n_layer)]
+
+    def _check_attention(self):
+        pattern = self.attn_pattern
+        if isinstance(pattern, (list, tuple)):
+            if len(pattern) != self.n_layer or any(p not in ("dense", "banded") for p in pattern):
+                raise ValueError(
+                    f"GPTConfig: attn_pattern as a list needs one 'dense' or 'banded' per "
+                    f"layer ({self.n_layer}), got {list(pattern)!r}")
+            self.attn_pattern = list(pattern)
+        elif pattern not in ATTENTION_PATTERNS:
+            raise ValueError(f"GPTConfig: attn_pattern must be one of {ATTENTION_PATTERNS} or "
+                             f"a list of 'dense' / 'banded' per layer, got {pattern!r}")
+        window = self.attn_window
+        if window is not None and (isinstance(window, bool)
+                                   or not isinstance(window, numbers.Integral) or window <= 0):
+            raise ValueError(f"GPTConfig: attn_window must be a positive int (or None), got "
+                             f"{window!r}")
+        banded = "banded" in self.layer_patterns()
+        if banded and window is None:
+            raise ValueError(f"GPTConfig: attn_pattern {pattern!r} has banded layers; give "
+                             "their width as attn_window")
+        if window is not None and not banded:
+            raise ValueError(f"GPTConfig: attn_window={window} needs banded layers: set "
+                             "attn_pattern to 'banded', 'alternate' or a list")
+        self.attn_window = None if window is None else int(window)
+
+    def layer_patterns(self):
+        """'dense' or 'banded' for each layer."""
+        pattern = self.attn_pattern
+        if isinstance(pattern, list):
+            return list(pattern)
+        if pattern == "alternate":
+            return ["dense" if i % 2 == 0 else "banded" for i in range(self.n_layer)]
+        return [pattern] * self.n_layer
+
+    def layer_windows(self):
+        """Each layer's attention window: attn_window for a banded layer, None for a dense one."""
+        return [self.attn_window if p == "banded" else None for p in self.layer_patterns()]
 
     @property
     def head_size(self):

@@ -22,16 +22,18 @@ from ..autograd.tensor import Tensor, cat
 from ..nn import functional as F
 from ..nn import init
 from .config import GPTConfig
+from .moe import MoE
 
 
 class CausalSelfAttention(nn.Module):
-    """Multi-head self-attention in which position t sees positions <= t only.
+    """Multi-head self-attention in which position t sees positions <= t only (in a banded
+    layer, only the `window` most recent of them).
 
     One Linear computes q, k and v for all heads at once (c_attn, C -> 3C, stacked in that
     order), the fused attention op mixes the values, and c_proj maps the heads back to C.
     """
 
-    def __init__(self, config):
+    def __init__(self, config, window=None):
         super().__init__()
         C = config.n_embd
         self.c_attn = nn.Linear(C, 3 * C, bias=config.bias)
@@ -39,35 +41,38 @@ class CausalSelfAttention(nn.Module):
         self.attn_dropout = nn.Dropout(config.dropout)   # on the attention weights
         self.resid_dropout = nn.Dropout(config.dropout)  # on the output
         self.n_head = config.n_head
+        self.window = window
 
-    def forward(self, x, kv_cache=None):
+    def forward(self, x, kv_cache=None, key_mask=None):
         B, T, C = x.shape
         H = self.n_head
         qkv = self.c_attn(x)                               # (B, T, 3C): q, k, v side by side
         if kv_cache is None:
             # Training and plain forward: one fused op from qkv to (B, T, C), the same as
-            # the split + scaled_dot_product_attention(is_causal=True) below, without copies.
+            # the split + scaled_dot_product_attention below, without the copies.
             dropout_p = self.attn_dropout.p if self.training else 0.0
-            return self.resid_dropout(self.c_proj(F.self_attention(qkv, H, dropout_p)))
-        # Generation: keep this step's keys and values, attend over every cached one.
+            y = F.self_attention(qkv, H, dropout_p, key_mask=key_mask, window=self.window)
+            return self.resid_dropout(self.c_proj(y))
+        # Generation: keep this step's keys and values, attend over the cached ones.
         # (B, T, 3C) -> (B, T, 3, H, hs) -> (3, B, H, T, hs): q, k, v are views, no copies.
         qkv = qkv.view(B, T, 3, H, C // H).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]                  # each (B, H, T, hs)
-        k, v = kv_cache.append(k, v)                       # (B, H, S, hs)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=kv_cache.causal_mask(T))
+        k, v, mask = kv_cache.append(k, v, key_mask)      # (B, H, S, hs), mask (B, 1, T, S)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         y = y.transpose(1, 2).reshape(B, T, C)             # heads side by side again
         return self.resid_dropout(self.c_proj(y))
 
 
 class MLP(nn.Module):
-    """Position-wise feed-forward: C -> 4C -> GELU -> C."""
+    """Position-wise feed-forward: C -> 4C (or `hidden`) -> GELU -> C."""
 
-    def __init__(self, config):
+    def __init__(self, config, hidden=None):
         super().__init__()
         C = config.n_embd
-        self.c_fc = nn.Linear(C, 4 * C, bias=config.bias)
+        hidden = hidden or 4 * C
+        self.c_fc = nn.Linear(C, hidden, bias=config.bias)
         self.gelu = nn.GELU(approximate=config.gelu_approximate)
-        self.c_proj = nn.Linear(4 * C, C, bias=config.bias)
+        self.c_proj = nn.Linear(hidden, C, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x):
@@ -75,56 +80,105 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """A pre-LayerNorm transformer block: attention, then the MLP, each added to the
-    residual stream x (B, T, C)."""
+    """A pre-LayerNorm transformer block: attention, then the MLP (or a mixture of expert
+    MLPs), each added to the residual stream x (B, T, C)."""
 
-    def __init__(self, config):
+    def __init__(self, config, window=None, experts=False):
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.attn = CausalSelfAttention(config)
+        self.attn = CausalSelfAttention(config, window)
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.mlp = MLP(config)
+        self.mlp = MoE(config, MLP) if experts else MLP(config)
 
-    def forward(self, x, kv_cache=None):
-        x = x + self.attn(self.ln_1(x), kv_cache)
+    def forward(self, x, kv_cache=None, key_mask=None):
+        x = x + self.attn(self.ln_1(x), kv_cache, key_mask)
         x = x + self.mlp(self.ln_2(x))
         return x
 
 
 class KVCache:
-    """The keys and values one attention layer has computed, for positions 0..length-1.
+    """The keys and values one attention layer has computed, for positions 0..length-1,
+    with which of them are padding.
 
-    Preallocated at the block size, so appending one position is a copy into place.
+    A dense layer keeps every position, in a buffer preallocated at the block size, so
+    appending one position is a copy into place. A banded layer of window W keeps the W
+    most recent only, in a ring: position p in slot p % W.
     """
 
-    __slots__ = ("k", "v", "length")
+    __slots__ = ("k", "v", "real", "padded", "length", "window")
 
-    def __init__(self, batch_size, n_head, capacity, head_size, dtype, device):
+    def __init__(self, batch_size, n_head, capacity, head_size, dtype, device, window=None):
         xp = backend.get_array_module(device)
-        self.k = xp.empty((batch_size, n_head, capacity, head_size), dtype=dtype)
+        slots = capacity if window is None else min(window, capacity)
+        self.k = xp.empty((batch_size, n_head, slots, head_size), dtype=dtype)
         self.v = xp.empty_like(self.k)
+        self.real = xp.ones((batch_size, slots), dtype=bool)     # False where padding
+        self.padded = False                     # whether `real` holds a False (known here)
         self.length = 0
+        self.window = window
 
-    def append(self, k, v):
-        """Store k, v (B, H, T, hs) at the next T positions; return all keys and values
-        so far, (B, H, length, hs) each."""
-        start, end = self.length, self.length + k.shape[2]
-        if end > self.k.shape[2]:
-            raise ValueError(
-                f"KV cache overflow: {end} positions, but the cache holds {self.k.shape[2]}")
-        self.k[:, :, start:end] = k.data
-        self.v[:, :, start:end] = v.data
-        self.length = end
-        return Tensor(self.k[:, :, :end]), Tensor(self.v[:, :, :end])
+    def append(self, k, v, key_mask=None):
+        """Store k, v (B, H, T, hs) of the next T positions (key_mask (B, T): False where
+        padding); return the keys and values the T new queries attend over, (B, H, S, hs)
+        each, and the boolean mask of which of them each query may see, (B, 1, T, S) (True
+        = may attend), or None when every query may see every key."""
+        T, start = k.shape[2], self.length
+        end = start + T
+        new_real = None
+        if key_mask is not None:
+            new_real = key_mask.data
+            self.padded = self.padded or not bool(new_real.all())   # one look, at prefill
+        if self.window is None:
+            if end > self.k.shape[2]:
+                raise ValueError(
+                    f"KV cache overflow: {end} positions, but the cache holds {self.k.shape[2]}")
+            self.k[:, :, start:end] = k.data
+            self.v[:, :, start:end] = v.data
+            self.real[:, start:end] = True if new_real is None else new_real
+            self.length = end
+            return (Tensor(self.k[:, :, :end]), Tensor(self.v[:, :, :end]),
+                    self._mask(start, T, np.arange(end), self.real[:, :end]))
+        return self._append_banded(k.data, v.data, new_real)
 
-    def causal_mask(self, t):
-        """Which keys the last t queries may see: query i sits at position length - t + i
-        and sees keys j <= that (boolean (t, length), True = may attend). None when t == 1:
-        the newest position sees everything."""
-        if t == 1:
-            return None
+    def _append_banded(self, k, v, new_real):
         xp = backend.array_module(self.k)
-        return Tensor(xp.tril(xp.ones((t, self.length), dtype=bool), k=self.length - t))
+        W, T, start = self.window, k.shape[2], self.length
+        kept = np.arange(max(0, start - (W - 1)), start)         # cached positions still seen
+        slots = xp.asarray(kept % W)
+        keys = xp.concatenate([self.k[:, :, slots], k], axis=2)   # oldest first
+        values = xp.concatenate([self.v[:, :, slots], v], axis=2)
+        real = self.real[:, slots]
+        real = xp.concatenate([real, xp.ones(k.shape[:1] + (T,), dtype=bool)
+                               if new_real is None else new_real], axis=1)
+        positions = np.concatenate([kept, np.arange(start, start + T)])
+        mask = self._mask(start, T, positions, real)
+        # Keep the last W positions (of all seen so far) in their ring slots.
+        last = positions[-min(W, len(positions)):]
+        ring = xp.asarray(last % W)
+        self.k[:, :, ring] = keys[:, :, -len(last):]
+        self.v[:, :, ring] = values[:, :, -len(last):]
+        self.real[:, ring] = real[:, -len(last):]
+        self.length = start + T
+        return Tensor(keys), Tensor(values), mask
+
+    def _mask(self, start, T, positions, real):
+        """(B, 1, T, S): the query at position start + i may see the key at positions[j]
+        when that key is not padding, not later than the query, and (banded) less than W
+        positions before it; None when that holds for every pair."""
+        xp = backend.array_module(self.k)
+        query = np.arange(start, start + T)[:, None]
+        seen = positions[None, :] <= query                          # (T, S), on the host
+        if self.window is not None:
+            seen &= query - positions[None, :] < self.window
+        if seen.all() and not self.padded:
+            return None
+        allowed = xp.asarray(seen)[None, None] & real[:, None, None, :]
+        return Tensor(allowed)
+
+    def reset(self):
+        """Forget every position (the next append starts at position 0)."""
+        self.length = 0
+        self.padded = False
 
 
 def count_params(config, non_embedding=False):
@@ -135,13 +189,18 @@ def count_params(config, non_embedding=False):
     >>> count_params(GPTConfig.from_preset("gpt2"))
     124439808
     """
-    C, V, T, L = config.n_embd, config.vocab_size, config.block_size, config.n_layer
+    C, V, T = config.n_embd, config.vocab_size, config.block_size
     b = 1 if config.bias else 0
     layer_norm = C + b * C
     attention = (3 * C * C + b * 3 * C) + (C * C + b * C)      # c_attn, c_proj
-    mlp = (4 * C * C + b * 4 * C) + (4 * C * C + b * C)        # c_fc, c_proj
-    block = 2 * layer_norm + attention + mlp
-    total = V * C + T * C + L * block + layer_norm             # wte, wpe, blocks, ln_f
+
+    def mlp(hidden):                                           # c_fc, c_proj
+        return (hidden * C + b * hidden) + (hidden * C + b * C)
+    dense = mlp(4 * C)
+    experts = config.n_expert * mlp(config.expert_hidden_size()) + C * config.n_expert
+    blocks = sum(2 * layer_norm + attention + (experts if moe else dense)
+                 for moe in config.moe_layers())
+    total = V * C + T * C + blocks + layer_norm                # wte, wpe, blocks, ln_f
     return total - T * C if non_embedding else total
 
 
@@ -164,7 +223,8 @@ class GPT(nn.Module):
             wte=nn.Embedding(config.vocab_size, C),
             wpe=nn.Embedding(config.block_size, C),
             drop=nn.Dropout(config.dropout),
-            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            h=nn.ModuleList([Block(config, window, experts) for window, experts in
+                             zip(config.layer_windows(), config.moe_layers())]),
             ln_f=nn.LayerNorm(C, bias=config.bias),
         ))
         self.lm_head = nn.Linear(C, config.vocab_size, bias=False)
@@ -267,15 +327,21 @@ class GPT(nn.Module):
                     f"token id {low if low < 0 else high} in {what} is outside the vocabulary: "
                     f"ids must be in [0, {vocab - 1}] (vocab_size {vocab})")
 
-    def forward(self, idx, targets=None, last_only=False):
+    def forward(self, idx, targets=None, last_only=False, attention_mask=None):
         """Logits (B, T, V) and, when `targets` (B, T) is given, the mean cross-entropy.
 
         idx: integer token ids (B, T) with T <= block_size (a Tensor or array). Targets
-        equal to -1 are ignored in the loss (nanoGPT's convention). Without targets the loss
-        is None, and `last_only=True` returns the logits of the last position only,
-        (B, 1, V): all generation needs, at 1/T of the head's cost (nanoGPT does this
-        whenever targets is None; here the default is every position, which evaluation
-        and inspection want). With targets, last_only is ignored.
+        equal to -1 (nanoGPT's convention) or -100 (PyTorch's and Hugging Face's
+        ignore_index) are ignored in the loss. Without targets the loss is None, and
+        `last_only=True` returns the logits of the last position only, (B, 1, V): all
+        generation needs, at 1/T of the head's cost (nanoGPT does this whenever targets is
+        None; here the default is every position, which evaluation and inspection want).
+        With targets, last_only is ignored.
+
+        attention_mask: (B, T) of ones (real tokens) and zeros (padding), as in Hugging
+        Face: no position attends to padding, and each row's positions count from its first
+        real token, so a left-padded or right-padded row gives the logits it gives alone
+        (at its real positions). Train on right-padded rows with -100 targets at the pads.
         """
         idx = self._as_tokens(idx)
         B, T = idx.shape
@@ -283,12 +349,11 @@ class GPT(nn.Module):
             raise ValueError(
                 f"sequence length {T} is longer than block_size {self.config.block_size}: "
                 f"the model has {self.config.block_size} learned positions")
-        transformer = self.transformer
-        # Positions 0..T-1 are the first T rows of wpe: a view, broadcast over the batch.
-        x = transformer.drop(transformer.wte(idx) + transformer.wpe.weight[:T])  # (B, T, C)
-        for block in transformer.h:
-            x = block(x)
-        x = transformer.ln_f(x)
+        key_mask = None if attention_mask is None else F.padding_mask(attention_mask, idx)
+        x = self._embed(idx, key_mask, 0)                           # (B, T, C)
+        for block in self.transformer.h:
+            x = block(x, key_mask=key_mask)
+        x = self.transformer.ln_f(x)
         if targets is None:
             if last_only:
                 x = x[:, -1:]                                   # (B, 1, C)
@@ -299,21 +364,56 @@ class GPT(nn.Module):
         if tuple(targets.shape) != (B, T):
             raise ValueError(
                 f"targets of shape {tuple(targets.shape)} do not match idx of shape {(B, T)}")
-        loss = F.cross_entropy(logits.view(B * T, -1), targets.view(B * T), ignore_index=-1)
+        xp = backend.array_module(targets.data)
+        flat = Tensor(xp.where(targets.data == -100, -1, targets.data).reshape(B * T))
+        loss = F.cross_entropy(logits.view(B * T, -1), flat, ignore_index=-1)
+        if self.config.n_expert and self.config.aux_loss_coef:
+            # The experts' load-balancing losses, weighed in (see tinygpt/model/moe.py).
+            loss = loss + self.moe_stats()["aux_loss"] * self.config.aux_loss_coef
         return logits, loss
 
-    # --- generation -----------------------------------------------------------------------
-    def _forward_cached(self, idx, caches):
-        """Logits (B, 1, V) of the last of the new tokens idx (B, T), which sit at the
-        positions after the cached ones; their keys and values are added to `caches`."""
-        B, T = idx.shape
-        start = caches[0].length
+    def moe_stats(self):
+        """The routing of the last forward through the mixture-of-experts layers (None
+        without any): aux_loss, their load-balancing losses summed (a 0-d Tensor), and
+        dropped, the assignments past an expert's capacity (a 0-d backend array)."""
+        layers = [m for m in self.modules() if isinstance(m, MoE) and m.aux_loss is not None]
+        if not layers:
+            return None
+        aux, dropped = layers[0].aux_loss, layers[0].dropped
+        for layer in layers[1:]:
+            aux, dropped = aux + layer.aux_loss, dropped + layer.dropped
+        return {"aux_loss": aux, "dropped": dropped}
+
+    def _embed(self, idx, key_mask, start):
+        """Token plus position embeddings of idx (B, T) at positions start.., then dropout.
+        With a padding mask (B, start + T) each row's positions count from its first real
+        token (padding sits at position 0)."""
         transformer = self.transformer
-        x = transformer.drop(transformer.wte(idx) + transformer.wpe.weight[start:start + T])
-        for block, cache in zip(transformer.h, caches):
-            x = block(x, cache)
+        T = idx.shape[1]
+        if key_mask is None or (start == 0 and backend.device_of(key_mask.data) == "cpu"
+                                and bool(key_mask.data[:, 0].all())):
+            # Positions start..start+T-1: rows of wpe as a view, broadcast over the batch.
+            # (Also with a mask on the CPU when no row starts with padding: every real
+            # position is then its index, and padded positions are never looked at.)
+            pos = transformer.wpe.weight[start:start + T]
+        else:
+            xp = backend.array_module(key_mask.data)
+            counts = xp.cumsum(key_mask.data, axis=1)[:, -T:] - 1     # (B, T)
+            pos = F.embedding(Tensor(xp.maximum(counts, 0)), transformer.wpe.weight)
+        return transformer.drop(transformer.wte(idx) + pos)
+
+    # --- generation -----------------------------------------------------------------------
+    def _forward_cached(self, idx, caches, key_mask=None):
+        """Logits (B, 1, V) of the last of the new tokens idx (B, T), which sit at the
+        positions after the cached ones; their keys and values are added to `caches`.
+        key_mask: the padding mask (B, cached + T) of every position so far, or None."""
+        start = caches[0].length
+        x = self._embed(idx, key_mask, start)
+        new_mask = None if key_mask is None else Tensor(key_mask.data[:, start:])
+        for block, cache in zip(self.transformer.h, caches):
+            x = block(x, cache, new_mask)
         # Layer norm and the head act on each position alone: the last one is enough.
-        return self.lm_head(transformer.ln_f(x[:, -1:]))
+        return self.lm_head(self.transformer.ln_f(x[:, -1:]))
 
     def _run_inference(self, fn, *args):
         """fn(*args) under no_grad with dropout off, restoring each module's mode after.
@@ -331,7 +431,7 @@ class GPT(nn.Module):
                 object.__setattr__(module, "training", mode)
 
     def generate_iter(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
-                      do_sample=True, seed=None):
+                      do_sample=True, seed=None, attention_mask=None):
         """Yield the new tokens one column (B, 1) at a time, as `generate` makes them.
 
         Arguments are checked here, before the first token; see `generate`.
@@ -340,40 +440,51 @@ class GPT(nn.Module):
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral) \
                 or max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+        key_mask = None if attention_mask is None else F.padding_mask(attention_mask, idx)
         sampler = Sampler(self.config.vocab_size, temperature, top_k, top_p, do_sample, seed)
-        return self._generate(idx, int(max_new_tokens), sampler)
+        return self._generate(idx, int(max_new_tokens), sampler, key_mask)
 
-    def _generate(self, idx, max_new_tokens, sampler):
+    def _generate(self, idx, max_new_tokens, sampler, key_mask):
         if max_new_tokens == 0:
             return
         block_size, cfg = self.config.block_size, self.config
         xp = backend.array_module(idx.data)
         tokens = idx.data                                         # (B, T) so far
+        real = None if key_mask is None else key_mask.data       # (B, T) so far
         caches = [KVCache(tokens.shape[0], cfg.n_head, block_size, cfg.head_size, self.dtype,
-                          self.device) for _ in range(cfg.n_layer)]
-        # Prefill: the prompt (its last block_size tokens) in one pass.
-        logits = self._run_inference(self._forward_cached, Tensor(tokens[:, -block_size:]), caches)
+                          self.device, window) for window in cfg.layer_windows()]
+
+        def prefill():
+            # The last block_size tokens from position 0, every cache empty.
+            for cache in caches:
+                cache.reset()
+            mask = None if real is None else Tensor(real[:, -block_size:])
+            return self._run_inference(self._forward_cached, Tensor(tokens[:, -block_size:]),
+                                       caches, mask)
+
+        logits = prefill()
         for step in range(max_new_tokens):
             next_ids = backend.to_device(sampler(logits.data[:, -1]), self.device)  # (B, 1)
             yield Tensor(next_ids)
             if step + 1 == max_new_tokens:
                 break
             tokens = xp.concatenate([tokens, next_ids], axis=1)
+            if real is not None:
+                real = xp.concatenate([real, xp.ones_like(real[:, :1])], axis=1)
             if caches[0].length < block_size:
                 # One position's work: the new token at the position after the cached ones.
-                logits = self._run_inference(self._forward_cached, Tensor(next_ids), caches)
+                mask = None if real is None else Tensor(real[:, -(caches[0].length + 1):])
+                logits = self._run_inference(self._forward_cached, Tensor(next_ids), caches,
+                                             mask)
             else:
                 # The context is full. The next prediction sees the last block_size tokens at
                 # positions 0..block_size-1 (as during training), so every cached key, made at
                 # another position, is stale: crop and prefill again (a full pass per token
                 # from here on: simple, and exactly what recomputing would give).
-                for cache in caches:
-                    cache.length = 0
-                logits = self._run_inference(self._forward_cached,
-                                             Tensor(tokens[:, -block_size:]), caches)
+                logits = prefill()
 
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
-                 do_sample=True, seed=None):
+                 do_sample=True, seed=None, attention_mask=None):
         """Extend each sequence of idx (B, T) by max_new_tokens tokens -> (B, T + max_new_tokens).
 
         Each step turns the last position's logits into a distribution: divided by
@@ -384,12 +495,16 @@ class GPT(nn.Module):
         the same seed gives the same tokens; without it the draws come from the generator
         `tg.manual_seed` seeds. Dropout is off and no graph is built, whatever the mode.
 
+        Prompts of different lengths go in one batch left-padded, with `attention_mask`
+        (B, T) of ones and zeros: each row then generates what it generates alone.
+
         The prompt is run once (prefill) and each new token then costs one position, using
-        cached keys and values. A context that would pass block_size is cropped to the last
-        block_size tokens and run again, as nanoGPT's recomputing loop does.
+        cached keys and values (a banded layer keeps only its window's). A context that
+        would pass block_size is cropped to the last block_size tokens and run again, as
+        nanoGPT's recomputing loop does.
         """
         columns = list(self.generate_iter(idx, max_new_tokens, temperature, top_k, top_p,
-                                          do_sample, seed))
+                                          do_sample, seed, attention_mask))
         idx = self._as_tokens(idx)
         return cat([idx] + columns, dim=1) if columns else Tensor(idx.data.copy())
 

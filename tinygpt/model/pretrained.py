@@ -439,7 +439,18 @@ def _merge_below(ranks, token, max_rank):
 # --------------------------------------------------------------------------- saving
 
 def config_to_hf(config, layer_norm_epsilon=1e-5, eos_token_id=None):
-    """The Hugging Face GPT2Config dict (config.json) of a GPTConfig."""
+    """The Hugging Face GPT2Config dict (config.json) of a GPTConfig; a ValueError for a
+    config GPT-2's format cannot describe (banded attention layers, experts)."""
+    if "banded" in config.layer_patterns():
+        raise ValueError(
+            f"a GPT with banded attention layers (attn_pattern {config.attn_pattern!r}, "
+            f"attn_window {config.attn_window}) has no Hugging Face GPT-2 form: GPT-2's "
+            "layers are all dense; save it as a tinygpt checkpoint instead")
+    if config.n_expert:
+        raise ValueError(
+            f"a GPT with mixture-of-experts layers (n_expert {config.n_expert}) has no "
+            "Hugging Face GPT-2 form: GPT-2 has one MLP a block; save it as a tinygpt "
+            "checkpoint instead")
     activation = "gelu_new" if config.gelu_approximate == "tanh" else "gelu"
     hf = {
         "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",

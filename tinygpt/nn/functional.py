@@ -222,13 +222,19 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, dropo
                                            dropout_p=float(dropout_p), scale=float(scale))
 
 
-def self_attention(qkv, n_head, dropout_p=0.0, scale=None):
+def self_attention(qkv, n_head, dropout_p=0.0, scale=None, key_mask=None, window=None):
     """Causal multi-head self-attention of a fused projection qkv (B, T, 3C) -> (B, T, C).
 
     The same as splitting qkv into q, k, v, viewing each as (B, n_head, T, C / n_head),
     `scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)` and
     putting the heads side by side again, in one op without the copies (see
     `tinygpt.autograd.ops.attention`).
+
+    key_mask: (B, T) booleans or 0/1 numbers, False / 0 where a position is padding: no
+        query attends to it (Hugging Face's `attention_mask`). A query whose keys are all
+        padding gets output 0.
+    window: an int W >= 1: each query sees only the W most recent positions, itself
+        included (a locally banded layer); None sees every earlier position.
     """
     if qkv.ndim != 3 or qkv.shape[-1] % 3 or (qkv.shape[-1] // 3) % n_head:
         raise ValueError(
@@ -236,12 +242,35 @@ def self_attention(qkv, n_head, dropout_p=0.0, scale=None):
             f"got shape {tuple(qkv.shape)}")
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"self_attention: dropout_p must be in [0, 1), got {dropout_p}")
+    if window is not None and (isinstance(window, bool) or not isinstance(window, int)
+                               or window < 1):
+        raise ValueError(f"self_attention: window must be an int >= 1 or None, got {window!r}")
     if scale is None:
         scale = 1.0 / math.sqrt(qkv.shape[-1] // 3 // n_head)
-    return SelfAttention.apply(qkv, n_head=int(n_head), dropout_p=float(dropout_p),
-                               scale=float(scale))
+    inputs = [qkv]
+    if key_mask is not None:
+        inputs.append(padding_mask(key_mask, qkv, "self_attention"))
+    return SelfAttention.apply(*inputs, n_head=int(n_head), dropout_p=float(dropout_p),
+                               scale=float(scale), window=window)
 
 
-__all__ = ["linear", "relu", "gelu", "softmax", "log_softmax", "cross_entropy", "nll_loss",
+def padding_mask(mask, x, where="attention_mask"):
+    """A (B, T) padding mask (True or 1 where a position is real, False or 0 where it is
+    padding; any nonzero number counts as real) as a boolean tensor on x's device, checked
+    against x's first two axes."""
+    if not isinstance(mask, Tensor):
+        mask = Tensor(backend.array_module(x.data).asarray(mask))
+    if mask.requires_grad:
+        raise ValueError(f"{where}: the padding mask gets no gradient; detach it")
+    if mask.dtype != bool and mask.dtype.kind not in "iuf":
+        raise TypeError(f"{where}: the padding mask must hold booleans or 0/1 numbers, got "
+                        f"dtype {mask.dtype}")
+    if tuple(mask.shape) != tuple(x.shape[:2]):
+        raise ValueError(f"{where}: the padding mask has shape {tuple(mask.shape)}, expected "
+                         f"(batch, sequence) = {tuple(x.shape[:2])}")
+    return mask if mask.dtype == bool else Tensor(mask.data != 0)
+
+
+__all__ = ["padding_mask", "linear", "relu", "gelu", "softmax", "log_softmax", "cross_entropy", "nll_loss",
            "layer_norm", "embedding", "dropout", "scaled_dot_product_attention",
            "self_attention"]

@@ -18,9 +18,10 @@ import numpy as np
 
 from .. import backend
 from ..function import register_kernel
-from ..ops.attention import SelfAttention, split_heads
+from ..ops.attention import SelfAttention, check_qkv, split_heads
 from ..ops.nn import bernoulli_keep
 from . import blas, threads
+from .threads import CPU_DTYPES
 
 # Bytes of (g, H, T, T) scores per block: about the size of a core's L2 cache.
 BLOCK_BYTES = 1 << 20
@@ -90,32 +91,53 @@ def _augmented(xp, a, last, transpose=False, scale=None):
 _masks = {}
 
 
-def _blocked(xp, r, dtype):
-    """(r, r) additive causal mask: 0 on and below the diagonal, -inf above it. Cached."""
-    key = (xp.__name__, r, dtype)
+def _key_range(rows, window):
+    """The keys query rows a:b can see: 0:b, or with a window W only max(0, a - W + 1):b
+    (the blocks left of the band are skipped, so a banded layer's cost grows with T * W)."""
+    return slice(0 if window is None else max(0, rows.start - window + 1), rows.stop)
+
+
+def _tile_mask(xp, rows, keys, window, dtype):
+    """The (r, n) additive mask of query rows `rows` against keys `keys`: 0 where query i
+    sees key j (j <= i, and i - j < W with a window), -inf elsewhere. It depends only on
+    the offset of the rows within the keys and the sizes, so it is cached by those."""
+    offset, r, n = rows.start - keys.start, rows.stop - rows.start, keys.stop - keys.start
+    key = (xp.__name__, offset, r, n, window, dtype)
     mask = _masks.get(key)
     if mask is None:
-        mask = _masks[key] = xp.triu(xp.full((r, r), -xp.inf, dtype=dtype), k=1)
+        d = offset + xp.arange(r)[:, None] - xp.arange(n)[None, :]        # i - j
+        seen = (d >= 0) if window is None else (d >= 0) & (d < window)
+        mask = _masks[key] = xp.where(seen, 0, -xp.inf).astype(dtype)
     return mask
 
 
-def _exp_scores(xp, qa, ka, rows, exact):
-    """exp(S - shift) for query rows `rows` against keys 0..rows.stop-1: (g, H, r, b).
+def _exp_scores(xp, qa, ka, rows, keys, window, key_bias, exact):
+    """exp(S - shift) for query rows `rows` against keys `keys`: (g, H, r, n).
 
     qa[..., hs] holds minus each row's shift and ka[..., hs, :] is ones, so the product
-    is S - shift already. The keys after each query (the upper triangle of the diagonal
-    block) get -inf and so weight 0. With `exact` the row max of S - shift is moved into
-    the shift first (written back into qa), so the largest term is exp(0) = 1."""
-    e = xp.matmul(qa, ka[..., :rows.stop])
-    e[..., rows] += _blocked(xp, rows.stop - rows.start, e.dtype)
+    is S - shift already. Blocked keys (after the query, outside the window, padding in
+    `key_bias` (g, T), 0 or -inf) get -inf and so weight 0; without a window only the
+    diagonal block can hold any. With `exact` the row max of S - shift is moved into the
+    shift first (written back into qa), so the largest term is exp(0) = 1; a row with every
+    key blocked keeps its shift and gets all zeros."""
+    e = xp.matmul(qa, ka[..., keys])
+    if window is None:
+        diagonal = slice(rows.start - keys.start, None)
+        e[..., diagonal] += _tile_mask(xp, rows, slice(rows.start, rows.stop), None, e.dtype)
+    else:
+        e += _tile_mask(xp, rows, keys, window, e.dtype)
+    if key_bias is not None:
+        e += key_bias[:, None, None, keys]
     if exact:
-        row_max = e.max(axis=-1, keepdims=True)      # finite: every query sees itself
+        row_max = e.max(axis=-1, keepdims=True)
+        if key_bias is not None:
+            row_max[~xp.isfinite(row_max)] = 0
         e -= row_max
         qa[..., -1] -= row_max[..., 0]
     return xp.exp(e, out=e)
 
 
-@register_kernel("self_attention")
+@register_kernel("self_attention", dtypes=CPU_DTYPES)
 class SelfAttentionTiled(SelfAttention):
     """self_attention on the CPU in tiles, P recomputed in backward (equals
     ops/attention.py's SelfAttention).
@@ -142,19 +164,18 @@ class SelfAttentionTiled(SelfAttention):
     """
 
     @staticmethod
-    def forward(ctx, qkv, n_head, dropout_p, scale):
+    def forward(ctx, qkv, *key_mask, n_head, dropout_p, scale, window=None):
         xp = backend.array_module(qkv)
         B, T, C3 = qkv.shape
-        if C3 % (3 * n_head):
-            raise ValueError(
-                f"self_attention: the last dimension of qkv ({C3}) must be 3 * n_embd with "
-                f"n_embd divisible by n_head ({n_head})")
+        check_qkv(C3, n_head)
         C, dt = C3 // 3, qkv.dtype
         q, k, v = split_heads(qkv, n_head)
         y = xp.empty((B, T, C), dtype=dt)
         y4 = _heads(y, n_head)                                        # (B, H, T, hs)
         neg_lse = xp.empty((B, n_head, T), dtype=dt)
         ones = xp.ones(T, dtype=dt)
+        # Padded keys as an additive bias (B, T): 0 where seen, -inf where padding.
+        key_bias = xp.where(key_mask[0], 0, -xp.inf).astype(dt) if key_mask else None
         # The diagonal scores S_ii as the first shift on the CPU; a GPU takes the exact
         # row max at once (checking for overflow would cost a host-device sync).
         exact = backend.device_of(qkv) != "cpu"
@@ -166,19 +187,24 @@ class SelfAttentionTiled(SelfAttention):
 
         def tile(job):
             sl, blocks = job
+            bias = None if key_bias is None else key_bias[sl]
             qa = _augmented(xp, q[sl], 0, scale=scale)               # [q * scale | -shift]
             if not exact:
                 qa[..., -1] = -xp.einsum("...i,...i->...", qa[..., :-1], k[sl])
             ka = _augmented(xp, k[sl], 1, transpose=True)             # [k^T ; 1]
             for rows in blocks:
-                keys = slice(0, rows.stop)
+                keys = _key_range(rows, window)
                 qb = qa[:, :, rows]
+                # A query whose own key is padding has no diagonal score to shift by.
+                sure = exact or (bias is not None and not xp.isfinite(bias[:, rows]).all())
                 with np.errstate(over="ignore"):                      # checked next
-                    e = _exp_scores(xp, qb, ka, rows, exact)          # (g, H, r, b)
+                    e = _exp_scores(xp, qb, ka, rows, keys, window, bias, sure)
                 total = xp.matmul(e, ones[keys])                      # (g, H, r)
-                if not exact and not xp.isfinite(total).all():
-                    e = _exp_scores(xp, qb, ka, rows, True)           # some S_ij >> S_ii
+                if not sure and not xp.isfinite(total).all():
+                    e = _exp_scores(xp, qb, ka, rows, keys, window, bias, True)  # S_ij >> S_ii
                     total = xp.matmul(e, ones[keys])
+                if bias is not None:
+                    total[total == 0] = 1                             # every key blocked: y = 0
                 if keep_all is not None:
                     e *= keep_all[sl, :, rows, keys]
                 e *= ((drop_scale / total) if keep_all is not None else 1 / total)[..., None]
@@ -187,13 +213,13 @@ class SelfAttentionTiled(SelfAttention):
                 xp.subtract(qb[..., -1], total, out=neg_lse[sl, :, rows])   # -lse
 
         _run_tiles(tile, tiles, parallel)
-        ctx.save(qkv, neg_lse, y, keep_all)
-        ctx.n_head, ctx.scale, ctx.drop_scale = n_head, scale, drop_scale
+        ctx.save(qkv, neg_lse, y, keep_all, key_bias)
+        ctx.n_head, ctx.scale, ctx.drop_scale, ctx.window = n_head, scale, drop_scale, window
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        qkv, neg_lse, y, keep_all = ctx.saved
+        qkv, neg_lse, y, keep_all, key_bias = ctx.saved
         xp = backend.array_module(dy)
         B, T, C = dy.shape
         H = ctx.n_head
@@ -208,6 +234,7 @@ class SelfAttentionTiled(SelfAttention):
 
         def tile(job):
             sl, blocks = job
+            bias = None if key_bias is None else key_bias[sl]
             # rowsum(dP * P) = dy . y per row and head, (g, H, T).
             rowdot = xp.einsum("...i,...i->...", dy4[sl], y4[sl])
             qa = _augmented(xp, q[sl], neg_lse[sl], scale=scale)      # [q * scale | -lse]
@@ -225,8 +252,9 @@ class SelfAttentionTiled(SelfAttention):
                 dk_sum = xp.zeros(ks.shape, dtype=dt)
                 dv_sum = xp.zeros(ks.shape, dtype=dt)
             for rows in blocks:
-                keys = slice(0, rows.stop)
-                a = p = _exp_scores(xp, qa[:, :, rows], ka, rows, False)   # P
+                keys = _key_range(rows, ctx.window)
+                a = p = _exp_scores(xp, qa[:, :, rows], ka, rows, keys, ctx.window, bias,
+                                    False)                             # P
                 ds = xp.matmul(dya[:, :, rows], va[..., keys])         # dA (- dy.y)
                 if keep_all is not None:
                     keep = keep_all[sl, :, rows, keys]
@@ -248,4 +276,4 @@ class SelfAttentionTiled(SelfAttention):
                 dv[sl] = dv_sum
 
         _run_tiles(tile, tiles, parallel)
-        return (dqkv,)
+        return (dqkv,) + (None,) * (len(ctx.needs_grad) - 1)

@@ -14,7 +14,7 @@ import numpy as np
 from .. import backend
 from ..function import register_kernel
 from ..ops.nn import GELU_TANH_A, INV_SQRT_2, INV_SQRT_2PI, SQRT_2_OVER_PI, Gelu
-from .threads import as_rows, for_blocks
+from .threads import CPU_DTYPES, as_rows, for_blocks
 
 
 def _gelu_tanh(xp, x, y):
@@ -86,7 +86,7 @@ def _gelu_exact_grad(xp, x, y, dy, dx):
     dx *= dy
 
 
-@register_kernel("gelu")
+@register_kernel("gelu", dtypes=CPU_DTYPES)
 class GeluBlocked(Gelu):
     """gelu on the CPU in blocks, Phi read off the output (equals ops/nn.py's Gelu).
     Saves x and y."""

@@ -12,10 +12,10 @@ from .. import backend
 from ..function import register_kernel
 from ..ops.nn import LayerNorm
 from .products import column_sums
-from .threads import blas_on_tinygpt_threads, for_blocks
+from .threads import CPU_DTYPES, blas_on_tinygpt_threads, for_blocks
 
 
-@register_kernel("layer_norm")
+@register_kernel("layer_norm", dtypes=CPU_DTYPES)
 class LayerNormBlocked(LayerNorm):
     """layer_norm on the CPU in row blocks, two numbers a row for n (equals ops/nn.py's
     LayerNorm)."""

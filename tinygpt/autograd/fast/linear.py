@@ -13,10 +13,10 @@ from ..function import register_kernel
 from ..ops.matmul import MatMul, batch_error, check_shapes
 from ..ops.nn import Linear, check_features
 from . import products
-from .threads import blas_on_tinygpt_threads
+from .threads import CPU_DTYPES, blas_on_tinygpt_threads
 
 
-@register_kernel("linear")
+@register_kernel("linear", dtypes=CPU_DTYPES)
 class LinearThreads(Linear):
     """linear on the CPU: x viewed as (N, in); y = x @ W^T + b as one product, dx and dW
     computed together (equals ops/nn.py's Linear)."""
@@ -45,7 +45,7 @@ class LinearThreads(Linear):
         return dx, dw, db
 
 
-@register_kernel("matmul")
+@register_kernel("matmul", dtypes=CPU_DTYPES)
 class MatMulThreads(MatMul):
     """matmul on the CPU: a stack times one matrix as one 2-D product (the batch summed
     inside the product for db), large products on tinygpt's threads (equals

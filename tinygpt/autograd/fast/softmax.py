@@ -10,7 +10,7 @@ import numpy as np
 from .. import backend
 from ..function import register_kernel
 from ..ops.nn import CrossEntropy, LogSoftmax, Softmax
-from .threads import as_rows, for_blocks
+from .threads import CPU_DTYPES, as_rows, for_blocks
 
 
 def by_row_blocks(kernel, x, *others):
@@ -51,7 +51,7 @@ def _log_softmax_grad_rows(xp, dx, y, dy):
     xp.subtract(dy, dx, out=dx)
 
 
-@register_kernel("softmax")
+@register_kernel("softmax", dtypes=CPU_DTYPES)
 class SoftmaxBlocked(Softmax):
     """softmax on the CPU, in row blocks along the last axis (equals ops/nn.py's Softmax)."""
 
@@ -72,7 +72,7 @@ class SoftmaxBlocked(Softmax):
         return (by_row_blocks(_softmax_grad_rows, y, dy),)
 
 
-@register_kernel("log_softmax")
+@register_kernel("log_softmax", dtypes=CPU_DTYPES)
 class LogSoftmaxBlocked(LogSoftmax):
     """log_softmax on the CPU, in row blocks along the last axis (equals ops/nn.py's
     LogSoftmax)."""
@@ -94,7 +94,7 @@ class LogSoftmaxBlocked(LogSoftmax):
         return (by_row_blocks(_log_softmax_grad_rows, y, dy),)
 
 
-@register_kernel("cross_entropy")
+@register_kernel("cross_entropy", dtypes=CPU_DTYPES)
 class CrossEntropyBlocked(CrossEntropy):
     """cross_entropy on the CPU, in row blocks: each block's shift, exp, sum, division and
     picked logits stay in cache; the backward writes (p - 1) * s at each target (equals

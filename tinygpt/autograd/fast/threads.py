@@ -32,6 +32,10 @@ SPIN_SECONDS = 1e-3
 
 _threads = {"n": None, "pool": None}
 
+# The dtypes the CPU kernels run; float16 (emulated by NumPy, with float32 sums for the
+# reductions) goes to the reference ops.
+CPU_DTYPES = (np.float32, np.float64)
+
 
 def usable_cores():
     """The CPU cores this process may run on."""
@@ -102,12 +106,14 @@ def as_rows(a):
 
 
 def blas_on_tinygpt_threads(fn):
-    """Decorator for a kernel's forward or backward: when tinygpt has several CPU threads,
-    fn runs with NumPy's BLAS on one thread and shares out its large products itself
-    (`products.matmul`); elsewhere fn runs as it is."""
+    """Decorator for a kernel's forward or backward: fn runs with NumPy's BLAS on one
+    thread and shares out its large products over tinygpt's threads itself
+    (`products.matmul`), so that one set of threads, of `get_num_threads()`, does all the
+    work (with one, BLAS too keeps to one); where BLAS's count cannot be set, fn runs as
+    it is."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        if get_num_threads() < 2 or not blas.can_limit_blas_threads():
+        if not blas.can_limit_blas_threads():
             return fn(*args, **kwargs)
         with blas.single_threaded_blas():
             return fn(*args, **kwargs)

@@ -1,8 +1,8 @@
 """Attention: softmax(q k^T * scale + mask) @ v, and causal self-attention straight from a
 fused qkv projection (floor 2).
 
-The reference implementations: the full T x S score matrix, masked, softmaxed, dropped
-out and multiplied by v, with the softmax backward written out. The CPU's fast kernel for
+The reference implementations: the full T x S score matrix, masked, softmaxed (in float32
+for float16 data), dropped out and multiplied by v, with the softmax backward written out. The CPU's fast kernel for
 `self_attention` (`tinygpt/autograd/fast/attention.py`) computes the same function in
 cache-sized tiles without keeping any T x T array; it is tested equal to the one here.
 
@@ -12,13 +12,17 @@ C = H * hs channels.
 
 from .. import backend
 from ..function import Function, register
-from .nn import bernoulli_keep
+from .nn import bernoulli_keep, wide
 
 
-def causal_blocked(xp, t, s):
+def causal_blocked(xp, t, s, window=None):
     """Boolean (T, S) mask, True where attention is *blocked*: key j > query i (top-left
-    aligned, as PyTorch's is_causal)."""
-    return xp.triu(xp.ones((t, s), dtype=bool), k=1)
+    aligned, as PyTorch's is_causal), and with a `window` W also j <= i - W, so that each
+    query sees the W most recent positions, itself included."""
+    blocked = xp.triu(xp.ones((t, s), dtype=bool), k=1)
+    if window is not None:
+        blocked |= xp.tril(xp.ones((t, s), dtype=bool), k=-window)
+    return blocked
 
 
 def softmax_over_keys(xp, scores, blocked):
@@ -71,25 +75,25 @@ class ScaledDotProductAttention(Function):
         if is_causal:
             causal = causal_blocked(xp, q.shape[-2], k.shape[-2])
             blocked = causal if blocked is None else blocked | causal
-        p = softmax_over_keys(xp, scores, blocked)                  # P
+        p = softmax_over_keys(xp, wide(scores), blocked)            # P
         keep = bernoulli_keep(p.shape, dropout_p, p) if dropout_p > 0 else None
         a = p if keep is None else p * keep * p.dtype.type(1.0 / (1.0 - dropout_p))   # A
         ctx.save(q, k, v, p, keep)
         ctx.scale, ctx.dropout_p = scale, dropout_p
-        return a @ v                                                # (B, H, T, hv)
+        return a.astype(v.dtype, copy=False) @ v                    # (B, H, T, hv)
 
     @staticmethod
     def backward(ctx, dy):
         q, k, v, p, keep = ctx.saved
         need = ctx.needs_grad
-        dt = dy.dtype.type
+        dt = p.dtype.type
         drop = None if keep is None else keep * dt(1.0 / (1.0 - ctx.dropout_p))   # D
         a = p if drop is None else p * drop
-        dv = a.swapaxes(-1, -2) @ dy if need[2] else None           # A^T dy
-        dp = dy @ v.swapaxes(-1, -2)                                # dA
+        dv = a.astype(dy.dtype, copy=False).swapaxes(-1, -2) @ dy if need[2] else None
+        dp = wide(dy @ v.swapaxes(-1, -2))                          # dA
         if drop is not None:
             dp = dp * drop                                          # dP
-        ds = softmax_backward(p, dp) * dt(ctx.scale)                # dS
+        ds = (softmax_backward(p, dp) * dt(ctx.scale)).astype(dy.dtype, copy=False)   # dS
         dq = ds @ k if need[0] else None
         dk = ds.swapaxes(-1, -2) @ q if need[1] else None
         return (dq, dk, dv) + (None,) * (len(need) - 3)
@@ -112,6 +116,10 @@ class SelfAttention(Function):
     with the heads side by side: the same function as
     `scaled_dot_product_attention(q, k, v, is_causal=True)` followed by
     `.transpose(1, 2).reshape(B, T, C)`, without the split's and the merge's copies.
+    Optionally a `window` W blocks the keys more than W - 1 positions before each query
+    (a banded layer, as GPT-3's locally banded sparse attention), and a key mask
+    (B, T) of booleans (False = padding) blocks padded keys in every row of its
+    sequence; a query whose keys are all blocked gets output 0.
 
     Backward, with dy viewed as (B, H, T, hs):
         dv = A^T dy,  dA = dy v^T,  dP = dA * D,
@@ -121,19 +129,19 @@ class SelfAttention(Function):
     """
 
     @staticmethod
-    def forward(ctx, qkv, n_head, dropout_p, scale):
+    def forward(ctx, qkv, *key_mask, n_head, dropout_p, scale, window=None):
         xp = backend.array_module(qkv)
         B, T, C3 = qkv.shape
-        if C3 % (3 * n_head):
-            raise ValueError(
-                f"self_attention: the last dimension of qkv ({C3}) must be 3 * n_embd with "
-                f"n_embd divisible by n_head ({n_head})")
+        check_qkv(C3, n_head)
         q, k, v = split_heads(qkv, n_head)                           # (B, H, T, hs) each
         scores = q @ k.swapaxes(-1, -2) * qkv.dtype.type(scale)     # S, (B, H, T, T)
-        p = softmax_over_keys(xp, scores, causal_blocked(xp, T, T))  # P
+        blocked = causal_blocked(xp, T, T, window)                   # (T, T)
+        if key_mask:
+            blocked = blocked | ~key_mask[0][:, None, None, :]       # (B, 1, T, T)
+        p = softmax_over_keys(xp, wide(scores), blocked)             # P
         keep = bernoulli_keep(p.shape, dropout_p, p) if dropout_p > 0 else None
         a = p if keep is None else p * keep * p.dtype.type(1.0 / (1.0 - dropout_p))   # A
-        y = a @ v                                                    # (B, H, T, hs)
+        y = a.astype(v.dtype, copy=False) @ v                        # (B, H, T, hs)
         ctx.save(qkv, p, keep)
         ctx.n_head, ctx.scale, ctx.dropout_p = n_head, scale, dropout_p
         return y.transpose(0, 2, 1, 3).reshape(B, T, C3 // 3)      # heads side by side
@@ -144,7 +152,7 @@ class SelfAttention(Function):
         xp = backend.array_module(dy)
         B, T, C = dy.shape
         H = ctx.n_head
-        dt = dy.dtype.type
+        dt = p.dtype.type
         q, k, v = split_heads(qkv, H)
         dy4 = dy.reshape(B, T, H, C // H).transpose(0, 2, 1, 3)    # (B, H, T, hs)
         drop = None if keep is None else keep * dt(1.0 / (1.0 - ctx.dropout_p))   # D
@@ -152,11 +160,19 @@ class SelfAttention(Function):
         dqkv = xp.empty((B, T, 3 * C), dtype=dy.dtype)
         dq, dk, dv = split_heads(dqkv, H)                            # views into dqkv
         dv[...] = a.swapaxes(-1, -2) @ dy4                           # A^T dy
-        dp = dy4 @ v.swapaxes(-1, -2)                                # dA
+        dp = wide(dy4 @ v.swapaxes(-1, -2))                          # dA
         if drop is not None:
             dp = dp * drop                                           # dP
-        ds = softmax_backward(p, dp) * dt(ctx.scale)                 # dS
+        ds = (softmax_backward(p, dp) * dt(ctx.scale)).astype(dy.dtype, copy=False)   # dS
         dq[...] = ds @ k
         dk[...] = ds.swapaxes(-1, -2) @ q
-        return (dqkv,)
+        return (dqkv,) + (None,) * (len(ctx.needs_grad) - 1)
+
+
+def check_qkv(c3, n_head):
+    """Raise a ValueError when qkv's last dimension is not 3 * n_embd, n_head dividing it."""
+    if c3 % (3 * n_head):
+        raise ValueError(
+            f"self_attention: the last dimension of qkv ({c3}) must be 3 * n_embd with "
+            f"n_embd divisible by n_head ({n_head})")
 

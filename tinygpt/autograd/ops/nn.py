@@ -7,6 +7,11 @@ line. Faster kernels for the CPU live in `tinygpt/autograd/fast/` under the same
 each tested equal to the op here; `tg.use_reference_ops()` runs these everywhere.
 
 Shape letters: N rows, C channels (features), V vocabulary (classes).
+
+Mixed precision: on float16 data, the ops that sum over many elements (softmax,
+log-softmax, cross-entropy, layer norm, and attention's softmax) compute in float32
+(`wide`) and return their input's dtype (cross-entropy's loss stays float32), as
+PyTorch's autocast runs them.
 """
 
 import math
@@ -15,6 +20,11 @@ import numpy as np
 
 from .. import backend
 from ..function import Function, register
+
+
+def wide(x):
+    """x in the dtype its sums run in: float32 for float16 data, else x itself."""
+    return x.astype(np.float32) if x.dtype == np.float16 else x
 
 
 @register("linear")
@@ -67,16 +77,18 @@ class Softmax(Function):
     @staticmethod
     def forward(ctx, x, axis):
         xp = backend.array_module(x)
-        e = xp.exp(x - x.max(axis=axis, keepdims=True))
+        w = wide(x)
+        e = xp.exp(w - w.max(axis=axis, keepdims=True))
         y = e / e.sum(axis=axis, keepdims=True)
         ctx.axis = axis
         ctx.save(y)
-        return y
+        return y.astype(x.dtype, copy=False)
 
     @staticmethod
     def backward(ctx, dy):
         (y,) = ctx.saved
-        return (y * dy - y * (dy * y).sum(axis=ctx.axis, keepdims=True),)
+        w = wide(dy)
+        return ((y * w - y * (w * y).sum(axis=ctx.axis, keepdims=True)).astype(dy.dtype, copy=False),)
 
 
 @register("log_softmax")
@@ -89,17 +101,19 @@ class LogSoftmax(Function):
     @staticmethod
     def forward(ctx, x, axis):
         xp = backend.array_module(x)
-        shifted = x - x.max(axis=axis, keepdims=True)
+        w = wide(x)
+        shifted = w - w.max(axis=axis, keepdims=True)
         y = shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
         ctx.axis = axis
         ctx.save(y)
-        return y
+        return y.astype(x.dtype, copy=False)
 
     @staticmethod
     def backward(ctx, dy):
         (y,) = ctx.saved
         xp = backend.array_module(dy)
-        return (dy - xp.exp(y) * dy.sum(axis=ctx.axis, keepdims=True),)
+        w = wide(dy)
+        return ((w - xp.exp(y) * w.sum(axis=ctx.axis, keepdims=True)).astype(dy.dtype, copy=False),)
 
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -125,6 +139,8 @@ class CrossEntropy(Function):
     def forward(ctx, logits, targets, ignore_index, reduction):
         xp = backend.array_module(logits)
         n = logits.shape[0]
+        ctx.dtype = logits.dtype
+        logits = wide(logits)
         valid = targets != ignore_index                     # (N,) rows that count
         t = xp.where(valid, targets, 0)                     # any class index for ignored rows
         shifted = logits - logits.max(axis=1, keepdims=True)
@@ -152,7 +168,7 @@ class CrossEntropy(Function):
         dx = probs * scale[:, None].astype(probs.dtype)     # softmax * scale
         rows = xp.arange(len(t))
         dx[rows, t] -= scale.astype(probs.dtype)            # - onehot(t) * scale
-        return dx, None
+        return dx.astype(ctx.dtype, copy=False), None
 
 
 @register("layer_norm")
@@ -175,10 +191,11 @@ class LayerNorm(Function):
         weight = params[0] if has_weight else None
         bias = params[-1] if has_bias else None
         axes = tuple(range(x.ndim - n_axes, x.ndim))        # the normalised axes
-        mean = x.mean(axis=axes, keepdims=True)             # pass 1: the mean
-        centred = x - mean
+        w = wide(x)
+        mean = w.mean(axis=axes, keepdims=True)             # pass 1: the mean
+        centred = w - mean
         var = (centred * centred).mean(axis=axes, keepdims=True)   # pass 2: the variance
-        rstd = 1.0 / (var + x.dtype.type(eps)) ** 0.5
+        rstd = 1.0 / (var + w.dtype.type(eps)) ** 0.5
         y = centred * rstd                                  # n
         if weight is not None:
             y *= weight
@@ -186,7 +203,7 @@ class LayerNorm(Function):
             y += bias
         ctx.save(x, weight, mean, rstd)
         ctx.axes, ctx.has_bias = axes, has_bias
-        return y
+        return y.astype(x.dtype, copy=False)
 
     @staticmethod
     def backward(ctx, dy):
@@ -197,18 +214,19 @@ class LayerNorm(Function):
         # so dn_j/dx_i = rstd (delta_ij - 1/D - n_j n_i / D), and summing over j:
         #   dx_i = sum_j dn_j dn_j/dx_i = rstd (dn_i - mean(dn) - n_i mean(dn n)).
         x, weight, mean, rstd = ctx.saved
-        axes = ctx.axes
+        axes, dtype = ctx.axes, dy.dtype
         lead = tuple(range(x.ndim - len(axes)))             # the axes w and b broadcast over
+        x, dy = wide(x), wide(dy)
         n = (x - mean) * rstd                               # recomputed, not saved
         dn = dy * weight if weight is not None else dy
         dx = rstd * (dn - dn.mean(axis=axes, keepdims=True)
                      - n * (dn * n).mean(axis=axes, keepdims=True))
-        grads = [dx]
+        grads = [dx.astype(dtype, copy=False)]
         need = ctx.needs_grad
         if weight is not None:
-            grads.append((dy * n).sum(axis=lead) if need[1] else None)
+            grads.append((dy * n).sum(axis=lead).astype(dtype, copy=False) if need[1] else None)
         if ctx.has_bias:
-            grads.append(dy.sum(axis=lead) if need[-1] else None)
+            grads.append(dy.sum(axis=lead).astype(dtype, copy=False) if need[-1] else None)
         return tuple(grads)
 
 

@@ -1,0 +1,92 @@
+"""`python -m tinygpt chat`: talk with a trained GPT in the terminal, turn after turn.
+
+The model keeps the whole conversation in its KV cache, so each turn runs only its own
+tokens (`tinygpt.model.chat.Conversation`); when the conversation outgrows the model's
+context, the oldest turns are dropped. Replies stream as they are sampled. Type /reset to
+start over, /exit (or end the input, or Ctrl-C) to leave.
+"""
+
+import sys
+
+COMMANDS_HELP = "commands: /reset forgets the conversation, /exit leaves"
+
+
+def add_arguments(parser):
+    parser.add_argument("--out_dir", default="out", help="folder of the run (ckpt.npz)")
+    parser.add_argument("--init_from", default="",
+                        help="a pretrained GPT-2 folder (config.json + model.safetensors) "
+                             "instead of --out_dir")
+    parser.add_argument("--user_prefix", default="", help="text put before each of your turns")
+    parser.add_argument("--bot_prefix", default="\n",
+                        help="text put after each of your turns, before the reply (default: "
+                             "a newline)")
+    parser.add_argument("--stop", default="\n\n",
+                        help="a reply ends where this text appears (default: an empty line)")
+    parser.add_argument("--max_new_tokens", type=int, default=200,
+                        help="the longest reply, in tokens")
+    parser.add_argument("--temperature", type=float, default=0.8)
+    parser.add_argument("--top_k", type=int, default=None)
+    parser.add_argument("--top_p", type=float, default=None)
+    parser.add_argument("--greedy", action="store_true", help="always take the likeliest token")
+    parser.add_argument("--seed", type=int, default=1337)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--stats", action="store_true",
+                        help="after each reply, print to stderr the tokens the model ran")
+
+
+def run(args, stdin=None, out=None):
+    from ..model.chat import Conversation
+    from .sample import load
+    stdin, out = stdin or sys.stdin, out or sys.stdout
+    try:
+        model, tokenizer = load(args)
+        stop_token = getattr(tokenizer, "eot_token", None)
+        chat = Conversation(model, tokenizer, user_prefix=_unescape(args.user_prefix),
+                            bot_prefix=_unescape(args.bot_prefix),
+                            stop=(_unescape(args.stop),), max_new_tokens=args.max_new_tokens,
+                            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                            do_sample=not args.greedy, seed=args.seed, stop_token=stop_token)
+    except (ValueError, TypeError, FileNotFoundError, ImportError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    interactive = stdin.isatty()
+    if interactive:
+        print(COMMANDS_HELP, file=sys.stderr)
+    try:
+        while True:
+            if interactive:
+                out.write("> ")
+                out.flush()
+            line = stdin.readline()
+            if not line:                                   # end of input
+                return 0
+            text = line.rstrip("\n")
+            if text.strip() == "/exit":
+                return 0
+            if text.strip() == "/reset":
+                chat.reset()
+                print("(conversation reset)", file=sys.stderr)
+                continue
+            before = chat.tokens_run
+            try:
+                for piece in chat.reply(text):
+                    out.write(piece)
+                    out.flush()
+            except ValueError as e:
+                print(f"error: {e}", file=sys.stderr)
+                continue
+            out.write("\n")
+            out.flush()
+            if args.stats:
+                print(f"(ran {chat.tokens_run - before} tokens; {len(chat.history())} in "
+                      f"context)", file=sys.stderr)
+    except KeyboardInterrupt:
+        out.write("\n")
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def _unescape(text):
+    """Command-line text with \\n and \\t written as escapes turned into the characters."""
+    return text.replace("\\n", "\n").replace("\\t", "\t")
