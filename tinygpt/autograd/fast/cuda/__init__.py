@@ -17,4 +17,9 @@ real GPU, where the kernels are compiled.
 | cross_entropy | CrossEntropyFused | softmax.py | 2 passes over the logits / 1 (6 / 2), no softmax kept |
 """
 
-from . import gelu, layer_norm, softmax  # noqa: F401
+import numpy as np
+
+# The dtypes the fused kernels run; float16 data runs the references, which sum in float32.
+FUSED_DTYPES = (np.float32, np.float64)
+
+from . import gelu, layer_norm, softmax  # noqa: E402,F401

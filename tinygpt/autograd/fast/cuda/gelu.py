@@ -10,6 +10,7 @@ backward, which costs arithmetic, not memory).
 
 from ... import backend
 from ...function import register_kernel
+from . import FUSED_DTYPES
 from ...ops.nn import GELU_TANH_A, INV_SQRT_2, INV_SQRT_2PI, SQRT_2_OVER_PI, Gelu
 
 
@@ -39,7 +40,7 @@ KERNELS = {"none": (backend.fuse(_exact, "gelu_exact"),
            "tanh": (backend.fuse(_tanh, "gelu_tanh"), backend.fuse(_tanh_grad, "gelu_tanh_grad"))}
 
 
-@register_kernel("gelu", devices=("cuda",))
+@register_kernel("gelu", devices=("cuda",), dtypes=FUSED_DTYPES)
 class GeluFused(Gelu):
     """gelu on a GPU, one fused kernel each way (equals ops/nn.py's Gelu). Saves x."""
 

@@ -15,6 +15,7 @@ Each kernel reads its inputs once and writes one output; no temporary of x's siz
 
 from ... import backend
 from ...function import register_kernel
+from . import FUSED_DTYPES
 from ...ops.nn import LayerNorm
 
 
@@ -50,7 +51,7 @@ INPUT_GRAD = backend.fuse(_input_grad, "layer_norm_input_grad")
 WEIGHT_GRAD = backend.fuse(_weight_grad, "layer_norm_weight_grad")
 
 
-@register_kernel("layer_norm", devices=("cuda",))
+@register_kernel("layer_norm", devices=("cuda",), dtypes=FUSED_DTYPES)
 class LayerNormFused(LayerNorm):
     """layer_norm on a GPU in fused kernels (equals ops/nn.py's LayerNorm). Saves x,
     w, the row means and rstd, as the reference."""

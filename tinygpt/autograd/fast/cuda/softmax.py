@@ -15,6 +15,7 @@ import numpy as np
 
 from ... import backend
 from ...function import register_kernel
+from . import FUSED_DTYPES
 from ...ops.nn import CrossEntropy, LogSoftmax, Softmax
 
 
@@ -67,7 +68,7 @@ def _rows(x):
     return x2, x2.max(axis=1, keepdims=True)
 
 
-@register_kernel("softmax", devices=("cuda",))
+@register_kernel("softmax", devices=("cuda",), dtypes=FUSED_DTYPES)
 class SoftmaxFused(Softmax):
     """softmax on a GPU along the last axis in three kernels, its backward in two (equals
     ops/nn.py's Softmax). Saves y."""
@@ -92,7 +93,7 @@ class SoftmaxFused(Softmax):
         return (SOFTMAX_GRAD(y2, dy2, dot).reshape(y.shape),)
 
 
-@register_kernel("log_softmax", devices=("cuda",))
+@register_kernel("log_softmax", devices=("cuda",), dtypes=FUSED_DTYPES)
 class LogSoftmaxFused(LogSoftmax):
     """log_softmax on a GPU along the last axis in three kernels, its backward in two
     (equals ops/nn.py's LogSoftmax). Saves y."""
@@ -118,7 +119,7 @@ class LogSoftmaxFused(LogSoftmax):
         return (LOG_SOFTMAX_GRAD(y2, dy2, total).reshape(y.shape),)
 
 
-@register_kernel("cross_entropy", devices=("cuda",))
+@register_kernel("cross_entropy", devices=("cuda",), dtypes=FUSED_DTYPES)
 class CrossEntropyFused(CrossEntropy):
     """cross_entropy on a GPU: two reductions over the logits forward, one kernel over
     them backward, no softmax kept (equals ops/nn.py's CrossEntropy). Saves the logits,
