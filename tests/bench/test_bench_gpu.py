@@ -71,3 +71,21 @@ def test_unknown_sections_are_named(capsys):
     with pytest.raises(SystemExit):
         gpu.main(["--sections", "versions,speed"])
     assert "speed" in capsys.readouterr().err
+
+
+def test_pytorchs_kv_cache_generation_gives_tinygpts_greedy_tokens():
+    torch = pytest.importorskip("torch")
+    import tinygpt as tg
+    from tinygpt.bench.torch_gpt import torch_gpt_class
+    from tinygpt.model import GPT, GPTConfig
+    config = GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=32, vocab_size=40)
+    tg.manual_seed(0)
+    ours = GPT(config)
+    theirs = torch_gpt_class()(config)
+    theirs.load_state_dict({k: torch.from_numpy(v.numpy().copy())
+                            for k, v in ours.state_dict().items()})
+    theirs.eval()
+    prompt = [[3, 1, 4, 1, 5], [9, 2, 6, 5, 3]]
+    expected = ours.generate(tg.tensor(prompt), 12, do_sample=False).numpy()
+    got = gpu.torch_generate_cached(torch, theirs, torch.tensor(prompt), 12).numpy()
+    assert got.tolist() == expected.tolist()
