@@ -15,6 +15,7 @@ real GPU, where the kernels are compiled.
 | layer_norm | LayerNormFused | layer_norm.py | 3 / 5 (about 10 / 15) |
 | softmax, log_softmax | SoftmaxFused, LogSoftmaxFused | softmax.py | 3 / 2 (5 / 4) |
 | cross_entropy | CrossEntropyFused | softmax.py | 2 passes over the logits / 1 (6 / 2), no softmax kept |
+| self_attention | SelfAttentionFused | attention.py | the masked softmax in 3 / 2 (about 11 / 4), no T x T array kept |
 """
 
 import numpy as np
@@ -22,4 +23,4 @@ import numpy as np
 # The dtypes the fused kernels run; float16 data runs the references, which sum in float32.
 FUSED_DTYPES = (np.float32, np.float64)
 
-from . import gelu, layer_norm, softmax  # noqa: E402,F401
+from . import attention, gelu, layer_norm, softmax  # noqa: E402,F401
