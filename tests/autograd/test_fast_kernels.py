@@ -230,6 +230,22 @@ def _attend(variant, dropout_p):
     return attend
 
 
+def _sdpa(q, k, v):
+    """Every mask of scaled_dot_product_attention: none, causal, boolean with a fully
+    blocked query, additive, both with causal; one query over many keys (generation's)."""
+    rng = np.random.default_rng(5)                     # the same masks on both runs
+    allowed = rng.random((5, 6)) < 0.6
+    allowed[:, 0], allowed[3] = True, False
+    allowed = tg.tensor(allowed, device=q.device)
+    additive = tg.tensor(rng.standard_normal((1, 1, 5, 6)), dtype=q.dtype, device=q.device)
+    tg.manual_seed(7)                                  # the same dropout mask on both
+    attend = F.scaled_dot_product_attention
+    return (attend(q, k, v), attend(q, k, v, is_causal=True), attend(q, k, v, attn_mask=allowed),
+            attend(q, k, v, attn_mask=additive, is_causal=True),
+            attend(q, k, v, attn_mask=allowed, is_causal=True, dropout_p=0.25),
+            attend(q[:, :, -1:], k, v))
+
+
 # The GPU's fused kernels, run on device "cuda": every option of each.
 FUSED = {
     "GeluFused": [(lambda x: (F.gelu(x, "tanh"), F.gelu(x, "none")), [(5, 3, 6)])],
@@ -240,6 +256,7 @@ FUSED = {
     "SelfAttentionFused": [(_attend(variant, dropout_p), [(3, 7, 3 * 8)])
                            for variant in ("causal", "banded", "padded", "banded+padded",
                                            "wide band") for dropout_p in (0.0, 0.3)],
+    "ScaledDotProductAttentionFused": [(_sdpa, [(2, 3, 5, 4), (2, 3, 6, 4), (2, 3, 6, 3)])],
 }
 BRANCHES = {**{k: len(v) for k, v in BLOCKED.items()}, **{k: len(v) for k, v in SPLIT.items()},
             **{k: len(v) for k, v in FUSED.items()},
@@ -249,7 +266,7 @@ BRANCHES = {**{k: len(v) for k, v in BLOCKED.items()}, **{k: len(v) for k, v in 
 # Attention's branches in float64, as the CPU's tiles: in float32 its gradients differ from
 # float64's by a few 1e-6 at these input scales (the reference's as much as the kernel's),
 # past the table's float32 atol; its gradient-check case runs in float32 above.
-FLOAT64_ONLY = {"SelfAttentionFused"}
+FLOAT64_ONLY = {"SelfAttentionFused", "ScaledDotProductAttentionFused"}
 
 
 @pytest.mark.cuda

@@ -1,5 +1,6 @@
-"""Fused GPU kernel of `self_attention` (floor 2): ops/attention.py's SelfAttention with the
-masked softmax in three fused kernels and no (B, H, T, T) array kept for backward.
+"""Fused GPU kernels of `self_attention` and `scaled_dot_product_attention` (floor 2):
+ops/attention.py's ops with the masked softmax in three fused kernels and no T x S array
+kept for backward.
 
 The reference builds the causal mask, masks the scores, takes the row max, checks it,
 shifts, exps, sums, checks the sum and divides: a kernel and a (B, H, T, T) temporary per
@@ -21,13 +22,17 @@ arrays live only while one layer's forward or backward runs:
     dv = A^T dy,  dA = dy v^T,  dP = dA * D,
     dS = P * (dP - rowsum(dP * P)) * scale      (a reduction, then one kernel)
     dq = dS k,  dk = dS^T q,  written into the thirds of dqkv (B, T, 3C).
+
+`scaled_dot_product_attention` (generation's attention over the KV cache) runs the same
+three kernels over its (..., T, S) scores, its boolean mask (True = may attend) or
+additive float mask passed to them as they are, and is_causal as key j > query i.
 """
 
 import numpy as np
 
 from ... import backend
 from ...function import register_kernel
-from ...ops.attention import SelfAttention, check_qkv, split_heads
+from ...ops.attention import ScaledDotProductAttention, SelfAttention, check_qkv, split_heads
 from ...ops.nn import bernoulli_keep
 from . import FUSED_DTYPES
 
@@ -55,11 +60,32 @@ def _finite_or_zero(xp, m):
 
 
 def _row_dot(xp, dp, p):
-    return xp.sum(dp * p, axis=3)
+    return xp.sum(dp * p, axis=-1)
 
 
 def _scores_grad(xp, p, dp, dot, scale):
     return p * (dp - dot) * scale
+
+
+def _masked_scores(s, scale, bias, row, col, offset, disallowed):
+    """(blocked, S * scale + bias) of scaled_dot_product_attention: keys past the query
+    when causal (offset 0; offset S: never), keys the boolean mask disallows."""
+    return (col > row + offset) | disallowed, s * scale + bias
+
+
+def _sdpa_row_max(xp, s, scale, bias, row, col, offset, disallowed):
+    blocked, scores = _masked_scores(s, scale, bias, row, col, offset, disallowed)
+    return xp.amax(xp.where(blocked, -np.inf, scores), axis=-1)
+
+
+def _sdpa_log_sum_exp(xp, s, scale, bias, shift, row, col, offset, disallowed):
+    blocked, scores = _masked_scores(s, scale, bias, row, col, offset, disallowed)
+    return xp.log(xp.sum(xp.where(blocked, 0.0, xp.exp(scores - shift)), axis=-1))
+
+
+def _sdpa_probabilities(xp, s, scale, bias, lse, row, col, offset, disallowed):
+    blocked, scores = _masked_scores(s, scale, bias, row, col, offset, disallowed)
+    return xp.where(blocked, 0.0, xp.exp(scores - lse))
 
 
 ROW_MAX = backend.fuse(_row_max, "attention_row_max")
@@ -68,6 +94,9 @@ PROBABILITIES = backend.fuse(_probabilities, "attention_probabilities")
 FINITE_OR_ZERO = backend.fuse(_finite_or_zero, "attention_finite_or_zero")
 ROW_DOT = backend.fuse(_row_dot, "attention_row_dot")
 SCORES_GRAD = backend.fuse(_scores_grad, "attention_scores_grad")
+SDPA_ROW_MAX = backend.fuse(_sdpa_row_max, "sdpa_row_max")
+SDPA_LOG_SUM_EXP = backend.fuse(_sdpa_log_sum_exp, "sdpa_log_sum_exp")
+SDPA_PROBABILITIES = backend.fuse(_sdpa_probabilities, "sdpa_probabilities")
 
 
 def _masks(xp, T, key_mask, window):
@@ -126,3 +155,51 @@ class SelfAttentionFused(SelfAttention):
         dq[...] = ds @ k
         dk[...] = ds.swapaxes(-1, -2) @ q
         return (dqkv,) + (None,) * (len(ctx.needs_grad) - 1)
+
+
+@register_kernel("scaled_dot_product_attention", devices=("cuda",), dtypes=FUSED_DTYPES)
+class ScaledDotProductAttentionFused(ScaledDotProductAttention):
+    """scaled_dot_product_attention on a GPU: the masked softmax in three fused kernels,
+    P recomputed in backward (equals ops/attention.py's ScaledDotProductAttention). Saves
+    q, k, v, each row's log-sum-exp, the mask arguments and the dropout mask."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, *mask, is_causal, dropout_p, scale):
+        xp = backend.array_module(q)
+        T, S = q.shape[-2], k.shape[-2]
+        s = q @ k.swapaxes(-1, -2)                                   # (..., T, S)
+        bias, disallowed = 0.0, False
+        if mask:
+            (m,) = mask
+            if m.dtype == bool:
+                disallowed = ~m
+            else:
+                bias = m
+        masks = (bias, xp.arange(T).reshape(T, 1), xp.arange(S).reshape(1, S),
+                 0 if is_causal else S, disallowed)
+        shift = FINITE_OR_ZERO(SDPA_ROW_MAX(s, scale, *masks))[..., None]
+        lse = shift + SDPA_LOG_SUM_EXP(s, scale, masks[0], shift, *masks[1:])[..., None]
+        p = SDPA_PROBABILITIES(s, scale, masks[0], lse, *masks[1:])  # P
+        del s
+        keep = bernoulli_keep(p.shape, dropout_p, p) if dropout_p > 0 else None
+        a = p if keep is None else p * keep * p.dtype.type(1.0 / (1.0 - dropout_p))   # A
+        ctx.save(q, k, v, lse, keep)
+        ctx.masks, ctx.scale, ctx.dropout_p = masks, scale, dropout_p
+        return a @ v                                                 # (..., T, hv)
+
+    @staticmethod
+    def backward(ctx, dy):
+        q, k, v, lse, keep = ctx.saved
+        need = ctx.needs_grad
+        masks = ctx.masks
+        p = SDPA_PROBABILITIES(q @ k.swapaxes(-1, -2), ctx.scale, masks[0], lse, *masks[1:])
+        drop = None if keep is None else keep * p.dtype.type(1.0 / (1.0 - ctx.dropout_p))
+        a = p if drop is None else p * drop                          # A
+        dv = a.swapaxes(-1, -2) @ dy if need[2] else None            # A^T dy
+        dp = dy @ v.swapaxes(-1, -2)                                 # dA
+        if drop is not None:
+            dp = dp * drop                                           # dP
+        ds = SCORES_GRAD(p, dp, ROW_DOT(dp, p)[..., None], ctx.scale)   # dS
+        dq = ds @ k if need[0] else None
+        dk = ds.swapaxes(-1, -2) @ q if need[1] else None
+        return (dq, dk, dv) + (None,) * (len(need) - 3)
