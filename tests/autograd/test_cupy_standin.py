@@ -172,6 +172,12 @@ def test_fuse_runs_the_function_under_the_fusion_rules(cp):
             cp.fuse(fn)(x)
     with pytest.raises(TypeError, match="Invalid argument type"):
         ok(x, np.ones(3))
+    # After the reduction only the reduced value and constants: a scalar argument is a
+    # parameter of the map before it.
+    np.testing.assert_allclose(cp.fuse(lambda a: cp.log(cp.sum(a, axis=1)) / 2.0)(x).get(),
+                               np.log(x.get().sum(1)) / 2)
+    with pytest.raises(ValueError, match="scalar argument"):
+        cp.fuse(lambda a, d: cp.sum(a, axis=1) / d)(x, 2.0)
 
 
 @standin_only

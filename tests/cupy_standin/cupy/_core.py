@@ -486,5 +486,9 @@ def check_fused_operands(name, args, result=None):
         if any(reduced) and not all(reduced):
             raise ValueError(f"Shape mismatch: an array reduced in {_state.fusion} meets an "
                              f"input array after the reduction")
+        if any(reduced) and any(id(a) in _state.parameters for a in args):
+            raise ValueError(f"Shape mismatch: a scalar argument of {_state.fusion} is used "
+                             f"after the reduction (only constants and the reduced value "
+                             f"may be)")
     elif any(reduced) and isinstance(result, ndarray):
         _mark_reduced(result)

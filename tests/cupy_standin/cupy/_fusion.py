@@ -33,11 +33,15 @@ class Fusion:
                 raise TypeError(f"Invalid argument type for '{self.name}': "
                                 f"({', '.join(repr(type(x)) for x in args)})")
         _core._state.fusion, _core._state.reduced, _core._state.keep = self.name, set(), []
+        # Scalar arguments are parameters of the map before the reduction (their objects,
+        # by identity: a constant written in the function is another object).
+        _core._state.parameters = {id(a) for a in args if isinstance(a, SCALARS)}
         try:
             result = self.func(*args)
         finally:
             _core._state.fusion = None
             _core._state.reduced, _core._state.keep = set(), []
+            _core._state.parameters = set()
         outputs = result if isinstance(result, tuple) else (result,)
         for out in outputs:
             if out is not None and not isinstance(out, ndarray) and not isinstance(out, SCALARS):
