@@ -86,6 +86,17 @@ def device(request):
     return request.param
 
 
+@pytest.fixture
+def cuda_device():
+    """"cuda", for tests that run on CUDA only (a GPU, or the CuPy stand-in); skips with
+    the reason where neither is usable."""
+    try:
+        backend.get_array_module("cuda")
+    except RuntimeError as e:
+        pytest.skip(f"CUDA unavailable: {e}")
+    return "cuda"
+
+
 @pytest.fixture(params=["reference", "fast"])
 def ops_impl(request):
     """Run a test body once on the reference ops and once on the fast kernels (the

@@ -18,12 +18,9 @@ from tinygpt.autograd.transfers import count_transfers
 pytestmark = pytest.mark.cuda
 
 
-@pytest.fixture(scope="module")
-def cp():
-    try:
-        return backend.get_array_module("cuda")
-    except RuntimeError as e:
-        pytest.skip(f"CUDA unavailable: {e}")
+@pytest.fixture
+def cp(cuda_device):
+    return backend.get_array_module(cuda_device)
 
 
 def test_arrays_are_not_numpy_arrays_and_refuse_implicit_conversion(cp):

@@ -77,15 +77,6 @@ def cpu_kernels():
     return device_kernels("cpu")
 
 
-@pytest.fixture
-def cuda():
-    try:
-        backend.get_array_module("cuda")
-    except RuntimeError as e:
-        pytest.skip(f"CUDA unavailable: {e}")
-    return "cuda"
-
-
 def test_every_kernel_has_a_reference_a_case_and_branch_tests():
     assert cpu_kernels() and device_kernels("cuda"), "no fast kernel is registered"
     for name, kernels in KERNELS.items():
@@ -139,9 +130,9 @@ def test_the_case_of_each_kernel_equals_the_reference(name, dtype):
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("name", [name for name, _ in device_kernels("cuda")])
-def test_the_case_of_each_gpu_kernel_equals_the_reference(name, dtype, cuda):
+def test_the_case_of_each_gpu_kernel_equals_the_reference(name, dtype, cuda_device):
     fn, inputs = CASES[name](np.random.default_rng(0))
-    assert_kernel_equals_reference(fn, inputs, dtype, device=cuda)
+    assert_kernel_equals_reference(fn, inputs, dtype, device=cuda_device)
 
 
 # --- every branch of every kernel ------------------------------------------------------------
@@ -273,9 +264,10 @@ FLOAT64_ONLY = {"SelfAttentionFused", "ScaledDotProductAttentionFused"}
 @pytest.mark.parametrize("kernel, index, dtype", [
     (k, i, dtype) for k, v in FUSED.items() for i in range(len(v))
     for dtype in ((np.float64,) if k in FLOAT64_ONLY else (np.float64, np.float32))])
-def test_fused_gpu_kernels_equal_the_reference(kernel, index, dtype, cuda):
+def test_fused_gpu_kernels_equal_the_reference(kernel, index, dtype, cuda_device):
     fn, shapes = FUSED[kernel][index]
-    assert_kernel_equals_reference(fn, [leaf(s, 2.0) for s in shapes], dtype, device=cuda)
+    assert_kernel_equals_reference(fn, [leaf(s, 2.0) for s in shapes], dtype,
+                                   device=cuda_device)
 
 
 @pytest.mark.parametrize("kernel, index", [(k, i) for k, v in BLOCKED.items()

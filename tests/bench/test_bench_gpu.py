@@ -8,18 +8,9 @@ import json
 
 import pytest
 
-from tinygpt.autograd import backend
 from tinygpt.bench import gpu
 
-pytestmark = pytest.mark.cuda
-
-
-@pytest.fixture(autouse=True)
-def cuda():
-    try:
-        backend.get_array_module("cuda")
-    except RuntimeError as e:
-        pytest.skip(f"CUDA unavailable: {e}")
+pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("cuda_device")]
 
 
 def read(out):

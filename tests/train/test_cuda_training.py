@@ -6,45 +6,22 @@ is still caught before a checkpoint is written."""
 
 import numpy as np
 import pytest
+import test_trainer
+from test_trainer import corpus, quiet  # noqa: F401  (corpus: a fixture)
 
 import tinygpt as tg
-from tinygpt.autograd import backend
 from tinygpt.autograd.transfers import count_transfers
 from tinygpt.model.checkpoint import load_checkpoint
-from tinygpt.train import TrainConfig, Trainer, TrainingError
+from tinygpt.train import Trainer, TrainingError
 
-pytestmark = pytest.mark.cuda
-
-TEXT = ("It is a truth universally acknowledged, that a single man in possession of a good "
-        "fortune, must be in want of a wife. ") * 40
-
-
-@pytest.fixture(autouse=True)
-def cuda():
-    try:
-        backend.get_array_module("cuda")
-    except RuntimeError as e:
-        pytest.skip(f"CUDA unavailable: {e}")
-
-
-@pytest.fixture
-def corpus(tmp_path):
-    path = tmp_path / "corpus.txt"
-    path.write_text(TEXT, encoding="utf-8")
-    return str(path)
+pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("cuda_device")]
 
 
 def tiny(corpus, out_dir, **overrides):
-    values = dict(data=corpus, out_dir=str(out_dir), n_layer=1, n_head=2, n_embd=16,
-                  block_size=16, batch_size=4, dropout=0.1, max_iters=12, eval_interval=6,
-                  eval_iters=2, log_interval=4, warmup_iters=3, lr_decay_iters=12,
-                  learning_rate=3e-3, device="cuda")
-    values.update(overrides)
-    return TrainConfig(**values)
-
-
-def quiet(_line):
-    pass
+    """test_trainer's tiny run on CUDA: 12 iterations, evaluated every 6, logged every 4."""
+    values = dict(max_iters=12, eval_interval=6, log_interval=4, lr_decay_iters=12,
+                  device="cuda")
+    return test_trainer.tiny(corpus, out_dir, **{**values, **overrides})
 
 
 def test_a_training_step_makes_no_transfer(corpus, tmp_path):

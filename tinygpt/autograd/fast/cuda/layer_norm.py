@@ -14,6 +14,8 @@ recomputed inside each kernel and dn = dy w:
 Each kernel reads its inputs once and writes one output; no temporary of x's size exists.
 """
 
+import math
+
 from ... import backend
 from ...function import register_kernel
 from . import FUSED_DTYPES
@@ -66,9 +68,7 @@ class LayerNormFused(LayerNorm):
     def forward(ctx, x, *params, n_axes, eps, has_weight, has_bias):
         weight = params[0].reshape(-1) if has_weight else None
         bias = params[-1].reshape(-1) if has_bias else None
-        d = 1
-        for size in x.shape[x.ndim - n_axes:]:
-            d *= size
+        d = math.prod(x.shape[x.ndim - n_axes:])
         x2 = x.reshape(-1, d)                                       # (N, D)
         mean = x2.mean(axis=1, keepdims=True)                       # (N, 1)
         rstd = RSTD(SUM_OF_SQUARES(x2, mean).reshape(-1, 1), float(d), eps)   # (N, 1)
