@@ -125,6 +125,17 @@ def test_the_counter_names_the_line_that_asked_not_the_helper(cp):
     assert "3 device-to-host transfer(s)" in counted.report()
 
 
+def test_a_read_counts_once_whichever_entry_points_it_passes(cp, monkeypatch):
+    # CuPy's compiled item() may call get() without looking it up on the class: the
+    # counter sees the read at item(), and once when item() does go through get().
+    direct_get = cp.ndarray.get
+    for item in (lambda self: direct_get(self).item(), lambda self: self.get().item()):
+        monkeypatch.setattr(cp.ndarray, "item", item)
+        with count_transfers() as counted:
+            cp.asarray(2.0).item()
+        assert counted.total == 1
+
+
 def test_the_counter_restores_get_and_nests(cp):
     original = cp.ndarray.get
     with count_transfers() as outer:

@@ -5,9 +5,11 @@ A transfer from the GPU makes the host wait for every kernel queued before it, s
 training step that reads one number back each iteration runs in lockstep with the GPU
 instead of queueing ahead of it. CuPy sends every such read through `cupy.ndarray.get`:
 `cupy.asnumpy`, `.item()`, `.tolist()`, `float()`, `int()`, `bool()`, printing, and the
-counts of boolean-mask indexing and `nonzero`. `count_transfers()` wraps that one method for
-the duration of a `with` block, so it works the same on real CuPy and on the test suite's
-CuPy stand-in:
+counts of boolean-mask indexing and `nonzero`. `count_transfers()` wraps `get` and those
+entry points of `cupy.ndarray` for the duration of a `with` block (a read counts once,
+however many of them it passes through), so it works the same on real CuPy, whose
+compiled methods may call `get` without looking it up, and on the test suite's CuPy
+stand-in:
 
 >>> with count_transfers() as transfers:      # in a script run.py, at line 8
 ...     loss.item()
@@ -83,30 +85,47 @@ class count_transfers:
         return "\n".join(lines)
 
 
-_original = {}
+# The methods of cupy.ndarray through which a value reaches the host.
+ENTRY_POINTS = ("get", "item", "tolist", "tobytes", "__int__", "__float__", "__complex__",
+                "__bool__", "__repr__", "__str__", "__format__")
+_original = {}                          # name -> (own attribute or None, the method)
+_inside = threading.local()             # depth of wrapped calls on this thread
 
 
 def _patch(cls):
-    """Replace cls.get by a wrapper that records each call on every open counter."""
-    _original["inherited"] = "get" not in cls.__dict__
-    original = _original["get"] = cls.get
+    """Wrap each entry point of cls: the outermost call records one transfer on every
+    open counter; the calls it makes inside (item calling get) record nothing."""
+    for name in ENTRY_POINTS:
+        if not hasattr(cls, name):
+            continue
+        original = getattr(cls, name)
+        _original[name] = (cls.__dict__.get(name), original)
+        setattr(cls, name, _wrapped(original))
 
-    def get(self, *args, **kwargs):
-        line = source_line(sys._getframe(1))
-        for counter in count_transfers._active:
-            counter.record(line, self.nbytes)
-        return original(self, *args, **kwargs)
 
-    get.__doc__ = original.__doc__
-    cls.get = get
+def _wrapped(original):
+    def method(self, *args, **kwargs):
+        depth = getattr(_inside, "depth", 0)
+        if depth == 0:
+            line = source_line(sys._getframe(1))
+            for counter in count_transfers._active:
+                counter.record(line, self.nbytes)
+        _inside.depth = depth + 1
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            _inside.depth = depth
+    method.__name__, method.__doc__ = original.__name__, original.__doc__
+    return method
 
 
 def _unpatch(cls):
-    if _original.pop("inherited"):
-        del cls.get
-    else:
-        cls.get = _original["get"]
-    _original.pop("get")
+    for name, (own, _) in _original.items():
+        if own is None:
+            delattr(cls, name)          # inherited: the base class's comes back
+        else:
+            setattr(cls, name, own)
+    _original.clear()
 
 
 def source_line(frame):
