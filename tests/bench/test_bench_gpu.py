@@ -53,7 +53,8 @@ def test_a_failing_section_is_reported_and_the_rest_run(tmp_path, monkeypatch):
 
 def test_the_budget_skips_what_would_start_after_it(tmp_path, monkeypatch):
     monkeypatch.setenv("OUT", str(tmp_path))
-    assert gpu.main(["--tiny", "--budget", "0", "--sections", "versions,train", "--no-torch"]) == 0
+    assert gpu.main(["--tiny", "--budget", "0", "--sections", "versions,train",
+                     "--no-torch"]) == 0
     sections = read(tmp_path)["sections"]
     assert all(e["status"] == "skipped" and "budget" in e["reason"] for e in sections.values())
 
