@@ -44,6 +44,7 @@ class AdamW(Optimizer):
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
         self._validate_group(defaults)
         super().__init__(params, defaults)
+        self._flat = FlatAdamW()        # the GPU's flat buffers, made by the first step
 
     def _validate_group(self, group):
         _check_number("lr", group["lr"])
@@ -83,7 +84,7 @@ class AdamW(Optimizer):
         if reference_ops_enabled() or not items:
             return super()._update_all(items)
         if backend.device_of(items[0][2]) != "cpu":
-            if self.__dict__.setdefault("_flat", FlatAdamW()).step(self, items):
+            if self._flat.step(self, items):
                 return None
             return super()._update_all(items)
         jobs = []

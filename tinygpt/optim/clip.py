@@ -109,26 +109,33 @@ _CLIP_FACTOR = backend.fuse(_clip_factor)
 
 def _clip_on_device(params, max_norm, norm_type, error_if_nonfinite):
     """clip_grad_norm_ on a GPU without a host round trip (see the module docstring): the
-    norm and the factor stay on the device; only error_if_nonfinite reads the norm back."""
+    norm and the factor stay on the device; only error_if_nonfinite reads the norm back.
+    Gradients of one dtype share a buffer (one, unless the dtypes are mixed)."""
     xp = backend.array_module(params[0].grad.data)
-    dtype = params[0].grad.dtype
-    flat = xp.concatenate([p.grad.data.reshape(-1) for p in params])
+    by_dtype = {}
+    for p in params:
+        by_dtype.setdefault(p.grad.dtype, []).append(p)
+    flats = {dtype: xp.concatenate([p.grad.data.reshape(-1) for p in group])
+             for dtype, group in by_dtype.items()}
     if norm_type == math.inf:
-        total = xp.abs(flat).max().astype("float64")
-    elif norm_type == 2.0:
-        total = xp.sqrt(_SUM_OF_SQUARES(flat))
+        parts = [xp.abs(flat).max().astype("float64") for flat in flats.values()]
+        total = parts[0] if len(parts) == 1 else xp.stack(parts).max()
     else:
-        total = _SUM_OF_POWERS(flat, norm_type) ** (1.0 / norm_type)
+        parts = [_SUM_OF_SQUARES(flat) if norm_type == 2.0 else _SUM_OF_POWERS(flat, norm_type)
+                 for flat in flats.values()]
+        total = (parts[0] if len(parts) == 1 else xp.stack(parts).sum()) ** (1.0 / norm_type)
     if error_if_nonfinite and not math.isfinite(float(total)):
         raise RuntimeError(
             f"clip_grad_norm_: the total {norm_type}-norm of the gradients is {float(total)}; "
             "the gradients are not finite (set error_if_nonfinite=False to clip anyway)")
     # min(1, factor) is NaN for a NaN norm (CuPy's minimum propagates NaN): the gradients
     # become NaN, as PyTorch's do.
-    flat *= _CLIP_FACTOR(total, max_norm).astype(dtype)
-    start = 0
-    for p in params:
-        n = p.grad.data.size
-        p.grad.data = flat[start:start + n].reshape(p.grad.data.shape)
-        start += n
-    return Tensor(total.astype(dtype))
+    factor = _CLIP_FACTOR(total, max_norm)
+    for dtype, flat in flats.items():
+        flat *= factor.astype(dtype)
+        start = 0
+        for p in by_dtype[dtype]:
+            n = p.grad.data.size
+            p.grad.data = flat[start:start + n].reshape(p.grad.data.shape)
+            start += n
+    return Tensor(total.astype(params[0].grad.dtype))
