@@ -28,6 +28,7 @@ Imports: tinygpt, numpy; torch and pytest lazily and optionally.
 """
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -247,6 +248,7 @@ def train(report, specs, torch, warmup, iters):
     out = {}
     for name, spec in specs.items():
         spec = dict(spec, gelu="tanh")
+        gc.collect()                        # the last config's arrays, then the pool's blocks
         cp.get_default_memory_pool().free_all_blocks()
         if torch is not None and torch.cuda.is_available():
             torch.cuda.empty_cache()
