@@ -1,13 +1,53 @@
-"""Shared test fixtures: the device fixture, the tolerance table and Hypothesis profiles."""
+"""Shared test fixtures: the device fixture, the tolerance table and Hypothesis profiles,
+and the CuPy stand-in (tests/cupy_standin) where no usable CuPy is installed."""
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
-from tinygpt.autograd import backend
+CUPY_STANDIN_PATH = Path(__file__).resolve().parent / "cupy_standin"
+
+
+def _real_cupy_usable():
+    """True when a real CuPy imports and sees a GPU: it then runs the cuda tests. (The
+    stand-in itself may be importable already, from a PYTHONPATH this file set in a
+    parent process: it is no real CuPy.)"""
+    try:
+        import cupy
+        if Path(cupy.__file__).resolve().is_relative_to(CUPY_STANDIN_PATH):
+            return False
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:       # not installed, or no driver or GPU
+        return False
+
+
+def _install_cupy_standin():
+    """Make `import cupy` (and cupyx) find the stand-in, in this process and in the
+    subprocesses tests start (through PYTHONPATH); a CuPy imported without a GPU is
+    dropped first."""
+    for name in [n for n in sys.modules if n.split(".")[0] in ("cupy", "cupyx")]:
+        del sys.modules[name]
+    sys.path.insert(0, str(CUPY_STANDIN_PATH))
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(CUPY_STANDIN_PATH)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+
+
+# True when the cuda tests run on the stand-in (no GPU); False on a real GPU.
+CUPY_STANDIN = not _real_cupy_usable()
+if CUPY_STANDIN:
+    _install_cupy_standin()
+
+from tinygpt.autograd import backend  # noqa: E402
+
+
+def pytest_configure(config):
+    # After setup.cfg's error::RuntimeWarning, so it wins: CuPy's PerformanceWarning (a
+    # RuntimeWarning about speed) stays a warning.
+    config.addinivalue_line("filterwarnings", "default::cupy._util.PerformanceWarning")
 
 settings.register_profile(
     "ci", deadline=None, derandomize=True, max_examples=25,
@@ -44,6 +84,17 @@ def device(request):
         except RuntimeError as e:
             pytest.skip(f"CUDA unavailable: {e}")
     return request.param
+
+
+@pytest.fixture
+def cuda_device():
+    """"cuda", for tests that run on CUDA only (a GPU, or the CuPy stand-in); skips with
+    the reason where neither is usable."""
+    try:
+        backend.get_array_module("cuda")
+    except RuntimeError as e:
+        pytest.skip(f"CUDA unavailable: {e}")
+    return "cuda"
 
 
 @pytest.fixture(params=["reference", "fast"])

@@ -32,7 +32,7 @@ def package_of(module):
     if not parts:
         return None
     if parts[0] == "autograd":
-        if len(parts) > 1 and parts[1] in ("backend", "erf"):
+        if len(parts) > 1 and parts[1] in ("backend", "erf", "splitmix"):
             return "backend"
         if len(parts) > 1 and parts[1] in ("ops", "fast"):
             return "autograd/" + parts[1]

@@ -3,6 +3,7 @@ indices and class ids with their valid range, devices, dtypes, option values.
 """
 
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -204,7 +205,9 @@ def test_unknown_device_is_named():
         tg.zeros(2, device="tpu")
 
 
-@pytest.mark.skipif(backend.cuda_available(), reason="a GPU is usable here")
-def test_cuda_without_cupy_or_gpu_says_why():
-    with pytest.raises(RuntimeError, match="device 'cuda'"):
+def test_cuda_without_cupy_or_gpu_says_why(monkeypatch):
+    monkeypatch.setattr(backend, "_cupy", None)
+    monkeypatch.setitem(sys.modules, "cupy", None)          # as if CuPy were not installed
+    with pytest.raises(RuntimeError, match="device 'cuda' needs CuPy.*cupy-cuda12x>=14"):
         tg.zeros(2, device="cuda")
+    assert not backend.cuda_available()

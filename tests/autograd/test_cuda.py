@@ -106,12 +106,36 @@ def test_embedding_and_cross_entropy_scatter_on_cuda():
     F.embedding(idx, weight).sum().backward()
     counts = np.bincount(np.array([0, 3, 3, 6, 3, 0]), minlength=7)[:, None]
     np.testing.assert_array_equal(weight.grad.numpy(), np.broadcast_to(counts, (7, 3)))
+    # Ids from the host are checked there, before they go to the GPU.
     with pytest.raises(IndexError, match="index 9"):
-        F.embedding(tg.tensor([9], device="cuda"), weight)
+        F.embedding([9], weight)
     with pytest.raises(IndexError, match="target 7"):
-        F.cross_entropy(tg.randn(2, 7, device="cuda"), tg.tensor([1, 7], device="cuda"))
+        F.cross_entropy(tg.randn(2, 7, device="cuda"), [1, 7])
 
 
 def test_device_mix_names_both_devices():
     with pytest.raises(RuntimeError, match=r"'cpu' and 'cuda'"):
         tg.randn(3) + tg.randn(3, device="cuda")
+
+
+@pytest.mark.parametrize("source, target", [("cpu", "cuda"), ("cuda", "cpu")])
+def test_to_moves_the_value_forward_and_the_gradient_back(source, target):
+    x = tg.tensor([1.0, -2.0, 3.0], device=source, requires_grad=True)
+    y = x.to(target)
+    assert y.device == target and y.requires_grad
+    assert type(y.data) is type(tg.zeros(1, device=target).data)
+    (y * y).sum().backward()
+    assert x.grad.device == source
+    np.testing.assert_array_equal(x.grad.numpy(), [2.0, -4.0, 6.0])
+
+
+def test_comparisons_take_host_data_and_refuse_another_device():
+    x = tg.tensor([1.0, 2.0, 3.0], device="cuda")
+    for other in (np.array([2.0, 2.0, 2.0]), [2.0, 2.0, 2.0], np.float32(2.0), 2):
+        for result, expected in ((x < other, [1, 0, 0]), (x <= other, [1, 1, 0]),
+                                 (x > other, [0, 0, 1]), (x >= other, [0, 1, 1]),
+                                 (x == other, [0, 1, 0]), (x != other, [1, 0, 1])):
+            assert result.device == "cuda" and result.dtype == tg.bool_
+            np.testing.assert_array_equal(result.numpy(), np.array(expected, dtype=bool))
+    with pytest.raises(RuntimeError, match=r"'cuda' and 'cpu'"):
+        x < tg.tensor([2.0, 2.0, 2.0])

@@ -95,12 +95,16 @@ def test_float32_parameters_and_state_stay_float32(device):
     opt = AdamW([p], lr=1e-2, weight_decay=0.1)
     reference = _param(w0.astype(np.float64))
     ref_opt = AdamW([reference], lr=1e-2, weight_decay=0.1)
-    for _ in range(3):
+    for step in range(3):
         g = rng.standard_normal((8, 8)).astype(np.float32)
         _set_grad(p, g)
         _set_grad(reference, g.astype(np.float64))
         opt.step()
         ref_opt.step()
+        if step == 0 and device == "cuda":
+            # On a GPU the first step moves the parameter into AdamW's flat buffer.
+            assert p.data.base is not None
+            data_array = p.data
     assert p.data is data_array, "the update must be in place"
     assert p.dtype == np.float32
     assert opt.state[p]["exp_avg"].dtype == np.float32
@@ -345,3 +349,61 @@ def test_a_bad_gradient_shape_raises_before_any_parameter_changes():
         opt.step()
     np.testing.assert_array_equal(a.numpy(), np.ones(3))
     assert opt.state.get(a) in (None, {})
+
+
+def _groups(device, dtype=np.float32):
+    rng = np.random.default_rng(4)
+    shapes = [(5, 7), (3,), (4, 6), (6,)]
+    params = [_param(rng.standard_normal(s).astype(dtype), device) for s in shapes]
+    grads = [[rng.standard_normal(s).astype(dtype) for s in shapes] for _ in range(4)]
+    return params, grads
+
+
+def _flat_run(params, grads, opt, reference):
+    with tg.use_reference_ops(reference):
+        for step_grads in grads:
+            for p, g in zip(params, step_grads):
+                _set_grad(p, g)
+            opt.step()
+    return [p.numpy() for p in params] + [
+        tg.Tensor(opt.state[p][k]).numpy() for p in params for k in ("exp_avg", "exp_avg_sq")]
+
+
+@pytest.mark.parametrize("decay", [(0.1, 0.0), (0.0, 0.0)], ids=["two-runs", "one-run"])
+def test_flat_buffers_on_a_gpu_give_the_reference_update(decay, device):
+    results = []
+    for reference in (True, False):
+        params, grads = _groups(device)
+        opt = AdamW([{"params": params[:2], "weight_decay": decay[0]},
+                     {"params": params[2:], "weight_decay": decay[1]}], lr=0.01)
+        results.append(_flat_run(params, grads, opt, reference))
+        if device == "cuda" and not reference:
+            base = params[0].data.base
+            assert all(p.data.base is base for p in params)          # one flat buffer
+            assert all(opt.state[p]["exp_avg"].base is not base for p in params)
+    for got, want in zip(*results):
+        assert_close(got, want, dtype=np.float32)
+
+
+def test_flat_buffers_follow_replaced_arrays_and_missing_gradients(device):
+    params, grads = _groups(device, np.float64)
+    twin, _ = _groups(device, np.float64)
+    opt, twin_opt = AdamW(params, lr=0.01), AdamW(twin, lr=0.01)
+    _flat_run(params, grads[:1], opt, False)
+    _flat_run(twin, grads[:1], twin_opt, True)
+    # An array replaced from outside (a load, a move) is gathered again, not lost.
+    for p in (params[2], twin[2]):
+        p.data = p.data * 0 + 1
+    saved = twin_opt.state_dict()
+    opt.load_state_dict(saved)                                     # new moment arrays
+    _flat_run(params, grads[1:3], opt, False)
+    _flat_run(twin, grads[1:3], twin_opt, True)
+    # A step where one parameter has no gradient: the others alone, one at a time.
+    for group_params, o in ((params, opt), (twin, twin_opt)):
+        for p, g in zip(group_params[:3], grads[3]):
+            _set_grad(p, g)
+        group_params[3].grad = None
+        o.step()
+    assert opt.state[params[3]]["step"] == 3 and opt.state[params[0]]["step"] == 4
+    for a, b in zip(params, twin):
+        assert_close(a.numpy(), b.numpy())

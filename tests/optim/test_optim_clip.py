@@ -51,9 +51,9 @@ def test_gradients_under_the_limit_are_untouched():
 
 
 @pytest.mark.parametrize("norm_type", [1.0, 3.0, math.inf])
-def test_other_norms(norm_type):
+def test_other_norms(norm_type, device):
     grads = _grads(1)
-    params = _params_with_grads(grads)
+    params = _params_with_grads(grads, device=device)
     flat = np.concatenate([g.ravel() for g in grads])
     expected = np.abs(flat).max() if norm_type == math.inf else \
         (np.abs(flat) ** norm_type).sum() ** (1 / norm_type)
@@ -87,11 +87,12 @@ def test_a_single_tensor_and_parameters_without_gradients():
     assert without.grad is None
 
 
-def test_non_finite_norm():
-    params = _params_with_grads([[np.nan, 1.0]])
+def test_non_finite_norm(device):
+    params = _params_with_grads([[np.nan, 1.0]], device=device)
     with pytest.raises(RuntimeError, match="nan"):
         clip_grad_norm_(params, 1.0, error_if_nonfinite=True)
     assert math.isnan(float(clip_grad_norm_(params, 1.0)))
+    assert np.isnan(params[0].grad.numpy()).all()       # scaled by a NaN factor, as PyTorch
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -102,3 +103,17 @@ def test_non_finite_norm():
 def test_bad_arguments_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         clip_grad_norm_(_params_with_grads([[1.0]]), **kwargs)
+
+
+@pytest.mark.parametrize("norm_type", [2.0, math.inf])
+def test_gradients_of_two_dtypes_keep_their_dtypes(norm_type, device):
+    grads = _grads(3)
+    params = (_params_with_grads(grads[:2], np.float32, device)
+              + _params_with_grads(grads[2:], np.float64, device))
+    flat = np.concatenate([g.ravel() for g in grads])
+    expected = np.abs(flat).max() if norm_type == math.inf else np.sqrt((flat ** 2).sum())
+    total = clip_grad_norm_(params, max_norm=1.0, norm_type=norm_type)
+    assert_close(float(total), expected, dtype=np.float32)
+    for p, g, dtype in zip(params, grads, [np.float32, np.float32, np.float64]):
+        assert p.grad.dtype == dtype and p.grad.shape == g.shape
+        assert_close(p.grad.numpy(), g / (expected + 1e-6), dtype=np.float32)

@@ -4,29 +4,42 @@ This is the only file that names CuPy, and it imports it lazily, on the first us
 CUDA device, so that tinygpt starts fast and a missing or broken CuPy shows its own
 import error where it is actually needed. Every difference between NumPy and CuPy that
 the ops care about is one named function here (`scatter_add`, `erf`, `to_numpy`, random
-generators, `synchronize`). Imports: numpy and the `erf` module beside this one.
+generators, `synchronize`, `fuse`). Imports: numpy and the `erf` and `splitmix` modules
+beside this one.
 """
+
+import functools
+import warnings
 
 import numpy as np
 
 from .erf import erf_float32, erf_float64
+from .splitmix import CounterGenerator
 
 DEFAULT_FLOAT = np.dtype(np.float32)
 FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+# CuPy 14 is the first with `put_along_axis` and NumPy 2's type promotion (NEP 50).
+CUPY_MIN_VERSION = (14, 0)
 
 _cupy = None
 
 
 def _import_cupy():
-    """Import CuPy on first use and check that a GPU is there."""
+    """Import CuPy on first use and check its version and that a GPU is there."""
     global _cupy
     if _cupy is None:
         try:
             import cupy
         except ImportError as e:
             raise RuntimeError(
-                "device 'cuda' needs CuPy, which is not installed: pip install cupy-cuda12x "
-                "(or the wheel matching your CUDA version)") from e
+                "device 'cuda' needs CuPy, which is not installed: pip install "
+                "'cupy-cuda12x>=14' (or the wheel matching your CUDA version)") from e
+        version = _version_tuple(cupy.__version__)
+        if version < CUPY_MIN_VERSION:
+            raise RuntimeError(
+                f"device 'cuda' needs CuPy >= 14 (put_along_axis, NumPy 2's type promotion), "
+                f"found CuPy {cupy.__version__}: pip install -U 'cupy-cuda12x>=14'")
         try:
             count = cupy.cuda.runtime.getDeviceCount()
         except Exception as e:  # CUDA driver missing or broken
@@ -35,6 +48,15 @@ def _import_cupy():
             raise RuntimeError("device 'cuda' requested but no GPU is visible")
         _cupy = cupy
     return _cupy
+
+
+def _version_tuple(text):
+    """'14.2.0' -> (14, 2); '15.0.0a1' -> (15, 0)."""
+    parts = []
+    for part in str(text).split(".")[:2]:
+        digits = "".join(c for c in part if c.isdigit()) or "0"
+        parts.append(int(digits) if part[:1].isdigit() else 0)
+    return tuple(parts)
 
 
 def cuda_available():
@@ -70,6 +92,11 @@ def array_module(array):
     if isinstance(array, np.ndarray) or _cupy is None:
         return np
     return _cupy.get_array_module(array)
+
+
+def is_array(x):
+    """True for a NumPy array or an array of CuPy (not for a NumPy or Python scalar)."""
+    return isinstance(x, np.ndarray) or (_cupy is not None and isinstance(x, _cupy.ndarray))
 
 
 def device_of(array):
@@ -121,9 +148,12 @@ def erf(x, out=None):
     return out
 
 
-# Random numbers: one generator per device, reseeded by `manual_seed`.
+# Random numbers: one generator per device, reseeded by `manual_seed`. The CPU's is
+# NumPy's PCG64; the GPU's is a counter-based SplitMix64 (splitmix.py), whose state is two
+# integers, so checkpoints can save it and resume its stream exactly.
 _generators = {}
 _seed = None
+CUDA_STREAM = 2             # the spawn key that sets the GPU's stream apart from the CPU's
 
 
 def manual_seed(seed):
@@ -134,28 +164,85 @@ def manual_seed(seed):
 
 
 def generator(device):
-    """The random generator of a device (NumPy's Generator, or CuPy's)."""
+    """The random generator of a device: NumPy's Generator on the CPU, a
+    `splitmix.CounterGenerator` on CUDA (created without touching the GPU, so its state
+    can be read or set on any machine)."""
     gen = _generators.get(device)
     if gen is None:
         if device == "cpu":
             gen = np.random.default_rng(_seed)
         else:
-            gen = _import_cupy().random.default_rng(_seed)
+            key = np.random.SeedSequence(_seed, spawn_key=(CUDA_STREAM,)).generate_state(
+                1, np.uint64)[0]
+            gen = CounterGenerator(int(key), lambda: get_array_module("cuda"), fuse)
         _generators[device] = gen
     return gen
 
 
-def get_rng_state():
-    """The CPU generator's state, a plain dict (saved in checkpoints)."""
-    return generator("cpu").bit_generator.state
+def get_rng_state(device="cpu"):
+    """The state of a device's generator, a plain dict of JSON types (saved in
+    checkpoints): NumPy's bit-generator state on the CPU, {"bit_generator":
+    "SplitMix64", "key", "position"} on CUDA."""
+    gen = generator(normalize_device(device))
+    return gen.bit_generator.state if device == "cpu" else gen.state
 
 
-def set_rng_state(state):
-    """Restore the CPU generator from `get_rng_state()`'s dict."""
-    generator("cpu").bit_generator.state = state
+def set_rng_state(state, device="cpu"):
+    """Restore a device's generator from `get_rng_state(device)`'s dict."""
+    gen = generator(normalize_device(device))
+    if device == "cpu":
+        gen.bit_generator.state = state
+    else:
+        gen.state = state
 
 
 def synchronize(device):
     """Wait for the device's queued work (for timing); nothing to do on the CPU."""
     if device != "cpu":
         _import_cupy().cuda.Device().synchronize()
+
+
+# --- fused kernels -----------------------------------------------------------------------
+class FusionFallbackWarning(RuntimeWarning):
+    """A fused GPU kernel failed to build and runs as separate array operations instead:
+    the results stay right, the speed does not."""
+
+
+# name -> the error of each fused kernel that fell back (the GPU check reports them)
+fuse_fallbacks = {}
+
+
+def fuse(function, name=None):
+    """`function(xp, *args)` as one GPU kernel: on CuPy arrays it runs through
+    `cupy.fuse` (compiled once per dtype and rank of the arguments); on NumPy arrays it
+    is plain array code with xp = numpy. The function may use elementwise ufuncs of `xp`,
+    operators, `xp.where`, `.astype` and at most one reduction, whose result meets only
+    scalars afterwards (what CuPy's fusion compiles).
+
+    Should the fusion fail on a GPU, the same function runs unfused with a
+    FusionFallbackWarning and the error is kept in `fuse_fallbacks[name]`."""
+    return _Fused(function, name or function.__name__)
+
+
+class _Fused:
+    __slots__ = ("function", "name", "kernel", "__weakref__")
+
+    def __init__(self, function, name):
+        self.function, self.name, self.kernel = function, name, None
+
+    def __call__(self, *args):
+        if _cupy is None or not any(isinstance(a, _cupy.ndarray) for a in args):
+            return self.function(np, *args)
+        if self.name in fuse_fallbacks:
+            return self.function(_cupy, *args)
+        if self.kernel is None:
+            self.kernel = _cupy.fuse(kernel_name=self.name)(
+                functools.partial(self.function, _cupy))
+        try:
+            return self.kernel(*args)
+        except Exception as error:      # a fusion CuPy cannot build: run it unfused
+            result = self.function(_cupy, *args)      # raises for a real argument error
+            fuse_fallbacks[self.name] = f"{type(error).__name__}: {error}"
+            warnings.warn(f"fused kernel {self.name} runs unfused: {error}",
+                          FusionFallbackWarning, stacklevel=2)
+            return result

@@ -205,7 +205,10 @@ class Function:
             out = tracer.forward(impl, ctx, inputs, params)
         # Build the output without Tensor.__init__'s checks: the op made a valid array.
         result = _new_tensor(Tensor)
-        if type(out) is not kind:
+        if type(out) is not kind and not backend.is_array(out):
+            # A NumPy scalar (a reduction over all of a NumPy array gives one) becomes a
+            # 0-d array of the inputs' device; an array of the other device (`to_device`'s
+            # output) stays where the op put it.
             out = backend.array_module(inputs[0].data).asarray(out)
         result.data = out
         result.grad = None

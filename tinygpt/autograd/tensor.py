@@ -318,23 +318,35 @@ class Tensor:
         return Index.apply(self, index=_normalize_index(index, self))
 
     # Comparisons give boolean tensors and are not differentiable.
+    def _compared(self, other):
+        """The right-hand operand of a comparison, on this tensor's device: a tensor of
+        another device is an error naming both, host data (a NumPy array or a list) is
+        copied to the GPU (whose ufuncs take no NumPy arrays), scalars stay as they are."""
+        if isinstance(other, Tensor):
+            if type(other.data) is not type(self.data):
+                _device_mismatch("comparison", (self, other))
+            return other.data
+        if type(self.data) is np.ndarray or isinstance(other, (int, float, bool)):
+            return other
+        return backend.array_module(self.data).asarray(other)
+
     def __lt__(self, other):
-        return Tensor(self.data < _raw(other))
+        return Tensor(self.data < self._compared(other))
 
     def __le__(self, other):
-        return Tensor(self.data <= _raw(other))
+        return Tensor(self.data <= self._compared(other))
 
     def __gt__(self, other):
-        return Tensor(self.data > _raw(other))
+        return Tensor(self.data > self._compared(other))
 
     def __ge__(self, other):
-        return Tensor(self.data >= _raw(other))
+        return Tensor(self.data >= self._compared(other))
 
     def __eq__(self, other):
-        return Tensor(self.data == _raw(other))
+        return Tensor(self.data == self._compared(other))
 
     def __ne__(self, other):
-        return Tensor(self.data != _raw(other))
+        return Tensor(self.data != self._compared(other))
 
     # --- methods ------------------------------------------------------------------------
     def exp(self):
@@ -518,10 +530,6 @@ def _floating(a, b):
     if a.dtype.kind in "biu":
         return a.to(backend.DEFAULT_FLOAT), b.to(backend.DEFAULT_FLOAT)
     return a, b
-
-
-def _raw(x):
-    return x.data if isinstance(x, Tensor) else x
 
 
 def _axis(dim, ndim):
@@ -731,7 +739,7 @@ def manual_seed(seed):
     backend.manual_seed(seed)
 
 
-from .function import no_grad  # noqa: E402,F401  (function.py imports this module)
+from .function import _device_mismatch, no_grad  # noqa: E402,F401  (function.py imports us)
 from .ops.elementwise import (Abs, Add, Cast, Clone, Div, Exp, Log, MaskedFill, Mul,  # noqa: E402
                               Neg, Pow, Relu, Sigmoid, Sqrt, Sub, Tanh, ToDevice, Where)
 from .ops.reduce import Max, Mean, Sum  # noqa: E402

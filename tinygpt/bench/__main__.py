@@ -1,8 +1,9 @@
 """`python -m tinygpt.bench NAME [ARGS...]`: run the benchmark `tinygpt.bench.NAME`.
 
 NAME is one of `ops` (op forward+backward times beside PyTorch), `train` (training steps
-per second), `bpe` (tokenizer throughput), `quality` (final loss over seeds) or `attention`
-(padding masks; banded against dense layers); ARGS go to
+per second), `bpe` (tokenizer throughput), `quality` (final loss over seeds), `attention`
+(padding masks; banded against dense layers) or `gpu` (the GPU check: tests, gradient
+checks, transfers and speed on CUDA); ARGS go to
 that benchmark's `main(argv)` (`python -m tinygpt.bench ops --help`). Each benchmark module
 is imported only when asked for, so a missing optional dependency of one does not break
 the others.
@@ -17,6 +18,7 @@ BENCHMARKS = {
     "bpe": "GPT-2 byte-level BPE encoding throughput",
     "quality": "final validation loss of nanoGPT's CPU recipe over seeds, beside PyTorch",
     "attention": "training steps with padding masks, and banded against dense layers",
+    "gpu": "the GPU check: cuda tests, gradient checks, transfers, training and generation",
 }
 
 

@@ -12,4 +12,5 @@ from .bpe import BPETokenizer  # noqa: F401
 from .corpus import (CORPORA, SHAKESPEARE_SHA256, SHAKESPEARE_URL, DownloadError,  # noqa: F401
                      cache_dir, default_text, download, load_text, read_text_file,
                      shakespeare_path)
-from .batches import BatchSampler, as_token_array, get_batch, train_val_split  # noqa: F401
+from .batches import (BatchSampler, as_token_array, check_token_ids, get_batch,  # noqa: F401
+                      train_val_split)

@@ -29,6 +29,16 @@ def as_token_array(ids):
     return array.astype(np.int64) if array.dtype.kind not in "iu" else array
 
 
+def check_token_ids(data, vocab_size):
+    """Raise a ValueError naming the first id of the 1-D host array `data` outside
+    [0, vocab_size), its position and the vocabulary size."""
+    if data.size and (data.min() < 0 or data.max() >= vocab_size):
+        i = int(np.flatnonzero((data < 0) | (data >= vocab_size))[0])
+        raise ValueError(
+            f"token id {int(data[i])} at position {i} of the data is outside the "
+            f"vocabulary: ids must be in [0, {vocab_size - 1}] (vocab_size {vocab_size})")
+
+
 def train_val_split(data, frac=0.9):
     """The first `frac` of `data` for training, the rest for validation (nanoGPT's split:
     the validation text is a contiguous tail, unseen in training).
@@ -96,6 +106,9 @@ class BatchSampler:
                 independent of `tg.manual_seed(seed)`'s with the same integer, so one
                 seed for the weights and the batches does not tie the two together.
     device:     where x and y are made; the data is copied there once.
+    vocab_size: when given, every token id is checked once, here, on the host, to lie in
+                [0, vocab_size): a model on a GPU does not check the ids of each batch
+                (that would make the host wait for the GPU at every step).
 
     `state_dict()` / `load_state_dict()` save and restore the generator, so a resumed run
     draws the same batches as one that never stopped.
@@ -104,9 +117,11 @@ class BatchSampler:
     >>> x, y = sampler.get_batch()      # (12, 64) int64 each; y is x shifted by one
     """
 
-    def __init__(self, data, block_size, batch_size, seed=None, device="cpu"):
+    def __init__(self, data, block_size, batch_size, seed=None, device="cpu", vocab_size=None):
         self.data = as_token_array(data)
         _check_sizes(len(self.data), block_size, batch_size)
+        if vocab_size is not None:
+            check_token_ids(self.data, vocab_size)
         self.block_size, self.batch_size = int(block_size), int(batch_size)
         self.device = backend.normalize_device(device)
         if seed is None:

@@ -294,11 +294,19 @@ class GPT(nn.Module):
 
     # --- forward --------------------------------------------------------------------------
     def _as_tokens(self, idx, what="idx"):
-        """idx as an integer Tensor (B, T) on the model's device, with every id checked."""
+        """idx as an integer Tensor (B, T) on the model's device, its ids checked where
+        that costs nothing: on the host (ids given as host data, or a model on the CPU).
+        Ids already on a GPU are not checked here, which would make the host wait for the
+        GPU at every call: data meant for a GPU is checked once where it is made
+        (`BatchSampler(..., vocab_size=...)`, `check_token_ids`)."""
         if not isinstance(idx, Tensor):
             idx = Tensor(idx)
+            if idx.device == "cpu":
+                self._check_ids(idx, what)
             if idx.device != self.device:
                 idx = Tensor(backend.to_device(idx.data, self.device))
+        elif idx.device == "cpu":
+            self._check_ids(idx, what)
         if idx.dtype.kind not in "iu":
             raise TypeError(f"{what} must hold integer token ids, got dtype {idx.dtype}")
         if idx.ndim != 2:
@@ -307,14 +315,17 @@ class GPT(nn.Module):
                 f"(for one sequence use idx[None])")
         if idx.shape[1] == 0:
             raise ValueError(f"{what} holds no tokens: shape {tuple(idx.shape)}")
-        if idx.data.size:
+        return idx
+
+    def _check_ids(self, idx, what):
+        """Raise a ValueError naming an id of the host tensor `idx` outside the vocabulary."""
+        if idx.data.size and idx.dtype.kind in "iu":
             low, high = int(idx.data.min()), int(idx.data.max())
             vocab = self.config.vocab_size
             if low < 0 or high >= vocab:
                 raise ValueError(
                     f"token id {low if low < 0 else high} in {what} is outside the vocabulary: "
                     f"ids must be in [0, {vocab - 1}] (vocab_size {vocab})")
-        return idx
 
     def forward(self, idx, targets=None, last_only=False, attention_mask=None):
         """Logits (B, T, V) and, when `targets` (B, T) is given, the mean cross-entropy.

@@ -7,6 +7,8 @@ and the backward sit side by side. Imports: autograd.
 
 import math
 
+import numpy as np
+
 from ..autograd import backend
 from ..autograd.ops.attention import ScaledDotProductAttention, SelfAttention
 from ..autograd.ops.nn import (GELU_APPROXIMATIONS, REDUCTIONS, CrossEntropy, Dropout,
@@ -50,13 +52,17 @@ def cross_entropy(logits, targets, ignore_index=-100, reduction="mean"):
 
     logits (N, C) with targets (N,), or (C,) with a 0-d target, or (N, C, d1, ...) with
     targets (N, d1, ...) (the class axis is 1). Targets equal to `ignore_index` count for
-    nothing; "mean" averages over the other targets.
+    nothing; "mean" averages over the other targets. Class ids are checked when they are
+    on the host; ids already on a GPU are not (see `_check_class_ids`).
     """
     if reduction not in REDUCTIONS:
         raise ValueError(
             f"cross_entropy: unknown reduction={reduction!r}, expected one of {REDUCTIONS}")
+    given = targets
     if not isinstance(targets, Tensor):
-        targets = Tensor(backend.array_module(logits.data).asarray(targets))
+        # Host data (a list) is checked below on the host, then moved to logits' device.
+        targets = Tensor(targets if backend.is_array(targets) else
+                         np.asarray(targets))  # numpy: host data (a list from the user)
     if targets.dtype.kind not in "iu":
         raise TypeError(
             f"cross_entropy: targets must be integer class indices, got dtype {targets.dtype}")
@@ -69,6 +75,8 @@ def cross_entropy(logits, targets, ignore_index=-100, reduction="mean"):
             f"{tuple(expected)}, got {tuple(targets.shape)}")
     n_classes = logits.shape[1] if logits.ndim > 1 else logits.shape[0]
     _check_class_ids(targets.data, n_classes, ignore_index)
+    if targets is not given:
+        targets = Tensor(backend.to_device(targets.data, logits.device))
     out_shape = expected
     if logits.ndim == 1:
         flat_logits, flat_targets = logits.reshape(1, -1), targets.reshape(1)
@@ -86,17 +94,18 @@ def cross_entropy(logits, targets, ignore_index=-100, reduction="mean"):
 
 
 def _check_class_ids(targets, n_classes, ignore_index):
-    """Name the first out-of-range class id and the valid range."""
-    if targets.size == 0:
+    """Name the first out-of-range class id and the valid range. Only host arrays are
+    checked: on a GPU the check would make the host wait for the device at every call
+    (CuPy wraps an out-of-range index around instead of failing), so ids meant for a GPU
+    are checked where they are made, on the host (`BatchSampler(vocab_size=...)`)."""
+    if targets.size == 0 or backend.device_of(targets) != "cpu":
         return
-    xp = backend.array_module(targets)
     bad = (targets != ignore_index) & ((targets < 0) | (targets >= n_classes))
     if bool(bad.any()):
         value = int(targets[bad].reshape(-1)[0])
         raise IndexError(
             f"cross_entropy: target {value} is out of range: class ids must be in "
             f"[0, {n_classes - 1}] (or ignore_index={ignore_index})")
-    del xp
 
 
 def nll_loss(log_probs, targets, ignore_index=-100, reduction="mean"):
@@ -114,7 +123,8 @@ def nll_loss(log_probs, targets, ignore_index=-100, reduction="mean"):
         return picked
     if reduction == "sum":
         return picked.sum()
-    return picked.sum() / float(valid.sum())
+    # The count stays an array on the tensor's device (no host round trip on a GPU).
+    return picked.sum() / Tensor(valid.sum().astype(log_probs.dtype))
 
 
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
@@ -140,20 +150,31 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
 
 
 def embedding(idx, weight):
-    """Rows of `weight` (V, C) at the integer indices `idx` (any shape) -> idx.shape + (C,)."""
+    """Rows of `weight` (V, C) at the integer indices `idx` (any shape) -> idx.shape + (C,).
+
+    Indices on the host are checked; indices already on a GPU are not (the check would
+    make the host wait for the device at every call, and CuPy wraps an index past the
+    table around): check ids meant for a GPU where they are made."""
     if not isinstance(idx, Tensor):
-        idx = Tensor(backend.array_module(weight.data).asarray(idx))
+        data = idx if backend.is_array(idx) else np.asarray(idx)  # numpy: host data (a list)
+        _check_indices(data, weight.shape[0])
+        idx = Tensor(backend.to_device(data, weight.device))
+    elif idx.device == "cpu":
+        _check_indices(idx.data, weight.shape[0])
     if idx.dtype.kind not in "iu":
         raise TypeError(f"embedding: indices must be integers, got dtype {idx.dtype}")
-    v = weight.shape[0]
-    if idx.data.size:
-        low, high = int(idx.data.min()), int(idx.data.max())
+    return Embedding.apply(idx, weight)
+
+
+def _check_indices(idx, v):
+    """Name an index of `idx` outside [0, v) when it is an integer host array."""
+    if idx.size and idx.dtype.kind in "iu" and backend.device_of(idx) == "cpu":
+        low, high = int(idx.min()), int(idx.max())
         if low < 0 or high >= v:
             bad = high if high >= v else low
             raise IndexError(
                 f"embedding: index {bad} is out of range for a table of {v} rows "
                 f"(valid range [0, {v - 1}])")
-    return Embedding.apply(idx, weight)
 
 
 def dropout(x, p=0.5, training=True):

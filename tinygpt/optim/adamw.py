@@ -12,7 +12,8 @@ For each parameter p with gradient g, at step t = 1, 2, ...:
 The decay is "decoupled": it shrinks p directly rather than being added to g (which Adam
 would then rescale by 1/sqrt(v_hat), decaying rarely-updated weights the most).
 
-Imports: numpy, autograd (backend, fast.threads), optim.optimizer.
+On a GPU the update runs over flat buffers, one fused kernel per group (adamw_flat.py).
+Imports: numpy, autograd (backend, fast.threads), optim.optimizer, optim.adamw_flat.
 """
 
 import math
@@ -22,6 +23,7 @@ import numpy as np
 from ..autograd import backend
 from ..autograd.fast import threads
 from ..autograd.function import reference_ops_enabled
+from .adamw_flat import FlatAdamW
 from .optimizer import Optimizer, _check_number
 
 
@@ -42,6 +44,7 @@ class AdamW(Optimizer):
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
         self._validate_group(defaults)
         super().__init__(params, defaults)
+        self._flat = FlatAdamW()        # the GPU's flat buffers, made by the first step
 
     def _validate_group(self, group):
         _check_number("lr", group["lr"])
@@ -75,9 +78,14 @@ class AdamW(Optimizer):
         large parameters' arithmetic runs in blocks of threads.BLOCK_ELEMENTS (the dozen
         passes of `_adamw` over a block stay in cache) on tinygpt's threads; small ones
         (biases, gains) run one at a time on this thread, as `_update` does: threads passing
-        tiny ufuncs back and forth lose more to the GIL than they gain. Elsewhere: `_update`
-        for each parameter. The arithmetic of every element is the same either way."""
-        if reference_ops_enabled() or not items or backend.device_of(items[0][2]) != "cpu":
+        tiny ufuncs back and forth lose more to the GIL than they gain. On a GPU: one fused
+        kernel per group over flat buffers (`FlatAdamW`), where it applies. Elsewhere:
+        `_update` for each parameter. The arithmetic of every element is the same."""
+        if reference_ops_enabled() or not items:
+            return super()._update_all(items)
+        if backend.device_of(items[0][2]) != "cpu":
+            if self._flat.step(self, items):
+                return None
             return super()._update_all(items)
         jobs = []
         for group, p, g in items:

@@ -27,7 +27,8 @@ import numpy as np
 from ..autograd import backend, no_grad
 from ..autograd.fast import malloc, threads
 from ..autograd.tensor import Tensor
-from ..data import BatchSampler, BPETokenizer, CharTokenizer, load_text, train_val_split
+from ..data import (BatchSampler, BPETokenizer, CharTokenizer, check_token_ids, load_text,
+                    train_val_split)
 from ..model import GPT, GPTConfig
 from ..model.checkpoint import load_checkpoint, save_checkpoint
 from ..model.pretrained import require_tokenizer, tokenizer_from_dict
@@ -163,6 +164,8 @@ class Trainer:
         self.stats = StatsCollector(self.model) if config.stats else None
         self.processes = config.resolved_processes()
         self.parallel = None        # the DataParallel workers, started by the first step
+        self._unread = None         # on a GPU: the sum of the losses not read back yet
+        self._unread_from = 0       # ... from this iteration on
 
     # --- set-up ---------------------------------------------------------------------------
     def _setup(self):
@@ -212,6 +215,8 @@ class Trainer:
 
     def _prepare_data(self, text):
         ids = np.asarray(self.tokenizer.encode(text), dtype=np.int64)
+        # Once, here on the host: the model does not check ids already on a GPU.
+        check_token_ids(ids, self.model.config.vocab_size)
         self.train_data, self.val_data = train_val_split(ids, 0.9)
         need = self.config.block_size + 1
         for name, split in (("training", self.train_data), ("validation", self.val_data)):
@@ -250,6 +255,8 @@ class Trainer:
                                     seed=cfg.seed, device=cfg.device)
         self.sampler.load_state_dict(meta["sampler"])
         backend.set_rng_state(meta["rng"])
+        if "cuda_rng" in meta:          # checkpoints from before it was saved lack it
+            backend.set_rng_state(meta["cuda_rng"], "cuda")
         self.iter_num = int(meta["iter_num"])
         self.history = meta.get("history", [])
         self.log(f"resuming from {self.ckpt_path} at iteration {self.iter_num}")
@@ -273,6 +280,7 @@ class Trainer:
             "optimizer": optim_meta,
             "sampler": self.sampler.state_dict(),
             "rng": backend.get_rng_state(),
+            "cuda_rng": backend.get_rng_state("cuda"),      # dropout masks on a GPU
             "iter_num": self.iter_num,
             "history": self.history,
         }
@@ -298,7 +306,9 @@ class Trainer:
         return it % self.config.log_interval == 0 or it + 1 == self.config.max_iters
 
     def step(self):
-        """One iteration (all micro-batches and the update); returns the mean loss."""
+        """One iteration (all micro-batches and the update); returns (the mean loss, the
+        learning rate). The loss is a float, or on a GPU a 0-d Tensor there (`float(loss)`
+        reads it; the run reads it only when it logs it)."""
         cfg = self.config
         lr = self.lr_at(self.iter_num)
         for group in self.optimizer.param_groups:
@@ -314,7 +324,7 @@ class Trainer:
             loss = self.parallel.forward_backward(
                 [self.sampler.get_batch() for _ in range(n_micro)])
             self._check_loss(loss)
-        else:
+        elif backend.normalize_device(cfg.device) == "cpu":
             total = 0.0
             for _ in range(n_micro):
                 x, y = self.sampler.get_batch()
@@ -324,6 +334,8 @@ class Trainer:
                 total += value
                 (loss / n_micro).backward() if n_micro > 1 else loss.backward()
             loss = total / n_micro
+        else:
+            loss = self._step_on_device(n_micro)
         if stats is not None:
             stats.before_update()
         if cfg.grad_clip > 0:
@@ -333,6 +345,48 @@ class Trainer:
             stats.after_update()
         self.optimizer.zero_grad(set_to_none=True)
         return loss, lr
+
+    def _step_on_device(self, n_micro):
+        """The micro-batches of a step on a GPU; the mean loss as a 0-d Tensor there. Each
+        loss stays on the device, where `_unread` adds it up: reading it back each step
+        would make the host wait for the GPU. It is read, and checked, when it is logged
+        and before each evaluation (`_read_loss`, `_check_unread`)."""
+        total = None
+        for _ in range(n_micro):
+            x, y = self.sampler.get_batch()
+            _, loss = self.model(x, y)
+            total = loss.detach() if total is None else total + loss.detach()
+            (loss / n_micro).backward() if n_micro > 1 else loss.backward()
+        loss = total / n_micro if n_micro > 1 else total
+        if self._unread is None:
+            self._unread, self._unread_from = loss, self.iter_num
+        else:
+            self._unread = self._unread + loss      # a NaN or an inf anywhere stays one
+        return loss
+
+    def _read_loss(self, loss):
+        """A step's loss as a float, and every unread loss checked, in one transfer."""
+        if not isinstance(loss, Tensor):
+            return loss
+        values = backend.to_numpy(backend.array_module(loss.data).stack(
+            [loss.data, self._unread.data]))
+        self._check_unread(float(values[1]))
+        return float(values[0])
+
+    def _check_unread(self, total=None):
+        """Raise TrainingError when a loss since the last check was not finite (`total`:
+        their sum, read back here when not given)."""
+        if self._unread is None:
+            return
+        if total is None:
+            total = self._unread.item()
+        first, self._unread = self._unread_from, None
+        if not math.isfinite(total):
+            raise TrainingError(
+                f"the loss became {total} in iterations {first}-{self.iter_num - 1} (on a "
+                f"GPU the loss is read when logged); training stopped and the last good "
+                f"checkpoint ({self.ckpt_path}) was kept. Try a lower --learning_rate or "
+                "--grad_clip")
 
     def _check_loss(self, value):
         if not math.isfinite(value):
@@ -367,6 +421,7 @@ class Trainer:
             while True:
                 it = self.iter_num
                 if it % cfg.eval_interval == 0 or it == cfg.max_iters:
+                    self._check_unread()        # no checkpoint of weights a NaN has reached
                     losses = self.evaluate()
                     entry = {"iter": it, "train_loss": losses["train"], "val_loss": losses["val"]}
                     self.history.append(entry)
@@ -382,6 +437,7 @@ class Trainer:
                 loss, lr = self.step()
                 self.iter_num += 1
                 if self._logs(it):
+                    loss = self._read_loss(loss)
                     now = time.perf_counter()
                     dt = (now - mark_time) / max(1, self.iter_num - mark_iter)
                     mark_time, mark_iter = now, self.iter_num

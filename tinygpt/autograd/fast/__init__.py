@@ -16,10 +16,13 @@ branch it has (tests/autograd/test_fast_kernels.py).
 | embedding | EmbeddingOneHot | embedding.py | backward as a one-hot product |
 | self_attention | SelfAttentionTiled | attention.py | flash-style tiles, no T x T array kept |
 
-The machinery they share: `threads` (a worker pool, `parallel_map`, `for_blocks`), `blas`
+The GPU's kernels (`fast/cuda/`, registered for "cuda") fuse each memory-bound op into
+one or a few CUDA kernels through `backend.fuse` (see that package's table).
+
+The CPU machinery: `threads` (a worker pool, `parallel_map`, `for_blocks`), `blas`
 (NumPy's BLAS thread count), `products` (products shared out over the threads) and
 `malloc` (allocator tuning, an explicit call made by the trainer). No reference op uses
 any of it.
 """
 
-from . import attention, embedding, gelu, layer_norm, linear, softmax  # noqa: F401
+from . import attention, cuda, embedding, gelu, layer_norm, linear, softmax  # noqa: F401
