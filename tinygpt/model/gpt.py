@@ -145,6 +145,49 @@ def count_params(config, non_embedding=False):
     return total - T * C if non_embedding else total
 
 
+def parameter_shapes(config):
+    """{state_dict key: shape} of GPT(config), in `state_dict()` order, computed from the
+    sizes alone: a file's tensors can be checked against a config before any model is
+    built. The tied head `lm_head.weight` is listed too (it is `transformer.wte.weight`).
+
+    >>> parameter_shapes(GPTConfig(vocab_size=65, block_size=8, n_layer=1, n_head=2,
+    ...                            n_embd=4))["transformer.h.0.attn.c_attn.weight"]
+    (12, 4)
+    """
+    C, V, T = config.n_embd, config.vocab_size, config.block_size
+    linears = (("attn.c_attn", 3 * C, C), ("attn.c_proj", C, C), ("mlp.c_fc", 4 * C, C),
+               ("mlp.c_proj", C, 4 * C))
+    shapes = {"transformer.wte.weight": (V, C), "transformer.wpe.weight": (T, C)}
+    for i in range(config.n_layer):
+        block = f"transformer.h.{i}."
+        for norm, first, last in (("ln_1", 0, 2), ("ln_2", 2, 4)):
+            shapes[block + norm + ".weight"] = (C,)
+            if config.bias:
+                shapes[block + norm + ".bias"] = (C,)
+            for name, rows, columns in linears[first:last]:     # ln_1 then attn, ln_2 mlp
+                shapes[block + name + ".weight"] = (rows, columns)
+                if config.bias:
+                    shapes[block + name + ".bias"] = (rows,)
+    shapes["transformer.ln_f.weight"] = (C,)
+    if config.bias:
+        shapes["transformer.ln_f.bias"] = (C,)
+    shapes["lm_head.weight"] = (V, C)
+    return shapes
+
+
+def empty_gpt(config, dtype="float32"):
+    """GPT(config) on the CPU with uninitialised float parameters of `dtype`, to be filled
+    from a file (`nn.init.skip_init`: no random numbers drawn, no memory touched)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f":
+        raise TypeError(f"dtype must be a floating-point type, got {dtype}")
+    model = init.skip_init(GPT, config)
+    for param in model.parameters():      # the tied wte/lm_head Parameter is listed once
+        if param.dtype != dtype:
+            param.data = np.empty(param.shape, dtype=dtype)
+    return model
+
+
 class GPT(nn.Module):
     """GPT-2 as nanoGPT writes it; `model(idx, targets) -> (logits, loss)`.
 
