@@ -466,15 +466,28 @@ class Sampler:
             raise FloatingPointError(
                 "the model produced NaN logits: its weights are not usable (did training "
                 "diverge?)")
+        # A +inf logit is a certainty: its token is the argmax, and sampling picks among the
+        # +inf tokens alone (the others get probability 0) instead of computing inf - inf.
+        certain = np.isposinf(logits)
+        rows = certain.any(axis=-1)
+        logits[rows] = np.where(certain[rows], 0.0, -np.inf)
+        if np.isneginf(logits).all(axis=-1).any():
+            raise FloatingPointError(
+                "the model gave every token a logit of -inf: there is nothing to sample from")
         if not self.do_sample:
             return logits.argmax(axis=-1)[:, None]
         V = logits.shape[-1]
-        logits /= self.temperature
+        # Shift by the maximum before dividing: every logit is then <= 0, and a tiny
+        # temperature sends the others to -inf (probability 0) instead of overflowing them
+        # all to +inf; the maximum stays at 0, probability 1 before normalising.
+        logits -= logits.max(axis=-1, keepdims=True)
+        with np.errstate(over="ignore"):
+            logits /= self.temperature
         if self.top_k is not None:
             # Keep the top_k largest logits (ties with the k-th are kept too).
             kth = np.partition(logits, V - self.top_k, axis=-1)[:, V - self.top_k, None]
             logits[logits < kth] = -np.inf
-        probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        probs = np.exp(logits)
         probs /= probs.sum(axis=-1, keepdims=True)
         if self.top_p is not None:
             # Drop a token when the tokens ranked above it already hold top_p of the mass;
