@@ -40,9 +40,8 @@ from pathlib import Path
 import numpy as np
 
 from ..autograd import backend
-from ..data.tokenizers import (GPT2_VOCAB_RANGE, HF_MERGES, HF_VOCAB, TOKENIZER_NAME,  # noqa: F401
-                               find_tokenizer, hf_tokenizer_files, require_tokenizer,
-                               tokenizer_from_dict)
+from ..data.tokenizers import (GPT2_VOCAB_RANGE, HF_MERGES, HF_VOCAB, TOKENIZER_NAME,
+                               find_tokenizer, hf_tokenizer_files)
 from ..files import FolderLock, atomic_write_text, read_json
 from ..memory import check_fits, format_bytes
 from .. import nn
