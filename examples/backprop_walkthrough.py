@@ -256,7 +256,7 @@ def gpt(out_dir, report):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--out_dir", default="out-walkthrough",
                         help="where to write the graphs (default: out-walkthrough)")
     args = parser.parse_args(argv)

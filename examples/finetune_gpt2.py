@@ -21,7 +21,8 @@ from tinygpt.optim import AdamW, clip_grad_norm_, configure_param_groups
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="fine-tune pretrained GPT-2 on a text file")
+    parser = argparse.ArgumentParser(description="fine-tune pretrained GPT-2 on a text file",
+                                     allow_abbrev=False)
     parser.add_argument("model", help="a Hugging Face GPT-2 folder")
     parser.add_argument("--data", required=True, help="a UTF-8 text file")
     parser.add_argument("--iters", type=int, default=300)

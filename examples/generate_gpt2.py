@@ -22,7 +22,8 @@ from tinygpt.model import GPT
 
 
 def main(argv=None, out=sys.stdout):
-    parser = argparse.ArgumentParser(description="generate text with pretrained GPT-2")
+    parser = argparse.ArgumentParser(description="generate text with pretrained GPT-2",
+                                     allow_abbrev=False)
     parser.add_argument("model", help="a Hugging Face GPT-2 folder")
     parser.add_argument("--prompt", default="Hello, I'm a language model,")
     parser.add_argument("--max_new_tokens", type=int, default=100)

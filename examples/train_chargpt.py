@@ -18,7 +18,7 @@ from tinygpt.optim import AdamW, clip_grad_norm_, configure_param_groups, get_sc
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--data", default="default", help="'default', 'shakespeare' or a path")
     parser.add_argument("--iters", type=int, default=500)
     parser.add_argument("--eval_every", type=int, default=100)

@@ -105,7 +105,7 @@ def test_gpt2_and_model_folders(tmp_path, shared_data, monkeypatch, capsys):
     assert main(["tokenizer", "encode", "--tokenizer", "gpt2", "--text", "Hello world"]) == 0
     assert capsys.readouterr().out.split() == ["15496", "995"]
     # A model folder's vocab.json + merges.txt (here: derived from a saved tokenizer).
-    from tinygpt.model.pretrained import hf_tokenizer_files
+    from tinygpt.data.tokenizers import hf_tokenizer_files
     vocab, merges = hf_tokenizer_files(BPETokenizer.train(TEXT, 300))
     (tmp_path / "vocab.json").write_text(vocab, encoding="utf-8")
     (tmp_path / "merges.txt").write_text(merges, encoding="utf-8")

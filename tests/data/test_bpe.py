@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinygpt.data.bpe import GPT2_PATTERN, BPETokenizer, bytes_to_unicode
+from tinygpt.data.bpe import GPT2_PATTERN, BPETokenizer, byte_pair_merge, bytes_to_unicode
 
 REPO_ROOT = Path(__file__).resolve().parents[2]   # tests/data/test_bpe.py -> the repository
 SHARED = Path(os.environ.get("TINYGPT_SHARED_DATA") or REPO_ROOT.parent / "shared" / "data")
@@ -189,10 +189,10 @@ def test_same_ids_as_tiktoken_on_shakespeare(gpt2, reference):
                 max_size=80).map(b"".join))
 def test_heap_merge_matches_list_merge(small, data):
     # Long pieces take the heap path; both paths must give tiktoken's merge order exactly.
-    assert small._merge_heap(data) == small._merge_list(data)
+    assert small._merge_heap(data) == byte_pair_merge(small._ranks, data)
     if GPT2_FILE.is_file():
         gpt2 = load_gpt2()
-        assert gpt2._merge_heap(data) == gpt2._merge_list(data)
+        assert gpt2._merge_heap(data) == byte_pair_merge(gpt2._ranks, data)
 
 
 def test_long_piece_is_fast_and_exact(small):
@@ -375,3 +375,14 @@ def test_load_rejects_colliding_ids(small):
     d["tokens"].append(d["tokens"][0])
     with pytest.raises(ValueError, match="appears twice"):
         BPETokenizer.from_dict(d)
+
+
+def test_byte_pair_merge_below_a_rank_finds_the_merge_that_made_a_token():
+    ranks = {bytes([b]): b for b in range(256)}
+    for token in (b"ab", b"abc", b"bc", b"abcd"):
+        ranks[token] = len(ranks)
+    assert byte_pair_merge(ranks, b"abcd") == [b"abcd"]
+    # With only the tokens older than "abcd": the two parts it was merged from.
+    assert byte_pair_merge(ranks, b"abcd", max_rank=ranks[b"abcd"]) == [b"abc", b"d"]
+    assert byte_pair_merge(ranks, b"abc", max_rank=ranks[b"abc"]) == [b"ab", b"c"]
+    assert byte_pair_merge(ranks, b"abcd", max_rank=256) == [b"a", b"b", b"c", b"d"]

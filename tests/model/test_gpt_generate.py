@@ -203,3 +203,31 @@ def test_bad_prompts():
 def test_nan_logits_are_an_error_not_token_zero():
     with pytest.raises(FloatingPointError, match="NaN"):
         Sampler(3, seed=0)(np.array([[0.0, np.nan, 1.0]]))
+
+
+# --- sampling that cannot overflow -----------------------------------------------------------
+def test_a_tiny_temperature_picks_the_argmax():
+    logits = np.array([[0.0, 3.0, 1.0, 2.999], [5.0, -1.0, 4.0, 0.0]])
+    for temperature in (1e-320, 1e-300, 1e-8):
+        picks = Sampler(4, temperature=temperature, seed=0)(logits)
+        assert picks.ravel().tolist() == [1, 0], temperature
+
+
+def test_an_infinite_logit_is_the_argmax_and_nan_or_all_minus_inf_an_error():
+    logits = np.array([[0.0, np.inf, 1.0, -np.inf], [np.inf, 2.0, np.inf, 0.0]])
+    for _ in range(5):
+        picks = Sampler(4, temperature=1.0, top_k=3, top_p=0.9)(logits).ravel().tolist()
+        assert picks[0] == 1 and picks[1] in (0, 2)
+    assert Sampler(4, do_sample=False)(logits).ravel().tolist() == [1, 0]
+    with pytest.raises(FloatingPointError, match="-inf"):
+        Sampler(4)(np.full((1, 4), -np.inf))
+    with pytest.raises(FloatingPointError, match="NaN"):
+        Sampler(4)(np.array([[0.0, np.nan, 1.0, 2.0]]))
+
+
+def test_sampling_at_ordinary_temperatures_is_unchanged():
+    # The same distribution as softmax(logits / T): the shift by the maximum changes nothing.
+    logits = np.log(np.array([[0.1, 0.2, 0.3, 0.4]])) * 0.5
+    picks = Sampler(4, temperature=0.5, seed=3)(np.repeat(logits, 20000, axis=0)).ravel()
+    np.testing.assert_allclose(np.bincount(picks, minlength=4) / 20000, [0.1, 0.2, 0.3, 0.4],
+                               atol=0.015)

@@ -19,8 +19,8 @@ import tinygpt as tg
 from conftest import REPO, assert_close
 from tinygpt.data import BPETokenizer, CharTokenizer
 from tinygpt.model import GPT, GPTConfig
-from tinygpt.model.pretrained import (load_nanogpt_ckpt, load_pretrained, require_tokenizer,
-                                      save_pretrained)
+from tinygpt.data.tokenizers import require_tokenizer
+from tinygpt.model.pretrained import load_nanogpt_ckpt, load_pretrained, save_pretrained
 from tinygpt.model.safetensors import load_file
 from tinygpt.nn import init as nn_init
 
@@ -180,20 +180,45 @@ def test_dtype_and_file_path(tmp_path):
     assert_close(logits(model), logits(expected), np.float64)
 
 
-def test_random_init_is_skipped_and_restored(tmp_path, monkeypatch):
+def test_random_init_is_skipped_without_patching_nn_init(tmp_path, monkeypatch):
     make_folder(tmp_path)
-    calls = []
-    original = nn_init.normal_
+    functions = {name: getattr(nn_init, name) for name in ("normal_", "uniform_", "zeros_",
+                                                           "ones_")}
+    seen = []
+    build = GPT.__init__
 
-    def counting(tensor, *args, **kwargs):
-        calls.append(tensor.shape)
-        return original(tensor, *args, **kwargs)
+    def watching(self, config):
+        # Mid-build: nn.init's functions are the module's own, not stand-ins.
+        seen.append(all(getattr(nn_init, n) is f for n, f in functions.items()))
+        build(self, config)
 
-    monkeypatch.setattr(nn_init, "normal_", counting)
+    monkeypatch.setattr(GPT, "__init__", watching)
+    tg.manual_seed(0)
+    state = tg.autograd.backend.get_rng_state()
     load_pretrained(tmp_path)
-    assert calls == []
+    assert seen == [True]
+    assert tg.autograd.backend.get_rng_state() == state      # not one random number drawn
     GPT(GPTConfig(block_size=4, vocab_size=5, n_layer=1, n_head=1, n_embd=4))
-    assert calls, "nn.init must work again after loading"
+    assert tg.autograd.backend.get_rng_state() != state, "nn.init must work after loading"
+
+
+def test_skip_init_leaves_other_threads_initialising():
+    import threading
+    filled = []
+
+    class Probe(tg.nn.Module):
+        def __init__(self):
+            super().__init__()
+            # Under skip_init here; a thread started now must still initialise.
+            t = tg.zeros(1000)
+            worker = threading.Thread(target=lambda: filled.append(
+                bool(nn_init.normal_(t).numpy().any())))
+            worker.start()
+            worker.join()
+            filled.append(bool(nn_init.normal_(tg.zeros(1000)).numpy().any()))
+
+    nn_init.skip_init(Probe)
+    assert filled == [True, False]
 
 
 # --------------------------------------------------------------------------- bad input
@@ -231,8 +256,12 @@ def test_shape_mismatch_names_key_and_both_shapes(tmp_path):
                                          r"expects \(8, 32\)"):
         load_pretrained(tmp_path)
     # A config.json that does not describe the file: every tensor of the wrong size.
+    make_folder(tmp_path, config=hf_config(n_embd=4))
+    with pytest.raises(ValueError, match=r"'wte\.weight' has shape \(37, 8\).*\(37, 4\)"):
+        load_pretrained(tmp_path)
+    # One too large for the file is refused from the sizes alone, before any name is listed.
     make_folder(tmp_path, config=hf_config(n_embd=16))
-    with pytest.raises(ValueError, match=r"'wte\.weight' has shape \(37, 8\).*\(37, 16\)"):
+    with pytest.raises(ValueError, match=r"describes 7,440 parameters.*does not belong"):
         load_pretrained(tmp_path)
 
 
@@ -434,6 +463,11 @@ def test_nanogpt_checkpoint(tmp_path, no_gpt2_vocab):
     torch.save({"model": {}, "model_args": model_args}, tmp_path / "empty.pt")
     with pytest.raises(ValueError, match="missing keys"):
         load_nanogpt_ckpt(tmp_path / "empty.pt")
+    # Refused from the sizes, before a million layers are built.
+    torch.save({"model": state, "model_args": {**model_args, "n_layer": 1_000_000}},
+               tmp_path / "huge.pt")
+    with pytest.raises(ValueError, match="model_args describe"):
+        load_nanogpt_ckpt(tmp_path / "huge.pt")
     torch.save({"weights": 1}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a nanoGPT checkpoint"):
         load_nanogpt_ckpt(tmp_path / "other.pt")

@@ -185,14 +185,14 @@ def test_cli_reports_errors_without_a_traceback(tmp_path, capsys):
     status = cli_main(["train", "--data", str(tmp_path / "missing.txt"), "--out_dir",
                        str(tmp_path / "o")])
     assert status == 1
-    assert "missing.txt" in capsys.readouterr().out
+    assert "missing.txt" in capsys.readouterr().err
     status = cli_main(["sample", "--out_dir", str(tmp_path / "nothing")])
     assert status == 1
     assert "ckpt.npz" in capsys.readouterr().err
     status = cli_main(["train", "--processes", "-1", "--out_dir", str(tmp_path / "o")])
     assert status == 1
     assert "processes must be 0 (auto) or a positive integer, got -1" in \
-        capsys.readouterr().out
+        capsys.readouterr().err
 
 
 def test_cli_sample_rejects_unknown_characters(corpus, tmp_path, capsys):

@@ -84,13 +84,12 @@ def _retag_as_bf16(path):
 
 _CHILD = r"""
 import sys, time
-def peak():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
 import numpy as np
 import tinygpt as tg
+from tinygpt.memory import peak_rss_mb
 from tinygpt.model.pretrained import load_pretrained
+def peak():
+    return int(peak_rss_mb() * 2 ** 20)
 what, folder, tokens = sys.argv[1], sys.argv[2], int(sys.argv[3])
 if what == "baseline":
     print(peak(), 0.0)
@@ -114,7 +113,7 @@ def measure(what, folder, tokens=100):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--preset", default="gpt2")
     parser.add_argument("--dtype", default="F32", choices=["F32", "F16", "BF16"])
     parser.add_argument("--tokens", type=int, default=100)

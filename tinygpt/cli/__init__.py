@@ -1,13 +1,16 @@
 """The command line (floor 7): `python -m tinygpt COMMAND [options]`.
 
-Each command is a module of this package with `HELP` (one line), `add_arguments(parser)`
-and `run(args) -> int` (the exit status). Modules are imported only when their command
-runs, so `python -m tinygpt sample` does not pay for the trainer's imports.
+Each command is a module of this package with `add_arguments(parser)` and `run(args) ->
+int` (the exit status), listed in COMMANDS with a line of help. Modules are imported only
+when their command runs, so `python -m tinygpt sample` does not pay for the trainer's
+imports. Every command gets the conventions of `common.py`: no abbreviated flags,
+true/false flags, and errors as one line on stderr with a non-zero exit status.
 """
 
-import argparse
 import importlib
 import sys
+
+from .common import EXIT_USAGE, Parser, run_command
 
 # command name -> module name in this package
 COMMANDS = {
@@ -32,7 +35,7 @@ _HELP = {
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m tinygpt",
         description="tinygpt: a GPT you can read end to end.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -47,12 +50,12 @@ def main(argv=None):
     parser = build_parser()
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
-        return 0 if argv else 2
+        return 0 if argv else EXIT_USAGE
     name = argv[0]
     if name not in COMMANDS:
         parser.error(f"unknown command {name!r}; expected one of: {', '.join(COMMANDS)}")
     module = importlib.import_module(f".{COMMANDS[name]}", __name__)
-    sub = argparse.ArgumentParser(prog=f"python -m tinygpt {name}", description=_HELP[name])
+    sub = Parser(prog=f"python -m tinygpt {name}", description=_HELP[name])
     module.add_arguments(sub)
     args = sub.parse_args(argv[1:])
-    return module.run(args) or 0
+    return run_command(module.run, args, name=sub.prog)

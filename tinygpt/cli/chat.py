@@ -8,6 +8,8 @@ start over, /exit (or end the input, or Ctrl-C) to leave.
 
 import sys
 
+from .common import add_bool
+
 COMMANDS_HELP = "commands: /reset forgets the conversation, /exit leaves"
 
 
@@ -27,64 +29,54 @@ def add_arguments(parser):
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--top_k", type=int, default=None)
     parser.add_argument("--top_p", type=float, default=None)
-    parser.add_argument("--greedy", action="store_true", help="always take the likeliest token")
+    add_bool(parser, "--greedy", "always take the likeliest token", default=False)
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--stats", action="store_true",
-                        help="after each reply, print to stderr the tokens the model ran")
+    add_bool(parser, "--stats", "after each reply, print to stderr the tokens the model ran",
+             default=False)
 
 
 def run(args, stdin=None, out=None):
     from ..model.chat import Conversation
     from .sample import load
     stdin, out = stdin or sys.stdin, out or sys.stdout
-    try:
-        model, tokenizer = load(args)
-        stop_token = getattr(tokenizer, "eot_token", None)
-        chat = Conversation(model, tokenizer, user_prefix=_unescape(args.user_prefix),
-                            bot_prefix=_unescape(args.bot_prefix),
-                            stop=(_unescape(args.stop),), max_new_tokens=args.max_new_tokens,
-                            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                            do_sample=not args.greedy, seed=args.seed, stop_token=stop_token)
-    except (ValueError, TypeError, FileNotFoundError, ImportError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    model, tokenizer = load(args)
+    stop_token = getattr(tokenizer, "eot_token", None)
+    chat = Conversation(model, tokenizer, user_prefix=_unescape(args.user_prefix),
+                        bot_prefix=_unescape(args.bot_prefix),
+                        stop=(_unescape(args.stop),), max_new_tokens=args.max_new_tokens,
+                        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                        do_sample=not args.greedy, seed=args.seed, stop_token=stop_token)
     interactive = stdin.isatty()
     if interactive:
         print(COMMANDS_HELP, file=sys.stderr)
-    try:
-        while True:
-            if interactive:
-                out.write("> ")
-                out.flush()
-            line = stdin.readline()
-            if not line:                                   # end of input
-                return 0
-            text = line.rstrip("\n")
-            if text.strip() == "/exit":
-                return 0
-            if text.strip() == "/reset":
-                chat.reset()
-                print("(conversation reset)", file=sys.stderr)
-                continue
-            before = chat.tokens_run
-            try:
-                for piece in chat.reply(text):
-                    out.write(piece)
-                    out.flush()
-            except ValueError as e:
-                print(f"error: {e}", file=sys.stderr)
-                continue
-            out.write("\n")
+    while True:
+        if interactive:
+            out.write("> ")
             out.flush()
-            if args.stats:
-                print(f"(ran {chat.tokens_run - before} tokens; {len(chat.history())} in "
-                      f"context)", file=sys.stderr)
-    except KeyboardInterrupt:
+        line = stdin.readline()
+        if not line:                                       # end of input
+            return 0
+        text = line.rstrip("\n")
+        if text.strip() == "/exit":
+            return 0
+        if text.strip() == "/reset":
+            chat.reset()
+            print("(conversation reset)", file=sys.stderr)
+            continue
+        before = chat.tokens_run
+        try:
+            for piece in chat.reply(text):
+                out.write(piece)
+                out.flush()
+        except ValueError as e:                            # this turn only: say why, go on
+            print(f"error: {e}", file=sys.stderr)
+            continue
         out.write("\n")
-        return 130
-    except BrokenPipeError:
-        return 0
+        out.flush()
+        if args.stats:
+            print(f"(ran {chat.tokens_run - before} tokens; {len(chat.history())} in "
+                  f"context)", file=sys.stderr)
 
 
 def _unescape(text):

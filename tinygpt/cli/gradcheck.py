@@ -15,6 +15,8 @@ import zlib
 
 import numpy as np
 
+from .common import add_bool
+
 
 def add_arguments(parser):
     parser.add_argument("--ops", default=None,
@@ -23,8 +25,8 @@ def add_arguments(parser):
                         help="seed of the random inputs (default: a fresh one, printed so a "
                              "failure can be reproduced)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    parser.add_argument("--verbose", action="store_true",
-                        help="print the full message of each failure (default: its first line)")
+    add_bool(parser, "--verbose", "print the full message of each failure (default: its first "
+                                  "line)")
 
 
 def op_rng(seed, name):

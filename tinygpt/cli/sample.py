@@ -1,8 +1,10 @@
 """`python -m tinygpt sample`: generate text from a trained checkpoint, printing tokens
-as they come."""
+as they come. Every option is checked before the first character is printed."""
 
 import codecs
 import sys
+
+from .common import add_bool
 
 
 def add_arguments(parser):
@@ -16,15 +18,15 @@ def add_arguments(parser):
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--top_k", type=int, default=None)
     parser.add_argument("--top_p", type=float, default=None)
-    parser.add_argument("--greedy", action="store_true", help="always take the likeliest token")
+    add_bool(parser, "--greedy", "always take the likeliest token", default=False)
     parser.add_argument("--seed", type=int, default=1337)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
 
 
 def load(args):
     if args.init_from:
+        from ..data.tokenizers import require_tokenizer
         from ..model import GPT
-        from ..model.pretrained import require_tokenizer
         model = GPT.from_pretrained(args.init_from, device=args.device)
         return model, require_tokenizer(model)
     from ..train import load_for_inference
@@ -35,34 +37,30 @@ def run(args, out=None):
     from ..autograd.fast import malloc
     malloc.keep_freed_memory()          # generation allocates the same sizes every token
     out = out or sys.stdout
-    if args.num_tokens < 0:
-        print(f"error: --num_tokens must be >= 0, got {args.num_tokens}", file=sys.stderr)
-        return 1
-    try:
-        model, tokenizer = load(args)
-        prompt = tokenizer.encode(args.prompt)
-    except (ValueError, FileNotFoundError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    for name in ("num_tokens", "num_samples"):
+        low = 0 if name == "num_tokens" else 1
+        if getattr(args, name) < low:
+            raise ValueError(f"--{name} must be >= {low}, got {getattr(args, name)}")
+    from ..autograd import backend
+    args.device = backend.normalize_device(args.device)
+    backend.get_array_module(args.device)           # CuPy there, for cuda?
+    model, tokenizer = load(args)
+    prompt = tokenizer.encode(args.prompt)
     if not prompt:
-        print("error: the prompt encodes to no tokens; give at least one character",
-              file=sys.stderr)
-        return 1
+        raise ValueError("the prompt encodes to no tokens; give at least one character")
     import tinygpt as tg
     for i in range(args.num_samples):
         idx = tg.tensor([prompt], dtype="int64", device=args.device)
+        # Made (and its arguments checked) before the prompt is printed.
+        tokens = model.generate_iter(
+            idx, args.num_tokens, temperature=args.temperature, top_k=args.top_k,
+            top_p=args.top_p, do_sample=not args.greedy, seed=args.seed + i)
         out.write(args.prompt)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        try:
-            for column in model.generate_iter(
-                    idx, args.num_tokens, temperature=args.temperature, top_k=args.top_k,
-                    top_p=args.top_p, do_sample=not args.greedy, seed=args.seed + i):
-                token = int(column.numpy().reshape(-1)[0])
-                out.write(decoder.decode(_token_bytes(tokenizer, token)))
-                out.flush()
-        except ValueError as e:
-            print(f"\nerror: {e}", file=sys.stderr)
-            return 1
+        for column in tokens:
+            token = int(column.numpy().reshape(-1)[0])
+            out.write(decoder.decode(_token_bytes(tokenizer, token)))
+            out.flush()
         out.write(decoder.decode(b"", final=True))
         out.write("\n" + "-" * 40 + "\n" if args.num_samples > 1 else "\n")
         out.flush()

@@ -11,11 +11,11 @@ take --tokenizer as such a file, "gpt2" (GPT-2's vocabulary, found by
 `BPETokenizer.gpt2()`), or a pretrained model folder (vocab.json + merges.txt, ...).
 """
 
-import json
-import os
 import sys
 import time
 from pathlib import Path
+
+from .common import add_bool
 
 # The compression ratio printed after training is measured on this much of the input, so
 # that a large corpus does not pay for a full encoding pass.
@@ -32,8 +32,8 @@ def add_arguments(parser):
                        help="regular tokens to learn, >= 256 (the 256 bytes + merges); "
                             "<|endoftext|> is added after them")
     train.add_argument("--output", required=True, help="the tokenizer file to write (JSON)")
-    train.add_argument("--overwrite", action="store_true", help="replace an existing --output")
-    train.add_argument("--verbose", action="store_true", help="print every merge")
+    add_bool(train, "--overwrite", "replace an existing --output", default=False)
+    add_bool(train, "--verbose", "print every merge", default=False)
 
     encode = actions.add_parser("encode", help="print the token ids of a text")
     encode.add_argument("--tokenizer", required=True,
@@ -41,8 +41,8 @@ def add_arguments(parser):
     source = encode.add_mutually_exclusive_group(required=True)
     source.add_argument("--text", help="the text to encode")
     source.add_argument("--input", help="a UTF-8 file to encode")
-    encode.add_argument("--allow_special", action="store_true",
-                        help="encode '<|endoftext|>' in the text as its special id")
+    add_bool(encode, "--allow_special", "encode '<|endoftext|>' in the text as its special id",
+             default=False)
 
     decode = actions.add_parser("decode", help="print the text of token ids")
     decode.add_argument("--tokenizer", required=True,
@@ -52,11 +52,7 @@ def add_arguments(parser):
 
 
 def run(args):
-    try:
-        return {"train": train, "encode": encode, "decode": decode}[args.action](args)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, UnicodeDecodeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    return {"train": train, "encode": encode, "decode": decode}[args.action](args)
 
 
 def train(args):
@@ -79,7 +75,8 @@ def train(args):
     seconds = time.perf_counter() - start
     if output.parent != Path(""):
         output.parent.mkdir(parents=True, exist_ok=True)
-    tokenizer.save(output)
+    # Not over a file that appeared meanwhile (another run writing the same --output).
+    tokenizer.save(output, overwrite=args.overwrite)
     learned = tokenizer.vocab_size - 1 - 256          # minus <|endoftext|> and the bytes
     print(f"learned {learned} merges in {seconds:.1f} s; vocab_size {tokenizer.vocab_size} "
           f"(with <|endoftext|> = {tokenizer.eot_token}); saved to {output}")
@@ -95,6 +92,7 @@ def train(args):
 
 
 def encode(args):
+    from ..data.tokenizers import load_tokenizer
     tokenizer = load_tokenizer(args.tokenizer)
     text = args.text if args.text is not None else _read_text(args.input)
     ids = tokenizer.encode(text, allowed_special="all") if args.allow_special \
@@ -104,6 +102,7 @@ def encode(args):
 
 
 def decode(args):
+    from ..data.tokenizers import load_tokenizer
     tokenizer = load_tokenizer(args.tokenizer)
     ids = []
     for item in args.ids:
@@ -116,35 +115,9 @@ def decode(args):
     return 0
 
 
-def load_tokenizer(spec):
-    """A tokenizer from 'gpt2', a pretrained model folder, or a saved tokenizer file."""
-    from ..data import BPETokenizer
-    from ..model.pretrained import find_tokenizer, tokenizer_from_dict
-    if spec == "gpt2" and not os.path.exists(spec):
-        return BPETokenizer.gpt2()
-    path = Path(spec)
-    if path.is_dir():
-        tokenizer = find_tokenizer(path)
-        if tokenizer is None:
-            raise FileNotFoundError(f"{path} holds no tokenizer (tinygpt_tokenizer.json, "
-                                    f"vocab.json + merges.txt, or encoder.json + vocab.bpe)")
-        return tokenizer
-    if not path.is_file():
-        raise FileNotFoundError(f"no tokenizer file at {path} (give a file written by "
-                                f"`python -m tinygpt tokenizer train`, 'gpt2', or a folder)")
-    try:
-        with open(path, encoding="utf-8") as f:
-            d = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not a tinygpt tokenizer file: not JSON ({e})") from None
-    return tokenizer_from_dict(d, where=path)
-
-
 def _read_text(path):
+    from ..data.corpus import read_text_file
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
+        return read_text_file(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"no input file at {path}") from None
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path} is not UTF-8 text ({e})") from None

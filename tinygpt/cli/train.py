@@ -2,13 +2,14 @@
 
 Every field of `TrainConfig` is an option of the same name (`--n_layer 6`,
 `--batch_size 64`, `--bias false`); `--preset` fills several at once and explicit
-options win over it.
+options win over it. With `--resume`, options left out take the saved run's values.
+Ctrl-C saves a checkpoint at the current iteration and exits with status 130.
 """
 
-import argparse
 from dataclasses import fields
 
-from ..train import TrainConfig, TrainingError
+from ..train import TrainConfig
+from .common import add_bool
 
 # Training recipes; model presets (gpt-nano, gpt-micro, gpt-mini) set the model shape only.
 # nanoGPT's models have no biases (its train.py default) and use the exact GELU (nn.GELU()).
@@ -35,57 +36,51 @@ MODEL_PRESETS = {
 PRESETS = {**RECIPES, **MODEL_PRESETS}
 
 
-def _bool(text):
-    value = text.lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
 # Flags whose default alone does not say what they do.
 HELP = {"processes": "CPU processes each batch is split over, gradients summed; 0: two on "
-                     "Linux with 2+ cores, else one "}
+                     "Linux with 2+ cores, else one",
+        "resume": "continue the run saved in --out_dir",
+        "overwrite": "replace an existing run in --out_dir",
+        "allow_data_change": "resume even though the training data changed",
+        "grad_clip": "the gradient norm clipped to; 0 turns clipping off"}
 
 
 def add_arguments(parser):
     parser.add_argument("--preset", choices=sorted(PRESETS),
                         help="a named recipe or model size; explicit options override it")
-    defaults = TrainConfig.__dataclass_fields__
     for f in fields(TrainConfig):
-        default = defaults[f.name].default
-        kind = {bool: _bool, int: int, float: float, str: str}[type(default)]
-        if f.name == "resume":
-            parser.add_argument("--resume", action="store_true",
-                                help="continue the run saved in --out_dir")
+        help = HELP.get(f.name, "")
+        if isinstance(f.default, bool):
+            add_bool(parser, f"--{f.name}", (help or f.name.replace("_", " "))
+                     + f" (default: {str(f.default).lower()})")
             continue
-        if f.name == "overwrite":
-            parser.add_argument("--overwrite", action="store_true",
-                                help="replace an existing checkpoint in --out_dir")
-            continue
+        kind = {int: int, float: float, str: str}[type(f.default)]
         parser.add_argument(f"--{f.name}", type=kind, default=None,
-                            help=HELP.get(f.name, "") + f"(default: {default})")
+                            help=(help + " " if help else "") + f"(default: {f.default})")
 
 
 def config_from_args(args):
+    """The TrainConfig of the parsed command line."""
+    return TrainConfig(**given_values(args))
+
+
+def given_values(args):
+    """{field: value} of every field --preset or a flag sets."""
     values = dict(PRESETS.get(args.preset, {})) if args.preset else {}
     for f in fields(TrainConfig):
         value = getattr(args, f.name)
-        if value is not None and value is not False:
+        if value is not None:
             values[f.name] = value
-    return TrainConfig(**values)
+    return values
 
 
 def run(args):
-    try:
-        config = config_from_args(args)
-        from ..train import Trainer
-        trainer = Trainer(config)
-        trainer.run()
-    except (ValueError, FileNotFoundError, FileExistsError, TrainingError) as e:
-        print(f"error: {e}")
-        return 1
-    print(f"checkpoint: {trainer.ckpt_path}; sample with: python -m tinygpt sample "
-          f"--out_dir {config.out_dir}")
+    given = given_values(args)
+    config = TrainConfig(**given)
+    from ..train import Trainer
+    trainer = Trainer(config, given=set(given))
+    trainer.run()
+    if trainer.config.save_checkpoints:
+        print(f"checkpoint: {trainer.ckpt_path}; sample with: python -m tinygpt sample "
+              f"--out_dir {trainer.config.out_dir}")
     return 0

@@ -106,6 +106,33 @@ def find_gpt2_vocab():
     return path
 
 
+def byte_pair_merge(ranks, data, max_rank=_NO_RANK):
+    """Merge the bytes of `data` into tokens: tiktoken's byte-pair merge, on a list.
+
+    `pair_ranks[i]` is the rank of parts[i] + parts[i+1]. Each step merges the lowest-rank
+    pair, the leftmost on a tie, and recomputes only the two pairs the merge touched. Only
+    tokens of rank < `max_rank` are used: with a token's own rank, the two parts left are
+    the merge that made it (how Hugging Face's merges.txt is written, `hf_tokenizer_files`).
+
+    >>> byte_pair_merge({b"a": 0, b"b": 1, b"ab": 2}, b"abab")
+    [b'ab', b'ab']
+    """
+    parts = [data[i:i + 1] for i in range(len(data))]
+    pair_ranks = [ranks.get(data[i:i + 2], _NO_RANK) for i in range(len(data) - 1)]
+    while pair_ranks:
+        best = min(pair_ranks)
+        if best >= max_rank:
+            break
+        i = pair_ranks.index(best)  # leftmost of equal ranks, as in tiktoken
+        parts[i:i + 2] = [parts[i] + parts[i + 1]]
+        del pair_ranks[i]
+        if i > 0:
+            pair_ranks[i - 1] = ranks.get(parts[i - 1] + parts[i], _NO_RANK)
+        if i < len(pair_ranks):
+            pair_ranks[i] = ranks.get(parts[i] + parts[i + 1], _NO_RANK)
+    return parts
+
+
 class BPETokenizer:
     """A byte-level BPE tokenizer: `encode(str) -> list[int]`, `decode(list[int]) -> str`.
 
@@ -219,7 +246,7 @@ class BPETokenizer:
         try:
             with open(encoder_json, encoding="utf-8") as f:
                 encoder = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
             raise ValueError(f"{encoder_json}: not a JSON encoder file ({e})") from None
         if not isinstance(encoder, dict):
             raise ValueError(f"{encoder_json}: expected a JSON object token -> id")
@@ -336,7 +363,7 @@ class BPETokenizer:
             # are, which saves the merge loop; kept for exact agreement with tiktoken.
             parts = (data,)
         elif len(data) <= _HEAP_THRESHOLD:
-            parts = self._merge_list(data)
+            parts = byte_pair_merge(self._ranks, data)
         else:
             parts = self._merge_heap(data)
         ids = self._ids
@@ -347,30 +374,8 @@ class BPETokenizer:
             self._cache[piece] = result
         return result
 
-    def _merge_list(self, data):
-        """Merge the bytes of `data` into tokens: tiktoken's byte-pair merge, on a list.
-
-        `pair_ranks[i]` is the rank of parts[i] + parts[i+1]. Each step merges the lowest-rank
-        pair, the leftmost on a tie, and recomputes only the two pairs the merge touched.
-        """
-        ranks = self._ranks
-        parts = [data[i:i + 1] for i in range(len(data))]
-        pair_ranks = [ranks.get(data[i:i + 2], _NO_RANK) for i in range(len(data) - 1)]
-        while pair_ranks:
-            best = min(pair_ranks)
-            if best == _NO_RANK:
-                break
-            i = pair_ranks.index(best)  # leftmost of equal ranks, as in tiktoken
-            parts[i:i + 2] = [parts[i] + parts[i + 1]]
-            del pair_ranks[i]
-            if i > 0:
-                pair_ranks[i - 1] = ranks.get(parts[i - 1] + parts[i], _NO_RANK)
-            if i < len(pair_ranks):
-                pair_ranks[i] = ranks.get(parts[i] + parts[i + 1], _NO_RANK)
-        return parts
-
     def _merge_heap(self, data):
-        """The same merge as `_merge_list` in O(n log n), for long pieces.
+        """The same merge as `byte_pair_merge` in O(n log n), for long pieces.
 
         Parts are named by their start offset and linked through `end`/`prev` offsets. The heap
         holds (rank, start) of candidate pairs; ordering by start keeps tiktoken's leftmost
@@ -587,9 +592,11 @@ class BPETokenizer:
             ids = dict(zip(token_bytes, d["ids"]))
         return cls(ranks, specials, ids=ids, pattern=pattern)
 
-    def save(self, path):
-        """Write this tokenizer to a JSON file (atomically: temporary file, then rename)."""
-        atomic_write_text(path, json.dumps(self.to_dict()))
+    def save(self, path, overwrite=True):
+        """Write this tokenizer to a JSON file (atomically: temporary file, then rename).
+        With overwrite=False an existing file, even one written meanwhile by another
+        process, is kept and FileExistsError raised."""
+        atomic_write_text(path, json.dumps(self.to_dict()), overwrite=overwrite)
 
     @classmethod
     def load(cls, path):
@@ -597,7 +604,7 @@ class BPETokenizer:
         try:
             with open(path, encoding="utf-8") as f:
                 d = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
             raise ValueError(f"{path} is not a tinygpt BPE tokenizer file: not JSON "
                              f"({e})") from None
         try:

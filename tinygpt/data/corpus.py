@@ -16,7 +16,8 @@
 - a path to a UTF-8 text file.
 
 Downloads go to a temporary file beside the target, are checked, and only then renamed
-into place, so an interrupted download never leaves a half file under the real name.
+into place, so an interrupted download never leaves a half file under the real name (and
+the next download removes what a killed one left).
 
 Imports: the standard library only.
 """
@@ -24,11 +25,11 @@ Imports: the standard library only.
 import functools
 import hashlib
 import os
-import secrets
 import sys
 from pathlib import Path
 
 from ..files import cache_dir  # noqa: F401  (re-exported by tinygpt.data)
+from ..files import remove_stale_temp_files, temp_path
 
 CORPORA = ("default", "shakespeare")
 SHAKESPEARE_URL = ("https://raw.githubusercontent.com/karpathy/char-rnn/master/data/"
@@ -79,7 +80,8 @@ def download(url, path, sha256=None, timeout=30.0, progress=True):
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
+    remove_stale_temp_files(path.parent)        # downloads killed before they finished
+    tmp = temp_path(path, "part")
     digest = hashlib.sha256()
     show = _Progress(url, sys.stderr) if progress else None
     try:
@@ -171,9 +173,19 @@ def shakespeare_path(url=SHAKESPEARE_URL, timeout=30.0, progress=True):
 
 # --- loading ----------------------------------------------------------------------------
 def read_text_file(path):
-    """The text of a UTF-8 file, exactly (line endings kept); a byte that is not valid
+    """The text of a UTF-8 file, exactly (line endings kept). A folder, a missing file or
+    one that is not a regular file (a device such as /dev/zero, a pipe: they may never
+    end) raises an OSError naming it, before anything is read; a byte that is not valid
     UTF-8 raises ValueError naming its offset."""
-    data = Path(path).read_bytes()
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {str(path)!r}")
+    if path.is_dir():
+        raise IsADirectoryError(f"{str(path)!r} is a folder; expected a text file")
+    if not path.is_file():
+        raise OSError(f"{str(path)!r} is not a regular file (a device, pipe or socket, which "
+                      "may never end); expected a text file")
+    data = path.read_bytes()
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -205,8 +217,6 @@ def load_text(source="default", min_chars=1):
             raise FileNotFoundError(
                 f"no such file: {str(source)!r}; a corpus is a path to a UTF-8 text file or "
                 f"one of the built-in names {', '.join(repr(c) for c in CORPORA)}")
-        if path.is_dir():
-            raise IsADirectoryError(f"{str(source)!r} is a folder; expected a text file")
         name, text = str(path), read_text_file(path)
     if not text:
         raise ValueError(f"{name} is empty; a corpus needs at least {min_chars} characters")

@@ -1,33 +1,62 @@
-"""Training checkpoints: one `.npz` file per run, written atomically (floor 5).
+"""Training checkpoints: one `.npz` file per run, written atomically, read with suspicion
+(floor 5). Imports: numpy, the standard library, autograd, data (tokenizers), model.
 
-A checkpoint holds the model's parameters, the optimizer's state, the model and training
-configs, the tokenizer, the iteration and every random generator's state, so `--resume`
-continues exactly where training stopped. Arrays are stored as NumPy `.npy` members of
-a zip file (`np.savez`, loaded with `allow_pickle=False`: a checkpoint cannot run code);
-everything else is one JSON document stored as a byte array under `__tinygpt__`.
+A checkpoint holds the model's parameters, the optimizer's state, the model config, the
+tokenizer, and whatever else the trainer adds (its config, the iteration, every random
+generator's state), so `--resume` continues exactly where training stopped:
+
+    save_training_state("out/ckpt.npz", model, optimizer, tokenizer, iter_num=100, ...)
+    state = load_training_state("out/ckpt.npz")
+    model = state.build_model(); optimizer.load_state_dict(state.optimizer_state)
+
+The file: arrays are NumPy `.npy` members of a zip file (`np.savez`, stored uncompressed);
+everything else is one JSON document stored as a byte array under `__tinygpt__`. Model
+parameters are `model/<state_dict key>` (the tied head stored once, named in
+"model_aliases"); the optimizer's arrays are `optim/...`, referenced from its JSON state
+as {"__array__": name}. No pickle is ever loaded: a checkpoint cannot run code.
 
 Writing goes to a temporary file in the same folder, then `os.replace` renames it into
-place: a crash mid-save leaves the previous checkpoint intact. Imports: numpy, stdlib.
+place: a crash mid-save leaves the previous checkpoint intact.
+
+Reading trusts nothing. Before any array is read: every member must be stored
+uncompressed (so nothing inflates beyond the file's own size) inside the file, and its
+`.npy` header must describe exactly its bytes, with a numeric dtype; the model config's
+parameter count must fit in the file and in this machine's memory (checked from the sizes
+alone, before a model is built); every model array must have the name, shape and dtype
+the config implies, and every other array must be named in the JSON (the optimizer's
+shaped like a parameter). A file that fails any check raises CheckpointError naming the
+file and the problem.
 """
 
 import json
+import math
 import os
-
 import zipfile
 
 import numpy as np
 
+from ..autograd import backend
+from ..autograd.tensor import Tensor
+from ..data.tokenizers import tokenizer_from_dict
 from ..files import atomic_open
+from ..memory import check_fits, format_bytes
+from .config import GPTConfig
+from .gpt import count_params, empty_gpt, parameter_shapes
 
 FORMAT = "tinygpt-checkpoint"
 VERSION = 1
 _META = "__tinygpt__"
+MAX_META_BYTES = 64 * 2 ** 20   # the JSON document; a GPT-2 tokenizer takes under 1 MB
+MODEL, OPTIM = "model/", "optim/"
+_NPY_VERSIONS = {(1, 0): np.lib.format.read_array_header_1_0,
+                 (2, 0): np.lib.format.read_array_header_2_0}
 
 
 class CheckpointError(ValueError):
     """A file that is not a readable tinygpt checkpoint."""
 
 
+# --- the file format ------------------------------------------------------------------------
 def save_checkpoint(path, arrays, meta):
     """Write `arrays` (name -> NumPy array) and `meta` (a JSON-serialisable dict) to `path`.
 
@@ -46,31 +75,308 @@ def save_checkpoint(path, arrays, meta):
         np.savez(f, **members)
 
 
-def load_checkpoint(path):
-    """Read a checkpoint: returns (arrays, meta). A missing, truncated or foreign file
-    raises an error that names the file and the problem."""
+def load_checkpoint(path, check=None):
+    """Read a checkpoint: returns (arrays, meta). A missing, truncated, crafted or foreign
+    file raises an error that names the file and the problem (see the module docstring).
+
+    check: called as `check(meta, headers)` with headers {name: (shape, dtype)} after the
+           file's structure and its JSON are checked and before any array is read; it
+           raises CheckpointError to refuse the file.
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no checkpoint at {path}")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path} is not a file; expected a checkpoint (ckpt.npz)")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            names = list(z.files)
-            if _META not in names:
+        with zipfile.ZipFile(path) as archive:
+            members = _members(archive, path)
+            if _META not in members:
                 raise CheckpointError(
                     f"{path} is not a tinygpt checkpoint (no {_META} record); expected a file "
                     "written by `python -m tinygpt train`")
-            meta = json.loads(bytes(z[_META]).decode("utf-8"))
-            arrays = {name: z[name] for name in names if name != _META}
+            headers = {name: _npy_header(archive, info, path) for name, info in members.items()}
+            meta = _read_meta(archive, members[_META], headers[_META], path)
+            headers.pop(_META)
+            if check is not None:
+                check(meta, headers)
+            arrays = {}
+            for name, info in members.items():
+                if name != _META:
+                    with archive.open(info) as f:
+                        arrays[name] = np.lib.format.read_array(f, allow_pickle=False)
     except CheckpointError:
         raise
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError,
+            KeyError, TypeError, RecursionError) as e:   # TypeError: JSON of the wrong shape
         raise CheckpointError(
             f"{path} is not a readable tinygpt checkpoint (truncated or foreign file: {e})"
         ) from None
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a tinygpt checkpoint (format {meta.get('format')!r})")
-    if meta.get("version", 0) > VERSION:
-        raise CheckpointError(
-            f"{path} was written by a newer tinygpt (checkpoint version {meta['version']}, this "
-            f"one reads up to {VERSION})")
     return arrays, meta
+
+
+def _members(archive, path):
+    """{array name: ZipInfo}, each checked to be stored uncompressed inside the file."""
+    size = os.path.getsize(path)
+    members = {}
+    for info in archive.infolist():
+        name = info.filename[:-4] if info.filename.endswith(".npy") else None
+        if name is None or name in members:
+            what = "is not a .npy array" if name is None else "appears twice"
+            raise CheckpointError(f"{path}: the member {info.filename!r} {what}")
+        if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
+            # np.savez stores; a compressed member could inflate to any size when read.
+            raise CheckpointError(f"{path}: the member {info.filename!r} is compressed; "
+                                  "tinygpt checkpoints store their arrays uncompressed")
+        if info.header_offset + info.compress_size > size:
+            raise CheckpointError(f"{path}: the member {info.filename!r} claims "
+                                  f"{info.compress_size:,} bytes, past the end of the "
+                                  f"{size:,}-byte file; is it truncated?")
+        members[name] = info
+    return members
+
+
+def _npy_header(archive, info, path):
+    """(shape, dtype) from a member's `.npy` header, checked against the member's size."""
+    with archive.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version not in _NPY_VERSIONS:
+            raise CheckpointError(f"{path}: the member {info.filename!r} has .npy format "
+                                  f"version {version}; expected 1.0 or 2.0")
+        shape, _, dtype = _NPY_VERSIONS[version](f)
+        header_bytes = f.tell()
+    if dtype.hasobject or dtype.kind not in "biuf":
+        raise CheckpointError(f"{path}: the member {info.filename!r} has dtype {dtype}; "
+                              "checkpoints hold numbers only")
+    nbytes = math.prod(shape) * dtype.itemsize
+    if header_bytes + nbytes != info.file_size:
+        raise CheckpointError(f"{path}: the member {info.filename!r} declares shape {shape} "
+                              f"of {dtype} ({nbytes:,} bytes) but holds "
+                              f"{info.file_size - header_bytes:,}")
+    return tuple(shape), dtype
+
+
+def _read_meta(archive, info, header, path):
+    shape, dtype = header
+    if dtype != np.uint8 or len(shape) != 1:
+        raise CheckpointError(f"{path}: the {_META} record is not a byte array")
+    if shape[0] > MAX_META_BYTES:
+        raise CheckpointError(f"{path}: the {_META} record is {shape[0]:,} bytes, over the "
+                              f"{MAX_META_BYTES:,}-byte limit")
+    with archive.open(info) as f:
+        document = np.lib.format.read_array(f, allow_pickle=False)
+    try:
+        meta = json.loads(document.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise CheckpointError(f"{path}: the {_META} record is not JSON ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise CheckpointError(f"{path} is not a tinygpt checkpoint (format {found!r})")
+    version = meta.get("version")
+    if not isinstance(version, int) or version > VERSION:
+        raise CheckpointError(
+            f"{path} was written by a newer tinygpt (checkpoint version {version!r}, this "
+            f"one reads up to {VERSION})")
+    return meta
+
+
+# --- a training run's state ------------------------------------------------------------------
+def save_training_state(path, model, optimizer=None, tokenizer=None, **state):
+    """Write `model` (its parameters and config), the optimizer's state and the tokenizer,
+    plus `state` (JSON-serialisable values; arrays anywhere in it are stored as arrays),
+    to the checkpoint `path`, atomically."""
+    arrays, aliases, seen = {}, {}, {}
+    for key, t in model.state_dict().items():
+        if id(t.data) in seen:             # the tied head: stored once
+            aliases[key] = seen[id(t.data)]
+            continue
+        seen[id(t.data)] = key
+        arrays[MODEL + key] = t.numpy()
+    meta = {"model_config": model.config.to_dict(), "model_aliases": aliases}
+    if optimizer is not None:
+        meta["optimizer"] = split_arrays(optimizer.state_dict(), arrays, OPTIM)
+    if tokenizer is not None:
+        meta["tokenizer"] = tokenizer.to_dict()
+    for name, value in state.items():
+        meta[name] = split_arrays(value, arrays, f"{name}/")
+    save_checkpoint(path, arrays, meta)
+
+
+class TrainingState:
+    """A checkpoint read back by `load_training_state`.
+
+    config:           the model's GPTConfig
+    model_state:      {state_dict key: NumPy array}, the tied head included
+    optimizer_state:  the optimizer's `state_dict()`, or None
+    tokenizer:        the tokenizer, or None
+    meta:             everything else that was saved ({name: value})
+    """
+
+    def __init__(self, path, config, model_state, optimizer_state, tokenizer, meta):
+        self.path, self.config = path, config
+        self.model_state, self.optimizer_state = model_state, optimizer_state
+        self.tokenizer, self.meta = tokenizer, meta
+
+    def build_model(self, dtype=None, dropout=None):
+        """The GPT with the saved parameters, in `dtype` (default: the saved one), with the
+        saved dropout unless `dropout` is given; in training mode, on the CPU."""
+        config = self.config
+        if dropout is not None:
+            config = GPTConfig.from_dict({**config.to_dict(), "dropout": dropout})
+        saved = self.model_state["transformer.wte.weight"].dtype
+        model = empty_gpt(config, dtype or saved)
+        model.load_state_dict(self.model_state)
+        return model
+
+
+def load_training_state(path):
+    """Read and check a checkpoint written by `save_training_state` (see the module
+    docstring for the checks); returns a TrainingState."""
+    path = os.fspath(path)
+    arrays, meta = load_checkpoint(path, check=lambda meta, headers: _check_training_state(
+        meta, headers, path))
+    config = GPTConfig.from_dict(meta["model_config"])
+    model_state = {k[len(MODEL):]: v for k, v in arrays.items() if k.startswith(MODEL)}
+    for alias, target in meta.get("model_aliases", {}).items():
+        model_state[alias] = model_state[target]
+    skip = {"format", "version", "model_config", "model_aliases", "optimizer", "tokenizer"}
+    try:
+        optimizer_state = join_arrays(meta["optimizer"], arrays) if "optimizer" in meta \
+            else None
+        rest = {k: join_arrays(v, arrays) for k, v in meta.items() if k not in skip}
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: a malformed array reference ({e!r:.200})") from None
+    tokenizer = None
+    if "tokenizer" in meta:
+        try:
+            tokenizer = tokenizer_from_dict(meta["tokenizer"], where=f"{path}: the tokenizer")
+        except (TypeError, ValueError, RecursionError) as e:
+            raise CheckpointError(str(e)) from None
+        if tokenizer.vocab_size > config.vocab_size:
+            raise CheckpointError(f"{path}: the tokenizer has {tokenizer.vocab_size} token ids "
+                                  f"but the model's vocab_size is {config.vocab_size}")
+    return TrainingState(path, config, model_state, optimizer_state, tokenizer, rest)
+
+
+def _check_training_state(meta, headers, path):
+    """The checks made from the JSON and the `.npy` headers, before any array is read."""
+    def refuse(message):
+        raise CheckpointError(f"{path}: {message}")
+
+    try:
+        config = GPTConfig.from_dict(meta.get("model_config"))
+    except (TypeError, ValueError, AttributeError) as e:
+        refuse(f"model_config is not a GPT config ({e})")
+    model = {name[len(MODEL):]: header for name, header in headers.items()
+             if name.startswith(MODEL)}
+    dtypes = {dtype for _, dtype in model.values()}
+    if len(dtypes) != 1 or next(iter(dtypes)).kind != "f":
+        refuse(f"the model's arrays must share one float dtype, found "
+               f"{sorted(map(str, dtypes)) or 'no arrays'}")
+    itemsize = next(iter(dtypes)).itemsize
+    # From the sizes alone, before listing a single name: a config asking for a million
+    # layers is refused here, not after building them.
+    n_params = count_params(config)
+    sizes = (f"n_layer={config.n_layer}, n_head={config.n_head}, n_embd={config.n_embd}, "
+             f"block_size={config.block_size}, vocab_size={config.vocab_size}")
+    stored = os.path.getsize(path)
+    if n_params * itemsize > stored:
+        refuse(f"model_config ({sizes}) describes {n_params:,} parameters "
+               f"({format_bytes(n_params * itemsize)}), but the file is only "
+               f"{format_bytes(stored)}: the config does not match the weights")
+    try:
+        check_fits(n_params * itemsize, f"the model of model_config ({sizes})")
+    except ValueError as e:
+        refuse(str(e))
+
+    expected = parameter_shapes(config)
+    aliases = meta.get("model_aliases", {})
+    if not isinstance(aliases, dict) or any(
+            a not in expected or t not in model or a in model for a, t in aliases.items()):
+        refuse(f"model_aliases {aliases!r:.200} does not name tied parameters of the model")
+    problems = []
+    missing = [k for k in expected if k not in model and k not in aliases]
+    unexpected = [k for k in model if k not in expected]
+    if missing:
+        problems.append(f"missing parameter(s) {_some(missing)}")
+    if unexpected:
+        problems.append(f"unexpected parameter(s) {_some(unexpected)}")
+    for key, (shape, _) in model.items():
+        if key in expected and shape != expected[key]:
+            problems.append(f"{key} has shape {shape}, the config implies {expected[key]}")
+    # Every other array must be referenced from the JSON: the optimizer's shaped like a
+    # parameter (or a single number), another saved entry's as it is (the file bounds it).
+    referenced, optimizer = set(), set()
+    _references(meta.get("optimizer"), optimizer)
+    for name, value in meta.items():
+        if name not in ("format", "version", "model_config", "model_aliases", "tokenizer"):
+            _references(value, referenced)
+    shapes = set(expected.values())
+    for name, (shape, _) in headers.items():
+        if name.startswith(MODEL):
+            continue
+        if name not in referenced:
+            problems.append(f"unexpected array {name!r}")
+        elif name in optimizer and shape not in shapes and math.prod(shape) > 1:
+            problems.append(f"{name!r} has shape {shape}, the shape of no parameter")
+    missing_arrays = sorted(referenced - headers.keys())
+    if missing_arrays:
+        problems.append(f"missing array(s) {_some(missing_arrays)}")
+    if problems:
+        refuse("does not fit its model_config:\n  " + "\n  ".join(problems[:8]))
+
+
+def _some(names, limit=6):
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+# --- arrays inside JSON ---------------------------------------------------------------------
+def split_arrays(obj, arrays, prefix):
+    """Replace every NumPy/backend array inside nested dicts/lists by a reference
+    {"__array__": name}, storing the array in `arrays` under `prefix...`; returns the
+    JSON-serialisable rest. Dicts with non-string keys (parameter indices) become
+    {"__items__": [[key, value], ...]}."""
+    if isinstance(obj, dict):
+        if all(isinstance(k, str) for k in obj):
+            return {k: split_arrays(v, arrays, f"{prefix}{k}/") for k, v in obj.items()}
+        return {"__items__": [[k, split_arrays(v, arrays, f"{prefix}{k}/")]
+                              for k, v in obj.items()]}
+    if isinstance(obj, (list, tuple)):
+        return [split_arrays(v, arrays, f"{prefix}{i}/") for i, v in enumerate(obj)]
+    if isinstance(obj, Tensor):
+        obj = obj.data
+    if hasattr(obj, "shape") and hasattr(obj, "dtype") and not isinstance(obj, np.generic):
+        name = prefix.rstrip("/")
+        arrays[name] = backend.to_numpy(obj)
+        return {"__array__": name}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def join_arrays(obj, arrays):
+    """The inverse of `split_arrays`."""
+    if isinstance(obj, dict):
+        if set(obj) == {"__array__"}:
+            return arrays[obj["__array__"]]
+        if set(obj) == {"__items__"}:
+            return {k: join_arrays(v, arrays) for k, v in obj["__items__"]}
+        return {k: join_arrays(v, arrays) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [join_arrays(v, arrays) for v in obj]
+    return obj
+
+
+def _references(obj, out):
+    """Add the array names `obj` refers to (see `split_arrays`) to the set `out`."""
+    stack = [obj]
+    while stack:            # a loop, not recursion: the JSON may be nested deep
+        obj = stack.pop()
+        if isinstance(obj, dict):
+            if set(obj) == {"__array__"} and isinstance(obj["__array__"], str):
+                out.add(obj["__array__"])
+            else:
+                stack.extend(obj.values())
+        elif isinstance(obj, list):
+            stack.extend(obj)

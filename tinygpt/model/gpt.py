@@ -189,19 +189,66 @@ def count_params(config, non_embedding=False):
     >>> count_params(GPTConfig.from_preset("gpt2"))
     124439808
     """
-    C, V, T = config.n_embd, config.vocab_size, config.block_size
-    b = 1 if config.bias else 0
-    layer_norm = C + b * C
-    attention = (3 * C * C + b * 3 * C) + (C * C + b * C)      # c_attn, c_proj
+    shapes = parameter_shapes(config)
+    shapes.pop("lm_head.weight")                               # it is wte.weight
+    if non_embedding:
+        shapes.pop("transformer.wpe.weight")
+    return sum(math.prod(shape) for shape in shapes.values())
 
-    def mlp(hidden):                                           # c_fc, c_proj
-        return (hidden * C + b * hidden) + (hidden * C + b * C)
-    dense = mlp(4 * C)
-    experts = config.n_expert * mlp(config.expert_hidden_size()) + C * config.n_expert
-    blocks = sum(2 * layer_norm + attention + (experts if moe else dense)
-                 for moe in config.moe_layers())
-    total = V * C + T * C + blocks + layer_norm                # wte, wpe, blocks, ln_f
-    return total - T * C if non_embedding else total
+
+def parameter_shapes(config):
+    """{state_dict key: shape} of GPT(config), in `state_dict()` order, computed from the
+    sizes alone: a file's tensors can be checked against a config before any model is
+    built. The tied head `lm_head.weight` is listed too (it is `transformer.wte.weight`).
+
+    >>> parameter_shapes(GPTConfig(vocab_size=65, block_size=8, n_layer=1, n_head=2,
+    ...                            n_embd=4))["transformer.h.0.attn.c_attn.weight"]
+    (12, 4)
+    """
+    C, V, T = config.n_embd, config.vocab_size, config.block_size
+    shapes = {"transformer.wte.weight": (V, C), "transformer.wpe.weight": (T, C)}
+
+    def linear(name, rows, columns):
+        shapes[name + ".weight"] = (rows, columns)
+        if config.bias:
+            shapes[name + ".bias"] = (rows,)
+
+    def norm(name):
+        shapes[name + ".weight"] = (C,)
+        if config.bias:
+            shapes[name + ".bias"] = (C,)
+
+    for i, experts in enumerate(config.moe_layers()):
+        block = f"transformer.h.{i}."
+        norm(block + "ln_1")
+        linear(block + "attn.c_attn", 3 * C, C)
+        linear(block + "attn.c_proj", C, C)
+        norm(block + "ln_2")
+        if experts:                         # tinygpt/model/moe.py: a router, then each expert
+            shapes[block + "mlp.router.weight"] = (config.n_expert, C)
+            hidden = config.expert_hidden_size()
+            mlps = [f"{block}mlp.experts.{e}." for e in range(config.n_expert)]
+        else:
+            hidden, mlps = 4 * C, [block + "mlp."]
+        for mlp in mlps:
+            linear(mlp + "c_fc", hidden, C)
+            linear(mlp + "c_proj", C, hidden)
+    norm("transformer.ln_f")
+    shapes["lm_head.weight"] = (V, C)
+    return shapes
+
+
+def empty_gpt(config, dtype="float32"):
+    """GPT(config) on the CPU with uninitialised float parameters of `dtype`, to be filled
+    from a file (`nn.init.skip_init`: no random numbers drawn, no memory touched)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f":
+        raise TypeError(f"dtype must be a floating-point type, got {dtype}")
+    model = init.skip_init(GPT, config)
+    for param in model.parameters():      # the tied wte/lm_head Parameter is listed once
+        if param.dtype != dtype:
+            param.data = np.empty(param.shape, dtype=dtype)
+    return model
 
 
 class GPT(nn.Module):
@@ -549,15 +596,28 @@ class Sampler:
             raise FloatingPointError(
                 "the model produced NaN logits: its weights are not usable (did training "
                 "diverge?)")
+        # A +inf logit is a certainty: its token is the argmax, and sampling picks among the
+        # +inf tokens alone (the others get probability 0) instead of computing inf - inf.
+        certain = np.isposinf(logits)
+        rows = certain.any(axis=-1)
+        logits[rows] = np.where(certain[rows], 0.0, -np.inf)
+        if np.isneginf(logits).all(axis=-1).any():
+            raise FloatingPointError(
+                "the model gave every token a logit of -inf: there is nothing to sample from")
         if not self.do_sample:
             return logits.argmax(axis=-1)[:, None]
         V = logits.shape[-1]
-        logits /= self.temperature
+        # Shift by the maximum before dividing: every logit is then <= 0, and a tiny
+        # temperature sends the others to -inf (probability 0) instead of overflowing them
+        # all to +inf; the maximum stays at 0, probability 1 before normalising.
+        logits -= logits.max(axis=-1, keepdims=True)
+        with np.errstate(over="ignore"):
+            logits /= self.temperature
         if self.top_k is not None:
             # Keep the top_k largest logits (ties with the k-th are kept too).
             kth = np.partition(logits, V - self.top_k, axis=-1)[:, V - self.top_k, None]
             logits[logits < kth] = -np.inf
-        probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        probs = np.exp(logits)
         probs /= probs.sum(axis=-1, keepdims=True)
         if self.top_p is not None:
             # Drop a token when the tokens ranked above it already hold top_p of the mass;

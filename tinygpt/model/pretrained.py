@@ -16,41 +16,41 @@ does. The output head is tied to `wte` and not stored; the attention-mask buffer
 `h.{i}.attn.bias` / `attn.masked_bias` of older files are skipped.
 
 Memory: loading never holds a second copy of the model. The GPT is built without random
-initialisation (every parameter is about to be overwritten), and each tensor is read from
-the file straight into its parameter's array, so the peak is the model plus one tensor's
-temporary (for transposed, float16 or bfloat16 tensors).
+initialisation (`empty_gpt`: every parameter is about to be overwritten), and each tensor
+is read from the file straight into its parameter's array, so the peak is the model plus
+one tensor's temporary (for transposed, float16 or bfloat16 tensors).
 
     >>> model = load_pretrained("gpt2")                  # doctest: +SKIP (a downloaded folder)
     >>> save_pretrained(model, "my-gpt2")               # doctest: +SKIP
 
-Imports: numpy, the standard library, data (tokenizers), model (GPT, safetensors);
+Untrusted sizes: a config.json is checked against the weight file before anything is
+built. Its parameter count must fit in the file (two bytes a parameter at least) and in
+this machine's memory, and every tensor's name, shape and dtype must be the config's:
+`n_layer: 1000000` beside a 500 MB file is refused in microseconds, not after minutes
+of allocating.
+
+Imports: numpy, the standard library, data (tokenizers), nn, model (GPT, safetensors);
 PyTorch only inside `load_nanogpt_ckpt`.
 """
 
-import base64
-import contextlib
 import json
-import os
 import pickle
 from pathlib import Path
 
 import numpy as np
 
 from ..autograd import backend
-from ..files import atomic_write_text
-from ..data.bpe import GPT2_PATTERN, BPETokenizer, bytes_to_unicode
-from ..data.char import CharTokenizer
+from ..data.tokenizers import (GPT2_VOCAB_RANGE, HF_MERGES, HF_VOCAB, TOKENIZER_NAME,
+                               find_tokenizer, hf_tokenizer_files)
+from ..files import FolderLock, atomic_write_text, read_json
+from ..memory import check_fits, format_bytes
 from .. import nn
-from ..nn import init as nn_init
 from . import safetensors
 from .config import GPTConfig
-from .gpt import GPT
+from .gpt import GPT, count_params, empty_gpt, parameter_shapes
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-TOKENIZER_NAME = "tinygpt_tokenizer.json"   # the project's own format (any tokenizer, exact)
-HF_VOCAB, HF_MERGES = "vocab.json", "merges.txt"           # Hugging Face's names ...
-OPENAI_VOCAB, OPENAI_MERGES = "encoder.json", "vocab.bpe"  # ... for OpenAI's original files
 
 # Weights stored (in, out) by GPT-2's Conv1D: transposed on load and on save.
 CONV1D_SUFFIXES = (".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight",
@@ -62,10 +62,6 @@ BUFFER_SUFFIXES = (".attn.bias", ".attn.masked_bias")
 # "gelu_pytorch_tanh" are the same tanh formula written three ways; "gelu" is the exact erf.
 ACTIVATIONS = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu_fast": "tanh",
                "gelu": "none", "gelu_python": "none"}
-
-# nanoGPT pads GPT-2's 50,257 tokens to 50,304; a model in that range without tokenizer
-# files of its own is taken to speak GPT-2's vocabulary.
-GPT2_VOCAB_RANGE = (50257, 50304)
 
 
 # --------------------------------------------------------------------------- loading
@@ -84,7 +80,7 @@ def load_pretrained(path, dtype="float32", device="cpu", dropout=0.0):
     The model's `tokenizer` attribute is the folder's tokenizer (tinygpt_tokenizer.json,
     vocab.json + merges.txt, or encoder.json + vocab.bpe), else GPT-2's own when the
     vocabulary has GPT-2's size and `BPETokenizer.gpt2()` finds it, else None (see
-    `require_tokenizer`). The model is returned in eval mode.
+    `tinygpt.data.require_tokenizer`). The model is returned in eval mode.
     """
     path = Path(path)
     if path.is_file() or (path.is_dir() and not (path / CONFIG_NAME).exists()
@@ -113,15 +109,20 @@ def load_pretrained(path, dtype="float32", device="cpu", dropout=0.0):
                 f"{path} is not a Hugging Face GPT-2 folder: {needed.name} is missing (it needs "
                 f"{CONFIG_NAME} and {WEIGHTS_NAME}; pytorch_model.bin files are not read, "
                 f"convert them to safetensors)")
-    hf_config = _read_json(config_path)
+    hf_config = read_json(config_path)
     config, eps = config_from_hf(hf_config, dropout=dropout, where=config_path)
     tokenizer = find_tokenizer(path, config.vocab_size)   # fails early on a broken folder
 
-    model = _empty_model(config, dtype)
-    for module in model.modules():
-        if isinstance(module, nn.LayerNorm):
-            module.eps = eps
-    _load_hf_weights(model, weights_path, config)
+    with open(weights_path, "rb") as f:
+        entries, _, data_start = safetensors.read_index(f, weights_path)
+        _check_size(config, dtype, config_path, weights_path,
+                    f.seek(0, 2) - data_start)
+        plan, head = _plan_hf_load(entries, weights_path, config)
+        model = empty_gpt(config, dtype)
+        for module in model.modules():
+            if isinstance(module, nn.LayerNorm):
+                module.eps = eps
+        _read_hf_weights(f, weights_path, data_start, model, entries, plan, head)
     model.tokenizer = tokenizer
     model.eval()
     return model.to(device) if device != "cpu" else model
@@ -182,53 +183,27 @@ def is_conv1d(key):
     return key.endswith(CONV1D_SUFFIXES)
 
 
-@contextlib.contextmanager
-def _no_init():
-    """Build modules without random initialisation: nn.init's fill functions do nothing.
-
-    Filling 124M parameters with random numbers takes seconds (a minute for gpt2-xl), all
-    wasted when every one is overwritten by a file next. Untouched memory also costs no RSS
-    until it is written. Not thread-safe: another thread building a model meanwhile would
-    get uninitialised weights (Hugging Face's `no_init_weights` has the same caveat).
-    """
-    names = ("normal_", "uniform_", "zeros_", "ones_")
-    saved = {name: getattr(nn_init, name) for name in names}
-    try:
-        for name in names:
-            setattr(nn_init, name, lambda tensor, *args, **kwargs: tensor)
-        yield
-    finally:
-        for name, fn in saved.items():
-            setattr(nn_init, name, fn)
+def _check_size(config, dtype, config_path, weights_path, data_bytes):
+    """Refuse a config whose parameters the weight file cannot hold, or that this machine
+    cannot, from the sizes alone (before any name is listed or any array allocated)."""
+    n_params = count_params(config)
+    sizes = (f"n_layer={config.n_layer}, n_head={config.n_head}, n_embd={config.n_embd}, "
+             f"n_positions={config.block_size}, vocab_size={config.vocab_size}")
+    if 2 * n_params > data_bytes:      # F16 and BF16, the smallest float dtypes, take 2 bytes
+        raise ValueError(f"{config_path} ({sizes}) describes {n_params:,} parameters, but "
+                         f"{weights_path} holds {format_bytes(data_bytes)} of tensor data, too "
+                         f"little for them even at 2 bytes each: the config does not belong "
+                         f"to these weights")
+    check_fits(n_params * np.dtype(dtype).itemsize, f"the model of {config_path} ({sizes})")
 
 
-def _empty_model(config, dtype):
-    """GPT(config) with uninitialised float parameters of `dtype` on the CPU (to be filled)."""
-    dtype = np.dtype(dtype)
-    if dtype.kind != "f":
-        raise TypeError(f"dtype must be a floating-point type, got {dtype}")
-    with _no_init():
-        model = GPT(config)
-    for param in model.parameters():      # the tied wte/lm_head Parameter is listed once
-        if param.dtype != dtype:
-            param.data = np.empty(param.shape, dtype=dtype)
-    return model
+def _plan_hf_load(entries, path, config):
+    """Match the file's tensors to the parameters of GPT(config), from the shapes alone.
 
-
-def _read_json(path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON ({e})") from None
-
-
-def _plan_hf_load(model, entries, path, config):
-    """Match the file's tensors to the model's parameters.
-
-    Returns [(file name, parameter, transpose)] and the file name of a stored output head
-    (or None). Every problem (missing, unexpected or duplicated tensors, shape mismatches,
-    non-float dtypes) is collected and raised at once, before any data is read.
+    Returns [(file name, state_dict key, transpose)] and the file name of a stored output
+    head (or None). Every problem (missing, unexpected or duplicated tensors, shape
+    mismatches, non-float dtypes) is collected and raised at once, before any data is read
+    and before the model is built.
     """
     by_hf_name, head, problems = {}, None, []
     for name in entries:
@@ -243,32 +218,31 @@ def _plan_hf_load(model, entries, path, config):
         else:
             by_hf_name[short] = name
     plan, missing = [], []
-    # state_dict's tensors share their parameters' arrays: filling them fills the model.
-    own = model.state_dict()
-    own.pop("lm_head.weight")                    # tied to transformer.wte.weight
-    for key, param in own.items():
+    shapes = parameter_shapes(config)
+    shapes.pop("lm_head.weight")                  # tied to transformer.wte.weight
+    for key, shape in shapes.items():
         name = by_hf_name.pop(hf_name(key), None)
         if name is None:
             missing.append(hf_name(key))
             continue
         transpose = is_conv1d(key)
-        dtype, shape = entries[name][0], tuple(entries[name][1])
-        expected = tuple(reversed(param.shape)) if transpose else tuple(param.shape)
-        if shape != expected:
+        expected = tuple(reversed(shape)) if transpose else shape
+        if entries[name].shape != expected:
             layout = " (Hugging Face's Conv1D layout (in, out))" if transpose else ""
-            problems.append(f"tensor {name!r} has shape {shape}, but the model built from "
-                            f"config.json expects {expected}{layout}")
-        elif dtype not in ("F32", "F16", "BF16", "F64"):
-            problems.append(f"tensor {name!r} has dtype {dtype}; expected a float dtype (F32, "
-                            f"F16, BF16 or F64)")
+            problems.append(f"tensor {name!r} has shape {entries[name].shape}, but the model "
+                            f"built from config.json expects {expected}{layout}")
+        elif entries[name].dtype not in ("F32", "F16", "BF16", "F64"):
+            problems.append(f"tensor {name!r} has dtype {entries[name].dtype}; expected a float "
+                            f"dtype (F32, F16, BF16 or F64)")
         else:
-            plan.append((name, param, transpose))
+            plan.append((name, key, transpose))
     unexpected = sorted(by_hf_name.values())
     if head is not None:
         V, C = config.vocab_size, config.n_embd
-        if tuple(entries[head][1]) != (V, C):
-            problems.append(f"tensor {head!r} has shape {tuple(entries[head][1])}, but the "
-                            f"model expects {(V, C)}")
+        if entries[head].shape != (V, C) or entries[head].dtype not in ("F32", "F16", "BF16",
+                                                                         "F64"):
+            problems.append(f"tensor {head!r} has shape {entries[head].shape} and dtype "
+                            f"{entries[head].dtype}, but the model expects a float {(V, C)}")
     if missing:
         problems.append(f"missing tensor(s): {_some(missing)}")
     if unexpected:
@@ -286,154 +260,28 @@ def _some(names, limit=6):
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def _load_hf_weights(model, path, config):
-    """Read model.safetensors tensor by tensor into the model's parameters, in place.
-
-    `safetensors.load_file` would read the whole data section into one buffer: a second
-    copy of the model. Its header parser and checks are reused here, and the data is read
-    one tensor at a time instead.
-    """
-    with open(path, "rb") as f:
-        file_size = os.fstat(f.fileno()).st_size
-        header, data_start = safetensors._read_header(f, path, file_size)
-        checked, _ = safetensors._check_entries(header, path, file_size - data_start)
-        entries = {name: (dtype, shape, begin, end) for name, dtype, shape, begin, end in checked}
-        plan, head = _plan_hf_load(model, entries, path, config)
-        # In file order, so the reads go forward through the file.
-        plan.sort(key=lambda item: entries[item[0]][2])
-        for name, param, transpose in plan:
-            # A transposed tensor goes through a temporary (square ones too: their shapes
-            # match, but their layouts do not).
-            target = None if transpose else param.data
-            values = _read_tensor(f, path, data_start, name, entries[name], target)
-            if values is not None:
-                param.data[...] = values.T if transpose else values
-        if head is not None:
-            wte = model.transformer.wte.weight.data
-            stored = _read_tensor(f, path, data_start, head, entries[head], None)
-            if not np.array_equal(stored.astype(wte.dtype, copy=False), wte):
-                raise ValueError(f"{path}: {head!r} differs from the token embedding; tinygpt's "
-                                 f"GPT ties the output head to wte and cannot load an untied one")
-
-
-def _read_tensor(f, path, data_start, name, entry, target):
-    """Read one tensor's bytes. When `target` (a C-contiguous array) has the stored dtype and
-    shape, read straight into it and return None; otherwise return a temporary array."""
-    dtype, shape, begin, end = entry
-    stored = safetensors._DTYPES[dtype]
-    direct = (target is not None and dtype != "BF16" and target.dtype == stored
-              and tuple(target.shape) == tuple(shape) and target.flags.c_contiguous)
-    array = target if direct else np.empty(shape, dtype=stored)
-    f.seek(data_start + begin)
-    if f.readinto(memoryview(array.reshape(-1).view(np.uint8))) != end - begin:
-        raise ValueError(f"{path}: the file ended inside tensor {name!r}; is it truncated?")
-    if direct:
-        return None
-    return safetensors._bf16_to_f32(array) if dtype == "BF16" else array
-
-
-# --------------------------------------------------------------------------- tokenizers
-
-def find_tokenizer(folder, vocab_size=None):
-    """The tokenizer for a model folder, or None.
-
-    Tried in order: tinygpt_tokenizer.json (written by `save_pretrained`), vocab.json +
-    merges.txt (Hugging Face), encoder.json + vocab.bpe (OpenAI), then GPT-2's tokenizer
-    from `BPETokenizer.gpt2()` when `vocab_size` is GPT-2's (50,257 up to nanoGPT's 50,304)
-    and the file is on this machine. A tokenizer with more ids than the model raises.
-    """
-    folder = Path(folder)
-    tokenizer, source = None, None
-    if (folder / TOKENIZER_NAME).is_file():
-        source = folder / TOKENIZER_NAME
-        tokenizer = tokenizer_from_dict(_read_json(source), where=source)
-    else:
-        for vocab, merges in ((HF_VOCAB, HF_MERGES), (OPENAI_VOCAB, OPENAI_MERGES)):
-            if (folder / vocab).is_file() and (folder / merges).is_file():
-                source = folder / vocab
-                tokenizer = BPETokenizer.from_encoder_files(folder / vocab, folder / merges)
-                break
-    if tokenizer is None and vocab_size is not None \
-            and GPT2_VOCAB_RANGE[0] <= vocab_size <= GPT2_VOCAB_RANGE[1]:
-        try:
-            return BPETokenizer.gpt2()
-        except FileNotFoundError:
-            return None
-    if tokenizer is not None and vocab_size is not None and tokenizer.vocab_size > vocab_size:
-        raise ValueError(f"{source}: the tokenizer has {tokenizer.vocab_size} token ids but the "
-                         f"model's vocab_size is {vocab_size}; they do not belong together")
-    return tokenizer
-
-
-def require_tokenizer(model):
-    """`model.tokenizer`, or a FileNotFoundError saying how to supply one."""
-    tokenizer = getattr(model, "tokenizer", None)
-    if tokenizer is not None:
-        return tokenizer
-    raise FileNotFoundError(
-        f"this model has no tokenizer: put {HF_VOCAB} + {HF_MERGES} (or {OPENAI_VOCAB} + "
-        f"{OPENAI_MERGES}, or a {TOKENIZER_NAME}) in its folder, or, for GPT-2's vocabulary, "
-        f"set TINYGPT_GPT2_VOCAB=/path/to/gpt2.tiktoken (tinygpt downloads nothing)")
-
-
-def tokenizer_from_dict(d, where="tokenizer"):
-    """A CharTokenizer or BPETokenizer from its `to_dict()`."""
-    try:
-        if isinstance(d, dict) and d.get("type") == "char":
-            return CharTokenizer.from_dict(d)
-        return BPETokenizer.from_dict(d)
-    except ValueError as e:
-        raise ValueError(f"{where}: {e}") from None
-
-
-def hf_tokenizer_files(tokenizer):
-    """(vocab.json text, merges.txt text) for a byte-level BPE with GPT-2's pattern, or None.
-
-    tinygpt (like tiktoken) merges the adjacent pair whose concatenation has the lowest rank;
-    Hugging Face's files list merges `a b` in priority order. The merge that made token t is
-    found as tiktoken's converters do: byte-pair-merge t's bytes using only tokens of lower
-    rank, which must leave exactly two parts. None when the tokenizer is not a byte-level
-    BPE with GPT-2's pattern or the parts do not come out as two.
-    """
-    d = tokenizer.to_dict() if hasattr(tokenizer, "to_dict") else None
-    if not isinstance(d, dict) or d.get("format") != "tinygpt-bpe" \
-            or d.get("pattern") != GPT2_PATTERN:
-        return None
-    tokens = [base64.b64decode(t) for t in d["tokens"]]          # in rank order
-    ids = d.get("ids", range(len(tokens)))
-    ranks = {t: r for r, t in enumerate(tokens)}
-    to_text = bytes_to_unicode()
-
-    def text(token):
-        return "".join(to_text[b] for b in token)
-
-    merges = []
-    for rank, token in enumerate(tokens):
-        if len(token) < 2:
-            continue
-        parts = _merge_below(ranks, token, rank)
-        if len(parts) != 2:
-            return None
-        merges.append(f"{text(parts[0])} {text(parts[1])}")
-    vocab = {text(t): i for t, i in zip(tokens, ids)}
-    vocab.update(d.get("special_tokens", {}))
-    return (json.dumps(vocab, ensure_ascii=False),
-            "#version: 0.2\n" + "\n".join(merges) + ("\n" if merges else ""))
-
-
-def _merge_below(ranks, token, max_rank):
-    """Byte-pair-merge `token`'s bytes using only tokens of rank < max_rank."""
-    parts = [token[i:i + 1] for i in range(len(token))]
-    while len(parts) > 1:
-        best, where = max_rank, -1
-        for i in range(len(parts) - 1):
-            r = ranks.get(parts[i] + parts[i + 1], max_rank)
-            if r < best:
-                best, where = r, i
-        if where < 0:
-            break
-        parts[where:where + 2] = [parts[where] + parts[where + 1]]
-    return parts
+def _read_hf_weights(f, path, data_start, model, entries, plan, head):
+    """Read the planned tensors from the open model.safetensors `f` into the model's
+    parameters, in place, one at a time (`safetensors.load_file` would read the whole data
+    section into one buffer: a second copy of the model)."""
+    # state_dict's tensors share their parameters' arrays: filling them fills the model.
+    params = model.state_dict()
+    # In file order, so the reads go forward through the file.
+    plan = sorted(plan, key=lambda item: entries[item[0]].begin)
+    for name, key, transpose in plan:
+        param = params[key]
+        # A transposed tensor goes through a temporary (square ones too: their shapes
+        # match, but their layouts do not).
+        target = None if transpose else param.data
+        values = safetensors.read_tensor(f, path, data_start, name, entries[name], target)
+        if values is not None:
+            param.data[...] = values.T if transpose else values
+    if head is not None:
+        wte = model.transformer.wte.weight.data
+        stored = safetensors.read_tensor(f, path, data_start, head, entries[head])
+        if not np.array_equal(stored.astype(wte.dtype, copy=False), wte):
+            raise ValueError(f"{path}: {head!r} differs from the token embedding; tinygpt's "
+                             f"GPT ties the output head to wte and cannot load an untied one")
 
 
 # --------------------------------------------------------------------------- saving
@@ -506,7 +354,8 @@ def save_pretrained(model, path, overwrite=False, tokenizer=None):
     created if needed. An existing file of these names raises FileExistsError naming it,
     before anything is written, unless overwrite=True (which also removes tokenizer files a
     previous save left that this model does not have). Each file is written to a temporary
-    file and renamed into place.
+    file and renamed into place, and the folder is locked meanwhile (`FolderLock`): a
+    second save into it, from this process or another, fails at once.
     """
     if not isinstance(model, GPT):
         raise TypeError(f"save_pretrained expects a GPT, got {type(model).__name__}")
@@ -532,25 +381,28 @@ def save_pretrained(model, path, overwrite=False, tokenizer=None):
         eos = GPT2_VOCAB_RANGE[0] - 1
     texts[CONFIG_NAME] = json.dumps(
         config_to_hf(model.config, model.transformer.ln_f.eps, eos), indent=2) + "\n"
-    stale = [name for name in (TOKENIZER_NAME, HF_VOCAB, HF_MERGES)
-             if name not in texts and (path / name).exists()]
-    if not overwrite:
-        existing = [name for name in [WEIGHTS_NAME, *texts, *stale] if (path / name).exists()]
-        if existing:
-            raise FileExistsError(
-                f"{path / existing[0]} already exists; pass overwrite=True to replace the "
-                f"model saved in {path}")
     tensors = hf_state_dict(model)
 
-    path.mkdir(parents=True, exist_ok=True)
-    # "pt" is what transformers requires in the header to load the file.
-    safetensors.save_file(tensors, path / WEIGHTS_NAME, metadata={"format": "pt"})
-    del tensors
-    # config.json last: a folder that has one has everything else.
-    for name in sorted(texts, key=lambda n: n == CONFIG_NAME):
-        atomic_write_text(path / name, texts[name])
-    for name in stale:
-        (path / name).unlink()
+    # One writer at a time: two saves into one folder would leave a mix of two models.
+    with FolderLock(path, hint="another save into this folder is under way; wait for it, "
+                               "or save elsewhere"):
+        stale = [name for name in (TOKENIZER_NAME, HF_VOCAB, HF_MERGES)
+                 if name not in texts and (path / name).exists()]
+        if not overwrite:
+            existing = [name for name in [WEIGHTS_NAME, *texts, *stale]
+                        if (path / name).exists()]
+            if existing:
+                raise FileExistsError(
+                    f"{path / existing[0]} already exists; pass overwrite=True to replace the "
+                    f"model saved in {path}")
+        # "pt" is what transformers requires in the header to load the file.
+        safetensors.save_file(tensors, path / WEIGHTS_NAME, metadata={"format": "pt"})
+        del tensors
+        # config.json last: a folder that has one has everything else.
+        for name in sorted(texts, key=lambda n: n == CONFIG_NAME):
+            atomic_write_text(path / name, texts[name])
+        for name in stale:
+            (path / name).unlink()
 
 
 # --------------------------------------------------------------------------- nanoGPT
@@ -605,7 +457,13 @@ def load_nanogpt_ckpt(path, dtype="float32", device="cpu", dropout=0.0):
         if tensor.dtype not in (torch.float32, torch.float64):
             tensor = tensor.float()                    # bfloat16/float16 -> float32
         state[key] = tensor.detach().numpy()
-    model = _empty_model(config, dtype)
+    # From the sizes, before a model of model_args' size is built.
+    stored = sum(v.size for k, v in state.items() if k != "lm_head.weight")
+    if count_params(config) > stored:
+        raise ValueError(f"{path}: model_args describe {count_params(config):,} parameters but "
+                         f"the tensors hold {stored:,} values: missing keys, or model_args of "
+                         f"another model")
+    model = empty_gpt(config, dtype)
     try:
         model.load_state_dict(state)
     except ValueError as e:

@@ -9,8 +9,13 @@ The format (https://github.com/huggingface/safetensors) is deliberately simple:
                from the start of the data section
 
 A valid file's tensors tile the data section exactly: no gaps, no overlaps, nothing after the
-last one. `load_file` checks all of that and raises ValueError naming the problem, so a
-truncated download or a foreign file fails loudly instead of loading garbage.
+last one. Every reader checks all of that and raises one ValueError naming the file and the
+problem, whatever the bytes (a truncated download, a foreign file, or one crafted to exhaust
+memory or the parser), so nothing loads garbage and nothing is allocated that the file does
+not hold.
+
+`load_file` reads a whole file; `read_index` + `read_tensor` read one tensor at a time, which
+is how a loader fills a model's parameters without a second copy of the weights.
 
 Imports: numpy and the standard library only.
 """
@@ -25,8 +30,8 @@ import numpy as np
 from ..files import atomic_open
 
 # safetensors dtype name -> NumPy dtype of the stored (little-endian) bytes. BF16 has no NumPy
-# dtype: it is read as uint16 and widened to float32 in `_bf16_to_f32`.
-_DTYPES = {
+# dtype: it is read as uint16 and widened to float32 in `bf16_to_f32`.
+DTYPES = {
     "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"),
     "BF16": np.dtype("<u2"),
     "I64": np.dtype("<i8"), "I32": np.dtype("<i4"), "I16": np.dtype("<i2"), "I8": np.dtype("i1"),
@@ -34,14 +39,31 @@ _DTYPES = {
     "BOOL": np.dtype("?"),
 }
 # NumPy dtype kind + size -> safetensors name, for writing (BF16 is never written: NumPy has none).
-_NAMES = {(dt.kind, dt.itemsize): name for name, dt in _DTYPES.items() if name != "BF16"}
+_NAMES = {(dt.kind, dt.itemsize): name for name, dt in DTYPES.items() if name != "BF16"}
 
 # The reference implementation refuses headers over 100 MB; a larger N means a corrupt file,
 # and refusing it early avoids trying to read gigabytes as JSON.
 _MAX_HEADER = 100_000_000
+# NumPy 1.x arrays have at most 32 dimensions (2.x: 64); no real tensor comes near.
+MAX_DIMS = 32
 
 
-def _bf16_to_f32(raw):
+class TensorInfo(tuple):
+    """Where one tensor lies: (dtype name, shape, begin, end), offsets counted from the
+    start of the data section."""
+
+    __slots__ = ()
+
+    def __new__(cls, dtype, shape, begin, end):
+        return super().__new__(cls, (dtype, tuple(shape), begin, end))
+
+    dtype = property(lambda self: self[0])
+    shape = property(lambda self: self[1])
+    begin = property(lambda self: self[2])
+    end = property(lambda self: self[3])
+
+
+def bf16_to_f32(raw):
     """bfloat16 is the top half of a float32: shift the 16 bits up and reinterpret."""
     return (raw.astype(np.uint32) << 16).view(np.float32)
 
@@ -71,6 +93,9 @@ def _read_header(f, path, file_size):
         header = json.loads(f.read(n).decode("utf-8"), object_pairs_hook=_no_duplicates)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: the header is not JSON ({e})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: the header nests too deeply to be a safetensors header"
+                         ) from None
     except ValueError as e:  # from _no_duplicates
         raise ValueError(f"{path}: {e}") from None
     if not isinstance(header, dict):
@@ -80,8 +105,8 @@ def _read_header(f, path, file_size):
 
 
 def _check_entries(header, path, data_len):
-    """Check each tensor entry and that they tile the data section; return [(name, dtype, shape,
-    begin, end)] sorted by offset."""
+    """Check each tensor entry and that they tile the data section; return ({name:
+    TensorInfo} in offset order, metadata)."""
     metadata = header.pop("__metadata__", {})
     if not isinstance(metadata, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
@@ -90,36 +115,39 @@ def _check_entries(header, path, data_len):
     for name, info in header.items():
         if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= info.keys():
             raise ValueError(f"{path}: tensor {name!r} needs dtype, shape and data_offsets, found "
-                             f"{info!r}")
+                             f"{info!r:.100}")
         dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-        if dtype not in _DTYPES:
-            raise ValueError(f"{path}: tensor {name!r} has unknown dtype {dtype!r}; known: "
-                             f"{', '.join(_DTYPES)}")
+        if not isinstance(dtype, str) or dtype not in DTYPES:
+            raise ValueError(f"{path}: tensor {name!r} has unknown dtype {dtype!r:.100}; known: "
+                             f"{', '.join(DTYPES)}")
         if not isinstance(shape, list) or not all(
                 isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-            raise ValueError(f"{path}: tensor {name!r} has shape {shape!r}; expected a list of "
-                             f"non-negative ints")
+            raise ValueError(f"{path}: tensor {name!r} has shape {shape!r:.100}; expected a "
+                             f"list of non-negative ints")
+        if len(shape) > MAX_DIMS:
+            raise ValueError(f"{path}: tensor {name!r} has {len(shape)} dimensions; at most "
+                             f"{MAX_DIMS} are supported")
         if (not isinstance(offsets, list) or len(offsets) != 2
                 or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
                 or not 0 <= offsets[0] <= offsets[1]):
-            raise ValueError(f"{path}: tensor {name!r} has data_offsets {offsets!r}; expected "
-                             f"[begin, end] with 0 <= begin <= end")
+            raise ValueError(f"{path}: tensor {name!r} has data_offsets {offsets!r:.100}; "
+                             f"expected [begin, end] with 0 <= begin <= end")
         begin, end = offsets
         if end > data_len:
             raise ValueError(f"{path}: tensor {name!r} has data_offsets [{begin}, {end}] past the "
                              f"end of the file (the data section is {data_len} bytes); is the "
                              f"file truncated?")
-        nbytes = math.prod(shape) * _DTYPES[dtype].itemsize
+        nbytes = math.prod(shape) * DTYPES[dtype].itemsize
         if end - begin != nbytes:
             raise ValueError(f"{path}: tensor {name!r} of shape {shape} and dtype {dtype} needs "
                              f"{nbytes} bytes, but its data_offsets [{begin}, {end}] hold "
                              f"{end - begin}")
-        entries.append((name, dtype, shape, begin, end))
+        entries.append((name, TensorInfo(dtype, shape, begin, end)))
 
     # The tensors, sorted by offset, must each start where the previous one ended.
-    entries.sort(key=lambda e: (e[3], e[4]))
+    entries.sort(key=lambda e: (e[1].begin, e[1].end))
     position, previous = 0, None
-    for name, _, _, begin, end in entries:
+    for name, (_, _, begin, end) in entries:
         if begin < position:
             raise ValueError(f"{path}: tensors {previous!r} and {name!r} have overlapping "
                              f"data_offsets (byte {begin} is used twice)")
@@ -130,7 +158,43 @@ def _check_entries(header, path, data_len):
     if position != data_len:
         raise ValueError(f"{path}: data is not contiguous: the tensors end at byte {position} "
                          f"but the data section has {data_len} bytes")
-    return entries, metadata
+    return dict(entries), metadata
+
+
+def read_index(f, path):
+    """Read and check the header of the open safetensors file `f` (binary, at its start).
+
+    Returns (entries, metadata, data_start): entries maps each tensor's name to its
+    `TensorInfo` (dtype, shape, begin, end), in file order; metadata is the header's
+    "__metadata__" (str -> str, or {}); data_start is the file offset of the data section.
+    Every check of the module docstring is made here, before any tensor is read.
+    """
+    file_size = os.fstat(f.fileno()).st_size
+    header, data_start = _read_header(f, path, file_size)
+    entries, metadata = _check_entries(header, path, file_size - data_start)
+    return entries, metadata, data_start
+
+
+def read_tensor(f, path, data_start, name, info, out=None):
+    """Read one tensor (`info` from `read_index`) from the open file `f`.
+
+    When `out` is a C-contiguous array of the stored dtype and shape, the bytes go straight
+    into it and None is returned; otherwise a new array is returned (BF16 widened to
+    float32). A file that ends early raises ValueError naming the tensor.
+    """
+    dtype, shape, begin, end = info
+    stored = DTYPES[dtype]
+    direct = (out is not None and dtype != "BF16" and out.dtype == stored
+              and tuple(out.shape) == tuple(shape) and out.flags.c_contiguous)
+    array = out if direct else np.empty(shape, dtype=stored)
+    f.seek(data_start + begin)
+    if f.readinto(memoryview(array.reshape(-1).view(np.uint8))) != end - begin:
+        raise ValueError(f"{path}: the file ended inside tensor {name!r}; is it truncated?")
+    if direct:
+        return None
+    if dtype == "BF16":
+        return bf16_to_f32(array)
+    return array if stored.isnative else array.astype(stored.newbyteorder("="))
 
 
 def load_file(path):
@@ -147,20 +211,18 @@ def load_file(path):
     """
     path = Path(path)
     with open(path, "rb") as f:
-        file_size = os.fstat(f.fileno()).st_size
-        header, data_start = _read_header(f, path, file_size)
-        entries, _ = _check_entries(header, path, file_size - data_start)
-        buffer = bytearray(file_size - data_start)  # writable, so the arrays are too
+        entries, _, data_start = read_index(f, path)
+        buffer = bytearray(os.fstat(f.fileno()).st_size - data_start)  # writable arrays
         if f.readinto(buffer) != len(buffer):
             raise ValueError(f"{path}: the file changed size while it was read")
 
     tensors = {}
-    for name, dtype, shape, begin, end in entries:
-        stored = _DTYPES[dtype]
+    for name, (dtype, shape, begin, end) in entries.items():
+        stored = DTYPES[dtype]
         array = np.frombuffer(buffer, dtype=stored, count=(end - begin) // stored.itemsize,
                               offset=begin).reshape(shape)
         if dtype == "BF16":
-            array = _bf16_to_f32(array)
+            array = bf16_to_f32(array)
         elif not stored.isnative:
             array = array.astype(stored.newbyteorder("="))  # only on big-endian machines
         elif not array.flags.aligned:
@@ -173,9 +235,7 @@ def load_metadata(path):
     """The header's "__metadata__" dict (str -> str) of a safetensors file, or {}."""
     path = Path(path)
     with open(path, "rb") as f:
-        file_size = os.fstat(f.fileno()).st_size
-        header, data_start = _read_header(f, path, file_size)
-    return _check_entries(header, path, file_size - data_start)[1]
+        return read_index(f, path)[1]
 
 
 def save_file(tensors, path, metadata=None):
@@ -202,7 +262,7 @@ def save_file(tensors, path, metadata=None):
                             f"arrays (use .numpy() on a Tensor)")
         key = (value.dtype.kind, value.dtype.itemsize)
         if key not in _NAMES:
-            supported = ", ".join(sorted({str(d) for d in _DTYPES.values()}))
+            supported = ", ".join(sorted({str(d) for d in DTYPES.values()}))
             raise ValueError(f"tensor {name!r} has dtype {value.dtype}, which safetensors cannot "
                              f"store; supported: {supported}")
         # Little-endian and C-contiguous, as the format stores them (no copy when already so).

@@ -3,4 +3,6 @@ data parallelism over the CPU's cores."""
 
 from .parallel import DataParallel  # noqa: F401
 
-from .trainer import TrainConfig, TrainingError, Trainer, evaluate, load_for_inference, train  # noqa: F401
+from .config import TrainConfig  # noqa: F401
+from .trainer import (Interrupted, TrainingError, Trainer, evaluate,  # noqa: F401
+                      load_for_inference, train)

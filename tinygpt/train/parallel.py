@@ -26,13 +26,23 @@ rounding (tested), not bit for bit. Runs stay reproducible: the workers' dropout
 come from seeds drawn from tinygpt's generator in the calling process, whose state the
 checkpoints save. Needs the CPU and `os.fork`; `python -m tinygpt train` uses it by
 default on Linux only (`auto_processes`).
+
+No wait is unbounded. A worker that dies is noticed at once (its pipe closes); one that
+stops answering (stopped with SIGSTOP, stuck, swapping) is given `timeout` seconds
+(default 60, or $TINYGPT_WORKER_TIMEOUT), or 20 times the time this process took for its
+own shard when that is longer; then it is killed, the others are stopped, and
+WorkerError names it. Workers ignore Ctrl-C (the calling process decides what to do) and
+end when the calling process does, however it ends: their pipe reads end of file.
 """
 
 import contextlib
 import mmap
 import os
 import signal
+import socket
+import struct
 import sys
+import time
 import traceback
 import weakref
 from multiprocessing import Pipe
@@ -43,8 +53,26 @@ from ..autograd import backend
 from ..autograd.fast import blas as fast_blas
 from ..autograd.fast import threads as fast_threads
 from ..autograd.tensor import Tensor
+from ..memory import peak_rss_mb
 
 ALIGN = 64                  # bytes: each parameter's slot starts on a cache line
+WORKER_TIMEOUT = 60.0       # seconds a worker may take to answer, at least
+TIMEOUT_STEPS = 20          # ... or this many times this process's own shard time
+STOP_GRACE = 10.0           # seconds a worker gets to end after "stop", before SIGKILL
+
+
+def worker_timeout():
+    """The least time a worker may take to answer: $TINYGPT_WORKER_TIMEOUT, else 60 s."""
+    text = os.environ.get("TINYGPT_WORKER_TIMEOUT")
+    if not text:
+        return WORKER_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ValueError(f"TINYGPT_WORKER_TIMEOUT must be a number of seconds > 0, got {text!r}")
+    return value
 
 
 def shard_sizes(batch_size, processes):
@@ -113,10 +141,15 @@ class DataParallel:
     threads:    tinygpt and BLAS threads of each process while it runs (default: the
                 usable cores shared out, at least one each); the calling process gets
                 its own settings back at `close()` and inside `all_threads()`.
+    timeout:    the least seconds a worker may take to answer (default `worker_timeout()`;
+                see the module docstring).
     """
 
-    def __init__(self, model, processes, threads=None):
+    def __init__(self, model, processes, threads=None, timeout=None):
         check_processes(processes)
+        self.timeout = worker_timeout() if timeout is None else float(timeout)
+        if not self.timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
         self.model = model
         self.processes = processes
         self.params = list(model.parameters())
@@ -162,6 +195,7 @@ class DataParallel:
                 for _, conn in self.workers:                # the other workers' pipes
                     conn.close()
                 signal.signal(signal.SIGINT, signal.SIG_IGN)    # Ctrl-C is the parent's
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)   # not the parent's handler
                 self._limit_threads(self.threads)
                 self._serve(theirs, self._slots[rank - 1])
             except BaseException:
@@ -169,6 +203,7 @@ class DataParallel:
             finally:
                 os._exit(code)                              # never back into the caller
         theirs.close()
+        _limit_send_time(ours, self.timeout)
         self.workers.append((pid, ours))
 
     def _serve(self, conn, slot):
@@ -237,17 +272,25 @@ class DataParallel:
             self._send(rank, conn, ("step", self.model.training, int(seeds[rank - 1]),
                                     [shards[rank] for shards in split]))
         error, weighted = None, 0.0
+        start = time.perf_counter()
         try:
             own = self._run_shards([shards[0] for shards in split])
             weighted += sum(shards[0][2] * loss for shards, loss in zip(split, own))
         except Exception as exc:  # noqa: BLE001 - raised once the workers have answered
             error = exc
-        for rank, (_, conn) in enumerate(self.workers, start=1):
-            reply = self._receive(rank, conn)
-            if reply[0] == "error":
-                error = error or reply[1]
-            else:
-                weighted += sum(shards[rank][2] * loss for shards, loss in zip(split, reply[1]))
+        # A worker's shard is the size of ours (one row more at most): give it much longer.
+        patience = max(self.timeout, TIMEOUT_STEPS * (time.perf_counter() - start))
+        try:
+            for rank, (_, conn) in enumerate(self.workers, start=1):
+                reply = self._receive(rank, conn, patience)
+                if reply[0] == "error":
+                    error = error or reply[1]
+                else:
+                    weighted += sum(shards[rank][2] * loss
+                                    for shards, loss in zip(split, reply[1]))
+        except BaseException:       # a lost worker, or Ctrl-C: this step adds nothing
+            self.model.zero_grad(set_to_none=True)
+            raise
         if error is not None:
             self.model.zero_grad(set_to_none=True)
             raise error
@@ -263,11 +306,16 @@ class DataParallel:
     def _send(self, rank, conn, message):
         try:
             conn.send(message)
+        except BlockingIOError:             # the send timed out: see _limit_send_time
+            self._unresponsive(rank, self.timeout)
         except OSError:
             self._lost(rank)
 
-    def _receive(self, rank, conn):
+    def _receive(self, rank, conn, timeout=None):
+        timeout = self.timeout if timeout is None else timeout
         try:
+            if not conn.poll(timeout):
+                self._unresponsive(rank, timeout)
             return conn.recv()
         except (EOFError, OSError):
             self._lost(rank)
@@ -276,6 +324,15 @@ class DataParallel:
         self.close()
         raise WorkerError(f"data-parallel worker {rank} has exited (killed, or out of "
                           "memory?); the other workers are stopped") from None
+
+    def _unresponsive(self, rank, waited):
+        pid = self.workers[rank - 1][0]
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)    # also ends a stopped (SIGSTOP) process
+        self.close()
+        raise WorkerError(f"data-parallel worker {rank} (pid {pid}) has not answered in "
+                          f"{waited:.0f} s (stopped, or stuck?); it was killed and the other "
+                          "workers stopped") from None
 
     def _reshare_parameters(self):
         """Put back into shared memory any parameter whose array was replaced (an
@@ -343,18 +400,48 @@ class DataParallel:
         return False
 
 
-def _stop_workers(workers):
+def _stop_workers(workers, grace=STOP_GRACE):
+    """Ask each worker to stop, give them `grace` seconds in all to end, kill the rest, and
+    reap every one (no zombies, and never a wait without end on a stuck worker)."""
     for _, conn in workers:
         try:
             conn.send(("stop",))
         except (OSError, ValueError):
             pass
         conn.close()
+    deadline = time.monotonic() + grace
     for pid, _ in workers:
+        while True:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if done:
+                break
+            if time.monotonic() > deadline:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+                break
+            time.sleep(0.005)
+
+
+def _limit_send_time(conn, seconds):
+    """Make a send on `conn` fail (BlockingIOError) after `seconds` instead of blocking for
+    ever when the worker does not read: a step's batches can be more than the pipe holds.
+    The connection is a Unix socket pair; SO_SNDTIMEO bounds each write to it, and leaves
+    reads blocking (a non-blocking socket would not)."""
+    if not hasattr(socket, "SO_SNDTIMEO"):
+        return
+    with contextlib.suppress(OSError, ValueError):
+        sock = socket.socket(fileno=os.dup(conn.fileno()))
         try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
+            whole = int(seconds)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                            struct.pack("ll", whole, int((seconds - whole) * 1e6)))
+        finally:
+            sock.close()
 
 
 def _array(x):
@@ -372,23 +459,3 @@ def _picklable(exc, text):
         exc.args = (f"{exc.args[0]} (in a data-parallel worker; its traceback:\n{text})",
                     ) + exc.args[1:]
     return exc
-
-
-def peak_rss_mb():
-    """This process's peak resident memory in MB.
-
-    Linux: VmHWM from /proc/self/status, the high-water mark of this process image's own
-    memory. Not ru_maxrss: at exec, Linux carries the parent's high-water mark into the
-    child's ru_maxrss (and subprocess uses vfork), so a small child started by a large
-    parent would report the parent's peak. A forked worker's starts at what it shares with
-    its parent at the fork. Elsewhere ru_maxrss (KB, or bytes on macOS).
-    """
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 2 ** 10          # kB
-    except OSError:
-        pass
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2 ** 20 if sys.platform == "darwin" else rss / 2 ** 10

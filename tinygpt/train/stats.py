@@ -163,7 +163,7 @@ def read_log(path):
                 continue
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 continue
             if isinstance(record, dict) and record.get("event") in grouped:
                 grouped[record["event"]].append(record)

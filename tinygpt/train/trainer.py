@@ -1,39 +1,52 @@
 """The training loop: batches, forward, backward, clip, AdamW, evaluation, logs and
-checkpoints (floor 6). Imports: autograd, nn, optim, data, model.
+checkpoints (floor 6). Imports: autograd, optim, data, model, the standard library.
 
 One iteration `it` is: set the learning rate for `it`, run `gradient_accumulation_steps`
 micro-batches (each loss divided by their number, so the summed gradients are those of
 the mean over all of them; each split over `processes` CPU processes when there are
 several, see parallel.py), clip the gradient norm, take one AdamW step. Every
 `eval_interval` iterations (and at the end) the mean loss over `eval_iters` batches of
-each split is measured in eval mode without a graph, and a checkpoint is written.
+each split is measured in eval mode without a graph, and a checkpoint is written
+(`tinygpt.model.checkpoint`).
 
 Exact resume: the checkpoint written at iteration `it` holds the state *before* step
 `it` (parameters, optimizer moments, the batch sampler's and the dropout generator's
 states). Evaluation draws its batches from a generator of its own, reseeded each time,
 so evaluating never moves the training stream: 100 iterations straight and 50, resume,
 50 give bit-identical parameters.
+
+Faults. A run holds an exclusive lock on its out_dir from start to end (`FolderLock`): a
+second run there fails at once, naming the process that holds it. An existing run is
+never replaced or its log shortened unless resumed or overwritten. Ctrl-C (SIGINT) or
+SIGTERM lets the current iteration finish, writes a checkpoint at the next one and raises
+`Interrupted`; a second one stops at once, and the state before the unfinished step is
+saved. A data-parallel worker that dies or stops answering ends the run the same way,
+with that state saved and a WorkerError naming the worker.
 """
 
 import contextlib
+import hashlib
 import json
 import math
 import os
+import signal
+import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 
 from ..autograd import backend, no_grad
-from ..autograd.fast import malloc, threads
+from ..autograd.fast import malloc
 from ..autograd.tensor import Tensor
-from ..data import (BatchSampler, BPETokenizer, CharTokenizer, check_token_ids, load_text,
-                    train_val_split)
-from ..model import GPT, GPTConfig
-from ..model.checkpoint import load_checkpoint, save_checkpoint
-from ..model.pretrained import require_tokenizer, tokenizer_from_dict
+from ..data import BatchSampler, CharTokenizer, check_token_ids, load_text, train_val_split
+from ..data.tokenizers import load_tokenizer, require_tokenizer
+from ..files import FolderLock, atomic_write_text, remove_stale_temp_files
+from ..model import GPT
+from ..model.checkpoint import CheckpointError, load_training_state, save_training_state
 from ..optim import AdamW, clip_grad_norm_, configure_param_groups, get_schedule
-from .parallel import DataParallel, auto_processes, check_processes
+from .config import TrainConfig, non_default_fields, resumed_config
+from .parallel import DataParallel, WorkerError
 from .stats import StatsCollector
 
 CHECKPOINT = "ckpt.npz"
@@ -44,88 +57,13 @@ class TrainingError(RuntimeError):
     """Training cannot go on (a non-finite loss); the last good checkpoint is kept."""
 
 
-@dataclass
-class TrainConfig:
-    """Every knob of a training run; the defaults are nanoGPT's small CPU recipe for
-    tiny Shakespeare (4 layers, 4 heads, 128 channels, 64 tokens of context)."""
+class Interrupted(KeyboardInterrupt):
+    """Training was stopped by a signal; the message says what was saved and how to go on.
+    `signum` is the signal (SIGINT for Ctrl-C)."""
 
-    # input and output
-    out_dir: str = "out"
-    data: str = "default"           # "default" (embedded), "shakespeare", or a text file
-    tokenizer: str = "char"         # "char", "gpt2", or the path of a saved BPE tokenizer
-    resume: bool = False            # continue from out_dir/ckpt.npz
-    init_from: str = ""             # a pretrained GPT-2 folder (config.json + model.safetensors)
-    overwrite: bool = False         # allow replacing an existing checkpoint in out_dir
-    eval_interval: int = 250
-    eval_iters: int = 20
-    log_interval: int = 10
-    save_checkpoints: bool = True
-    stats: bool = False             # log gradient and activation statistics
-    # model
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    block_size: int = 64
-    dropout: float = 0.0
-    bias: bool = False              # nanoGPT trains without biases by default
-    gelu_approximate: str = "none"  # nanoGPT's nn.GELU(); GPT-2's own is "tanh"
-    # optimisation
-    batch_size: int = 12
-    gradient_accumulation_steps: int = 1
-    max_iters: int = 2000
-    learning_rate: float = 1e-3
-    min_lr: float = 1e-4
-    warmup_iters: int = 100
-    lr_decay_iters: int = 2000
-    schedule: str = "cosine"        # "cosine" (warm-up then cosine), "linear", "constant"
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.99
-    grad_clip: float = 1.0          # 0 disables clipping
-    # system
-    device: str = "cpu"
-    dtype: str = "float32"
-    seed: int = 1337
-    processes: int = 0              # CPU processes sharing each batch; 0: auto (2 on Linux
-                                    # with 2+ cores, else 1); see tinygpt/train/parallel.py
-
-    def __post_init__(self):
-        positive = ("eval_interval", "eval_iters", "log_interval", "n_layer", "n_head", "n_embd",
-                    "block_size", "batch_size", "gradient_accumulation_steps")
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("max_iters", "warmup_iters", "lr_decay_iters"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.learning_rate <= 0 or self.min_lr < 0:
-            raise ValueError(
-                f"learning_rate must be > 0 and min_lr >= 0, got {self.learning_rate} and {self.min_lr}")
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
-        backend.normalize_device(self.device)
-        if isinstance(self.processes, bool) or not isinstance(self.processes, int) \
-                or self.processes < 0:
-            raise ValueError(f"processes must be 0 (auto) or a positive integer, got "
-                             f"{self.processes!r}")
-        if self.processes != 0:
-            check_processes(self.processes, self.device)
-            if self.processes > self.batch_size:
-                raise ValueError(f"processes ({self.processes}) must not exceed batch_size "
-                                 f"({self.batch_size}): each process takes at least one row")
-
-    def resolved_processes(self):
-        """The processes a step runs on: `processes`, or for 0 (auto) `auto_processes`:
-        two on Linux with at least two usable cores (CPU, batch of 2+ rows), else one."""
-        if self.processes:
-            return self.processes
-        return auto_processes(threads.usable_cores(), self.batch_size, self.device)
-
-    def model_config(self, vocab_size):
-        return GPTConfig(block_size=self.block_size, vocab_size=vocab_size, n_layer=self.n_layer,
-                         n_head=self.n_head, n_embd=self.n_embd, dropout=self.dropout,
-                         bias=self.bias, gelu_approximate=self.gelu_approximate)
+    def __init__(self, message, signum=signal.SIGINT):
+        super().__init__(message)
+        self.signum = signum
 
 
 def evaluate(model, splits, block_size, batch_size, eval_iters, device="cpu", seed=0):
@@ -150,34 +88,64 @@ def evaluate(model, splits, block_size, batch_size, eval_iters, device="cpu", se
     return out
 
 
-class Trainer:
-    """Holds a run's state; `run()` trains to `max_iters`. `log` receives each line."""
+def data_fingerprint(source, text):
+    """What a checkpoint remembers of its training text: its source, its length in
+    characters and in UTF-8 bytes (a file's size), and the sha256 of those bytes."""
+    data = text.encode("utf-8", "surrogatepass")
+    return {"source": str(source), "chars": len(text), "bytes": len(data),
+            "sha256": hashlib.sha256(data).hexdigest()}
 
-    def __init__(self, config, log=None):
+
+class Trainer:
+    """Holds a run's state; `run()` trains to `max_iters`. `log` receives each line.
+
+    given: the names of the config's fields the caller set explicitly (the command line's
+           flags); on resume, the others take the checkpoint's values. Default: the
+           fields that differ from TrainConfig's defaults.
+
+    The out_dir's lock is taken here and released when `run()` ends or at `close()`.
+    """
+
+    def __init__(self, config, log=None, given=None):
         malloc.keep_freed_memory()      # a training process reuses its freed memory
         self.config = config
         self.log = log or (lambda line: print(line, flush=True))
+        self.given = set(given) if given is not None else non_default_fields(config)
         self.out_dir = config.out_dir
         self.ckpt_path = os.path.join(config.out_dir, CHECKPOINT)
-        self._setup()
-        # --stats: gradient, update and activation statistics on logged iterations
-        self.stats = StatsCollector(self.model) if config.stats else None
-        self.processes = config.resolved_processes()
+        self.log_path = os.path.join(config.out_dir, LOG)
+        self.lock = FolderLock(self.out_dir, hint=(
+            "two runs writing one folder would overwrite each other's checkpoints and logs; "
+            "wait for that run to end, or choose another --out_dir"))
         self.parallel = None        # the DataParallel workers, started by the first step
+        self._stop = None           # the signal that asked the run to stop, if any
+        self._interruptible = False  # a second signal may stop at once (not mid-update)
+        self._consistent = True     # False while the optimizer updates the parameters
+        self._saved_at = None       # the iteration of the last checkpoint written
         self._unread = None         # on a GPU: the sum of the losses not read back yet
         self._unread_from = 0       # ... from this iteration on
+        try:
+            self._setup()
+        except BaseException:
+            self.lock.release()
+            raise
+        # --stats: gradient, update and activation statistics on logged iterations
+        self.stats = StatsCollector(self.model) if self.config.stats else None
+        self.processes = self.config.resolved_processes()
 
     # --- set-up ---------------------------------------------------------------------------
     def _setup(self):
         cfg = self.config
+        backend.get_array_module(backend.normalize_device(cfg.device))   # CuPy there?
+        self.lock.check()           # a run in progress there is named at once
         if cfg.resume:
-            arrays, meta = load_checkpoint(self.ckpt_path)
-            self._setup_from_checkpoint(arrays, meta)
+            if not os.path.isfile(self.ckpt_path):
+                raise FileNotFoundError(f"no checkpoint at {self.ckpt_path} to resume from")
+            self.lock.acquire()
+            remove_stale_temp_files(self.out_dir)
+            self._setup_from_checkpoint(load_training_state(self.ckpt_path))
             return
-        if os.path.exists(self.ckpt_path) and not cfg.overwrite and cfg.save_checkpoints:
-            raise FileExistsError(
-                f"{self.ckpt_path} already exists: pass --resume to continue that run, or "
-                "choose another --out_dir (or --overwrite to replace it)")
+        self._refuse_existing_run()          # at once, before the data is read
         backend.manual_seed(cfg.seed)
         text = load_text(cfg.data, min_chars=cfg.block_size + 1)
         if cfg.init_from:
@@ -194,26 +162,35 @@ class Trainer:
             cfg.n_layer, cfg.n_head, cfg.n_embd = mc.n_layer, mc.n_head, mc.n_embd
             cfg.bias, cfg.gelu_approximate = mc.bias, mc.gelu_approximate
         else:
-            self.tokenizer = self._make_tokenizer(text)
+            self.tokenizer = (CharTokenizer.from_text(text) if cfg.tokenizer == "char"
+                              else load_tokenizer(cfg.tokenizer))
             self.model = GPT(cfg.model_config(self.tokenizer.vocab_size))
         self._prepare_data(text)
         self.model.to(cfg.dtype)
         self.model.to(cfg.device)
+        # Everything above only read; from here on this run owns out_dir.
+        self.lock.acquire()
+        self._refuse_existing_run()
+        remove_stale_temp_files(self.out_dir)
         self._make_optimizer()
         self.sampler = BatchSampler(self.train_data, cfg.block_size, cfg.batch_size,
                                     seed=cfg.seed, device=cfg.device)
         self.iter_num = 0
         self.history = []
 
-    def _make_tokenizer(self, text):
-        cfg = self.config
-        if cfg.tokenizer == "char":
-            return CharTokenizer.from_text(text)
-        if cfg.tokenizer == "gpt2":
-            return BPETokenizer.gpt2()
-        return BPETokenizer.load(cfg.tokenizer)
+    def _refuse_existing_run(self):
+        """A new run never replaces another's checkpoint or log unless told to."""
+        if self.config.overwrite:
+            return
+        found = [name for name in (CHECKPOINT, LOG)
+                 if os.path.exists(os.path.join(self.out_dir, name))]
+        if found:
+            raise FileExistsError(
+                f"{self.out_dir} already holds a run ({', '.join(found)}): pass --resume to "
+                "continue it, or choose another --out_dir (or --overwrite to replace it)")
 
     def _prepare_data(self, text):
+        self.data_info = data_fingerprint(self.config.data, text)
         ids = np.asarray(self.tokenizer.encode(text), dtype=np.int64)
         # Once, here on the host: the model does not check ids already on a GPU.
         check_token_ids(ids, self.model.config.vocab_size)
@@ -230,61 +207,66 @@ class Trainer:
         groups = configure_param_groups(self.model.named_parameters(), cfg.weight_decay)
         self.optimizer = AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2))
 
-    def _setup_from_checkpoint(self, arrays, meta):
+    def _setup_from_checkpoint(self, state):
+        meta = state.meta
+        self.config, changed = resumed_config(self.config, meta.get("train_config"), self.given)
         cfg = self.config
-        saved = meta["train_config"]
-        # The model, data and tokenizer come from the checkpoint; the schedule and the
-        # length of the run may be changed on resume.
-        for name in ("n_layer", "n_head", "n_embd", "block_size", "bias", "gelu_approximate",
-                     "data", "tokenizer", "batch_size", "gradient_accumulation_steps", "seed",
-                     "dtype", "dropout"):
-            setattr(cfg, name, saved[name])
-        self.tokenizer = tokenizer_from_dict(meta["tokenizer"])
-        self.model = GPT(GPTConfig.from_dict(meta["model_config"]))
-        self.model.to(cfg.dtype)
-        state = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
-        for alias, target in meta.get("model_aliases", {}).items():
-            state[alias] = state[target]
-        self.model.load_state_dict(state)
+        backend.get_array_module(cfg.device)    # the saved run's device, if not told another
+        if state.tokenizer is None or state.optimizer_state is None:
+            raise CheckpointError(f"{state.path} holds no tokenizer or optimizer state; it "
+                                  "cannot be resumed")
+        self.tokenizer = state.tokenizer
+        self.model = state.build_model(dtype=cfg.dtype, dropout=cfg.dropout)
         self.model.to(cfg.device)
         text = load_text(cfg.data, min_chars=cfg.block_size + 1)
         self._prepare_data(text)
+        self._check_data(meta.get("data"))
         self._make_optimizer()
-        self.optimizer.load_state_dict(_join_arrays(meta["optimizer"], arrays, "optim/"))
-        self.sampler = BatchSampler(self.train_data, cfg.block_size, cfg.batch_size,
-                                    seed=cfg.seed, device=cfg.device)
-        self.sampler.load_state_dict(meta["sampler"])
-        backend.set_rng_state(meta["rng"])
-        if "cuda_rng" in meta:          # checkpoints from before it was saved lack it
-            backend.set_rng_state(meta["cuda_rng"], "cuda")
-        self.iter_num = int(meta["iter_num"])
-        self.history = meta.get("history", [])
-        self.log(f"resuming from {self.ckpt_path} at iteration {self.iter_num}")
+        try:
+            self.optimizer.load_state_dict(state.optimizer_state)
+            self.sampler = BatchSampler(self.train_data, cfg.block_size, cfg.batch_size,
+                                        seed=cfg.seed, device=cfg.device)
+            self.sampler.load_state_dict(meta["sampler"])
+            backend.set_rng_state(meta["rng"])
+            if "cuda_rng" in meta:      # checkpoints from before it was saved lack it
+                backend.set_rng_state(meta["cuda_rng"], "cuda")
+            self.iter_num = int(meta["iter_num"])
+            # The evaluation at iter_num is made again on resume (with the same result).
+            self.history = [h for h in meta.get("history", []) if h["iter"] < self.iter_num]
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{state.path}: the training state is not usable "
+                                  f"({type(e).__name__}: {e})") from None
+        if self.iter_num < 0:
+            raise CheckpointError(f"{state.path}: iter_num {self.iter_num} is negative")
+        self._saved_at = self.iter_num
+        self.log(f"resuming from {self.ckpt_path} at iteration {self.iter_num}"
+                 + ("; changed: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in
+                                               changed.items()) if changed else ""))
+
+    def _check_data(self, saved):
+        """Refuse (or with allow_data_change, note) training data that is not the text the
+        checkpoint's run trained on."""
+        now = self.data_info
+        if not isinstance(saved, dict) or saved.get("sha256") == now["sha256"]:
+            return      # the same text (or a checkpoint from before fingerprints)
+        message = (f"the training data differs from the checkpoint's: {now['source']} now has "
+                   f"{now['chars']:,} characters (sha256 {now['sha256'][:12]}...), the run "
+                   f"trained on {saved.get('source')!r} with {saved.get('chars')!r} "
+                   f"(sha256 {str(saved.get('sha256'))[:12]}...)")
+        if not self.config.allow_data_change:
+            raise ValueError(f"{message}; pass --allow_data_change true to train on it anyway "
+                             "(the batches will not be the saved run's)")
+        self.log(f"warning: {message}; training on it (--allow_data_change)")
 
     # --- checkpoints ----------------------------------------------------------------------
     def save(self):
         """Write out_dir/ckpt.npz (atomically) with everything needed to resume."""
-        arrays, aliases, seen = {}, {}, {}
-        for key, t in self.model.state_dict().items():
-            if id(t.data) in seen:         # the tied head: stored once
-                aliases[key] = seen[id(t.data)]
-                continue
-            seen[id(t.data)] = key
-            arrays["model/" + key] = t.numpy()
-        optim_meta = _split_arrays(self.optimizer.state_dict(), arrays, "optim/")
-        meta = {
-            "train_config": asdict(self.config),
-            "model_config": self.model.config.to_dict(),
-            "model_aliases": aliases,
-            "tokenizer": self.tokenizer.to_dict(),
-            "optimizer": optim_meta,
-            "sampler": self.sampler.state_dict(),
-            "rng": backend.get_rng_state(),
-            "cuda_rng": backend.get_rng_state("cuda"),      # dropout masks on a GPU
-            "iter_num": self.iter_num,
-            "history": self.history,
-        }
-        save_checkpoint(self.ckpt_path, arrays, meta)
+        save_training_state(
+            self.ckpt_path, self.model, self.optimizer, self.tokenizer,
+            train_config=asdict(self.config), sampler=self.sampler.state_dict(),
+            rng=backend.get_rng_state(), cuda_rng=backend.get_rng_state("cuda"),
+            iter_num=self.iter_num, history=self.history, data=self.data_info)
+        self._saved_at = self.iter_num
 
     # --- the loop -------------------------------------------------------------------------
     def lr_at(self, it):
@@ -306,9 +288,11 @@ class Trainer:
         return it % self.config.log_interval == 0 or it + 1 == self.config.max_iters
 
     def step(self):
-        """One iteration (all micro-batches and the update); returns (the mean loss, the
-        learning rate). The loss is a float, or on a GPU a 0-d Tensor there (`float(loss)`
-        reads it; the run reads it only when it logs it)."""
+        """One iteration (all micro-batches and the update); returns the mean loss and the
+        learning rate. The loss is a float, or on a GPU a 0-d Tensor there (`float(loss)`
+        reads it; the run reads it only when it logs it). An error or an interruption
+        before the update leaves the run as it was before the step (the batch and dropout
+        generators rewound, no gradients)."""
         cfg = self.config
         lr = self.lr_at(self.iter_num)
         for group in self.optimizer.param_groups:
@@ -320,31 +304,48 @@ class Trainer:
         stats = self.stats if self.stats is not None and self._logs(self.iter_num) else None
         if stats is not None:
             stats.start(self.iter_num)
-        if self.parallel is not None:
-            loss = self.parallel.forward_backward(
-                [self.sampler.get_batch() for _ in range(n_micro)])
-            self._check_loss(loss)
-        elif backend.normalize_device(cfg.device) == "cpu":
-            total = 0.0
-            for _ in range(n_micro):
-                x, y = self.sampler.get_batch()
-                _, loss = self.model(x, y)
-                value = loss.item()
-                self._check_loss(value)
-                total += value
-                (loss / n_micro).backward() if n_micro > 1 else loss.backward()
-            loss = total / n_micro
-        else:
-            loss = self._step_on_device(n_micro)
+        before = (self.sampler.state_dict(), backend.get_rng_state(),
+                  backend.get_rng_state("cuda"))
+        self._interruptible = True
+        try:
+            loss = self._forward_backward(n_micro)
+        except BaseException:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.sampler.load_state_dict(before[0])
+            backend.set_rng_state(before[1])
+            backend.set_rng_state(before[2], "cuda")
+            raise
+        finally:
+            self._interruptible = False
         if stats is not None:
             stats.before_update()
+        self._consistent = False
         if cfg.grad_clip > 0:
             clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.optimizer.step()
+        self._consistent = True
         if stats is not None:
             stats.after_update()
         self.optimizer.zero_grad(set_to_none=True)
         return loss, lr
+
+    def _forward_backward(self, n_micro):
+        if self.parallel is not None:
+            loss = self.parallel.forward_backward(
+                [self.sampler.get_batch() for _ in range(n_micro)])
+            self._check_loss(loss)
+            return loss
+        if backend.normalize_device(self.config.device) != "cpu":
+            return self._step_on_device(n_micro)
+        total = 0.0
+        for _ in range(n_micro):
+            x, y = self.sampler.get_batch()
+            _, loss = self.model(x, y)
+            value = loss.item()
+            self._check_loss(value)
+            total += value
+            (loss / n_micro).backward() if n_micro > 1 else loss.backward()
+        return total / n_micro
 
     def _step_on_device(self, n_micro):
         """The micro-batches of a step on a GPU; the mean loss as a 0-d Tensor there. Each
@@ -396,16 +397,22 @@ class Trainer:
                 "--learning_rate or --grad_clip")
 
     def close(self):
-        """Stop the data-parallel workers, if any (`run` does at its end)."""
+        """Stop the data-parallel workers, if any, and release out_dir (`run` does both at
+        its end)."""
         if self.parallel is not None:
             self.parallel.close()
             self.parallel = None
+        self.lock.release()
 
     def run(self):
-        """Train from the current iteration to max_iters; returns the history of evals."""
+        """Train from the current iteration to max_iters; returns the history of evals.
+
+        Raises Interrupted after a Ctrl-C or SIGTERM, WorkerError when a data-parallel
+        worker is lost, TrainingError on a non-finite loss (see the module docstring)."""
         cfg = self.config
         tokens_per_iter = cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps
         n_params = sum(p.numel() for p in self.model.parameters())
+        self.lock.acquire()                 # again, after a previous run() released it
         self.log(f"model: {n_params / 1e6:.2f}M parameters, {cfg.n_layer} layers, "
                  f"{cfg.n_head} heads, {cfg.n_embd} channels, vocabulary "
                  f"{self.model.config.vocab_size}; {len(self.train_data):,} training tokens; "
@@ -418,41 +425,57 @@ class Trainer:
         # ms/iter is measured over the iterations since the last mark, evaluation excluded.
         mark_time, mark_iter = time.perf_counter(), self.iter_num
         try:
-            while True:
-                it = self.iter_num
-                if it % cfg.eval_interval == 0 or it == cfg.max_iters:
-                    self._check_unread()        # no checkpoint of weights a NaN has reached
-                    losses = self.evaluate()
-                    entry = {"iter": it, "train_loss": losses["train"], "val_loss": losses["val"]}
-                    self.history.append(entry)
-                    log_file.write(json.dumps({"event": "eval", **entry}) + "\n")
-                    log_file.flush()
-                    self.log(f"step {it}: train loss {losses['train']:.4f}, "
-                             f"val loss {losses['val']:.4f}")
-                    if cfg.save_checkpoints:
-                        self.save()
-                    mark_time, mark_iter = time.perf_counter(), it
-                if it >= cfg.max_iters:
-                    break
-                loss, lr = self.step()
-                self.iter_num += 1
-                if self._logs(it):
-                    loss = self._read_loss(loss)
-                    now = time.perf_counter()
-                    dt = (now - mark_time) / max(1, self.iter_num - mark_iter)
-                    mark_time, mark_iter = now, self.iter_num
-                    done = self.iter_num - start_iter
-                    eta = (now - start_time) / done * (cfg.max_iters - self.iter_num)
-                    record = {"event": "train", "iter": it, "loss": loss, "lr": lr,
-                              "ms_per_iter": dt * 1e3, "tokens_per_s": tokens_per_iter / dt}
-                    log_file.write(json.dumps(record) + "\n")
-                    stats = self.stats.pop() if self.stats is not None else None
-                    if stats is not None:
-                        log_file.write(json.dumps(stats) + "\n")
-                    log_file.flush()
-                    self.log(f"iter {it}/{cfg.max_iters} ({100 * self.iter_num / cfg.max_iters:.0f}%): "
-                             f"loss {loss:.4f}, lr {lr:.2e}, {dt * 1e3:.1f} ms/iter, "
-                             f"{tokens_per_iter / dt:,.0f} tok/s, eta {_format_time(eta)}")
+            with self._signals():
+                while True:
+                    it = self.iter_num
+                    if self._stop is not None:
+                        self._stop_now()
+                    if it % cfg.eval_interval == 0 or it == cfg.max_iters:
+                        self._check_unread()    # no checkpoint of weights a NaN has reached
+                        self._interruptible = True
+                        losses = self.evaluate()
+                        self._interruptible = False
+                        entry = {"iter": it, "train_loss": losses["train"],
+                                 "val_loss": losses["val"]}
+                        self.history.append(entry)
+                        log_file.write(json.dumps({"event": "eval", **entry}) + "\n")
+                        log_file.flush()
+                        self.log(f"step {it}: train loss {losses['train']:.4f}, "
+                                 f"val loss {losses['val']:.4f}")
+                        if cfg.save_checkpoints:
+                            self.save()
+                        mark_time, mark_iter = time.perf_counter(), it
+                    if it >= cfg.max_iters:
+                        break
+                    if self._stop is not None:
+                        self._stop_now()
+                    loss, lr = self.step()
+                    self.iter_num += 1
+                    if self._logs(it):
+                        loss = self._read_loss(loss)
+                        now = time.perf_counter()
+                        dt = (now - mark_time) / max(1, self.iter_num - mark_iter)
+                        mark_time, mark_iter = now, self.iter_num
+                        done = self.iter_num - start_iter
+                        eta = (now - start_time) / done * (cfg.max_iters - self.iter_num)
+                        record = {"event": "train", "iter": it, "loss": loss, "lr": lr,
+                                  "ms_per_iter": dt * 1e3, "tokens_per_s": tokens_per_iter / dt}
+                        log_file.write(json.dumps(record) + "\n")
+                        stats = self.stats.pop() if self.stats is not None else None
+                        if stats is not None:
+                            log_file.write(json.dumps(stats) + "\n")
+                        log_file.flush()
+                        self.log(f"iter {it}/{cfg.max_iters} "
+                                 f"({100 * self.iter_num / cfg.max_iters:.0f}%): "
+                                 f"loss {loss:.4f}, lr {lr:.2e}, {dt * 1e3:.1f} ms/iter, "
+                                 f"{tokens_per_iter / dt:,.0f} tok/s, eta {_format_time(eta)}")
+        except Interrupted:
+            raise
+        except KeyboardInterrupt:
+            raise Interrupted(self._save_after_fault("stopped at once"),
+                              self._stop or signal.SIGINT) from None
+        except WorkerError as e:
+            raise WorkerError(f"{e}; {self._save_after_fault('training stopped')}") from None
         finally:
             log_file.close()
             self.close()
@@ -460,23 +483,82 @@ class Trainer:
         self.log(f"done: {self.iter_num - start_iter} iterations in {_format_time(elapsed)}")
         return self.history
 
+    # --- stopping ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _signals(self):
+        """Ctrl-C and SIGTERM ask the loop to stop (see `_on_signal`) while it runs; outside
+        the main thread, where Python cannot catch signals, they keep their handlers."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {}
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.getsignal(signum)
+            signal.signal(signum, self._on_signal)
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+    def _on_signal(self, signum, frame):
+        if self._stop is None:
+            self._stop = signum
+            name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+            # os.write: a signal handler may run in the middle of another print.
+            os.write(2, f"\n{name}: stopping after this iteration and saving a checkpoint "
+                        f"({name} again stops at once)\n".encode())
+        elif self._interruptible:
+            raise KeyboardInterrupt
+
+    def _resume_hint(self):
+        return f"continue with: python -m tinygpt train --out_dir {self.out_dir} --resume"
+
+    def _stop_now(self):
+        """Save at the current iteration (the state before its step) and raise Interrupted."""
+        if self.config.save_checkpoints:
+            if self._saved_at != self.iter_num:
+                self.save()
+            what = f"saved {self.ckpt_path} at iteration {self.iter_num}; {self._resume_hint()}"
+        else:
+            what = f"nothing saved (save_checkpoints is false) at iteration {self.iter_num}"
+        raise Interrupted(f"interrupted: {what}", self._stop)
+
+    def _save_after_fault(self, what):
+        """After an interruption or a lost worker: save the state before the unfinished
+        step, unless the parameters were caught mid-update; returns what happened, in words."""
+        if not self.config.save_checkpoints:
+            return f"{what} at iteration {self.iter_num}; nothing saved (save_checkpoints is false)"
+        if not self._consistent:
+            return (f"{what} during the parameter update of iteration {self.iter_num}; the "
+                    f"last checkpoint (iteration {self._saved_at}) was kept")
+        if self._saved_at != self.iter_num:
+            self.save()
+        return (f"{what}; saved {self.ckpt_path} at iteration {self.iter_num}; "
+                f"{self._resume_hint()}")
+
     def _open_log(self):
-        """The JSON-lines loss log; on resume, lines past the resumed iteration are dropped."""
-        os.makedirs(self.out_dir, exist_ok=True)
-        path = os.path.join(self.out_dir, LOG)
-        kept = []
-        if self.config.resume and os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
+        """The JSON-lines loss log, for appending. On resume, lines past the resumed iteration
+        are dropped (the file is rewritten atomically); a new run starts it afresh (an
+        existing run's log is only replaced with --overwrite, see `_refuse_existing_run`)."""
+        if not self.config.resume:
+            return open(self.log_path, "w", encoding="utf-8")
+        if os.path.exists(self.log_path):
+            kept, dropped = [], 0
+            with open(self.log_path, encoding="utf-8", errors="replace") as f:
                 for line in f:
                     try:
                         record = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue
-                    if record.get("iter", 0) < self.iter_num:
+                        keep = record.get("iter", 0) < self.iter_num
+                    except (json.JSONDecodeError, RecursionError, AttributeError, TypeError):
+                        keep = False        # a line cut short by a kill, or not a record
+                    if keep:
                         kept.append(line if line.endswith("\n") else line + "\n")
-        f = open(path, "w", encoding="utf-8")
-        f.writelines(kept)
-        return f
+                    else:
+                        dropped += 1
+            if dropped:
+                atomic_write_text(self.log_path, "".join(kept))
+        return open(self.log_path, "a", encoding="utf-8")
 
 
 def _format_time(seconds):
@@ -488,65 +570,28 @@ def _format_time(seconds):
     return f"{seconds}s"
 
 
-def _split_arrays(obj, arrays, prefix):
-    """Replace every NumPy/backend array inside nested dicts/lists by a reference, storing
-    the array in `arrays`; returns the JSON-serialisable rest."""
-    if isinstance(obj, dict):
-        if all(isinstance(k, str) for k in obj):
-            return {k: _split_arrays(v, arrays, f"{prefix}{k}/") for k, v in obj.items()}
-        # JSON keys are strings: keep other keys (parameter indices) as pairs.
-        return {"__items__": [[k, _split_arrays(v, arrays, f"{prefix}{k}/")]
-                              for k, v in obj.items()]}
-    if isinstance(obj, (list, tuple)):
-        return [_split_arrays(v, arrays, f"{prefix}{i}/") for i, v in enumerate(obj)]
-    if isinstance(obj, Tensor):
-        obj = obj.data
-    if hasattr(obj, "shape") and hasattr(obj, "dtype") and not isinstance(obj, np.generic):
-        name = prefix.rstrip("/")
-        arrays[name] = backend.to_numpy(obj)
-        return {"__array__": name}
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
-
-
-def _join_arrays(obj, arrays, prefix):
-    """The inverse of `_split_arrays`."""
-    if isinstance(obj, dict):
-        if set(obj) == {"__array__"}:
-            return arrays[obj["__array__"]]
-        if set(obj) == {"__items__"}:
-            return {k: _join_arrays(v, arrays, prefix) for k, v in obj["__items__"]}
-        return {k: _join_arrays(v, arrays, prefix) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_join_arrays(v, arrays, prefix) for v in obj]
-    return obj
-
-
 def train(config=None, log=None, **overrides):
     """Train a GPT; `config` is a TrainConfig, or pass its fields as keyword arguments.
 
     >>> history = train(max_iters=200, out_dir="out-tiny")
     """
     if config is None:
-        config = TrainConfig(**overrides)
-    elif overrides:
-        config = TrainConfig(**{**asdict(config), **overrides})
-    trainer = Trainer(config, log=log)
-    return trainer.run()
+        config, given = TrainConfig(**overrides), set(overrides)
+    else:
+        given = non_default_fields(config) | set(overrides)
+        if overrides:
+            config = TrainConfig(**{**asdict(config), **overrides})
+    return Trainer(config, log=log, given=given).run()
 
 
 def load_for_inference(out_dir, device="cpu"):
-    """(model, tokenizer) from out_dir/ckpt.npz, in eval mode."""
+    """(model, tokenizer) from out_dir/ckpt.npz (or a .npz path), in eval mode."""
     path = out_dir if str(out_dir).endswith(".npz") else os.path.join(out_dir, CHECKPOINT)
-    arrays, meta = load_checkpoint(path)
-    model = GPT(GPTConfig.from_dict(meta["model_config"]))
-    model.to(meta["train_config"].get("dtype", "float32"))
-    state = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
-    for alias, target in meta.get("model_aliases", {}).items():
-        state[alias] = state[target]
-    model.load_state_dict(state)
-    model.to(device)
+    state = load_training_state(path)
+    if state.tokenizer is None:
+        raise CheckpointError(f"{path} holds no tokenizer")
+    dtype = (state.meta.get("train_config") or {}).get("dtype")
+    model = state.build_model(dtype=dtype if dtype in ("float32", "float64") else None)
+    model.to(backend.normalize_device(device))
     model.eval()
-    return model, tokenizer_from_dict(meta["tokenizer"])
-
+    return model, state.tokenizer

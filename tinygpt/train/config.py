@@ -1,0 +1,192 @@
+"""`TrainConfig`: every knob of a training run, checked as a whole before anything is
+read or written, and the rules for resuming a run (floor 6). Imports: autograd (the
+device names), optim (the schedules), model (GPTConfig), train.parallel.
+
+On `--resume` a run continues the one saved in out_dir, so the settings come from its
+checkpoint. Settings the caller gives explicitly may change some of them:
+
+- the model's shape, its tokenizer and dtype, the weights it started from and the seed of
+  its random streams cannot change (FIXED_ON_RESUME): a different value is refused;
+- the data may change only with allow_data_change (the batches then differ from the
+  saved run's);
+- everything else (the length of the run, the schedule, the batch size, dropout,
+  evaluation, the device, ...) may change, and the log says what changed.
+"""
+
+import math
+import numbers
+from dataclasses import asdict, dataclass, fields
+
+from ..autograd import backend
+from ..autograd.fast import threads
+from ..model import GPTConfig
+from ..optim import get_schedule
+from .parallel import auto_processes, check_processes
+
+# Fixed when a run is resumed: the model's shape and what defines its weights and streams.
+FIXED_ON_RESUME = ("n_layer", "n_head", "n_embd", "block_size", "bias", "gelu_approximate",
+                   "tokenizer", "dtype", "init_from", "seed")
+# Fields of one invocation only, never taken from a checkpoint.
+INVOCATION = ("out_dir", "resume", "overwrite", "allow_data_change")
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a training run; the defaults are nanoGPT's small CPU recipe for
+    tiny Shakespeare (4 layers, 4 heads, 128 channels, 64 tokens of context).
+
+    Every field is checked when the config is made: a bad value raises ValueError (or
+    TypeError) naming the field, before any file is read or written.
+    """
+
+    # input and output
+    out_dir: str = "out"
+    data: str = "default"           # "default" (embedded), "shakespeare", or a text file
+    tokenizer: str = "char"         # "char", "gpt2", or the path of a saved BPE tokenizer
+    resume: bool = False            # continue from out_dir/ckpt.npz
+    init_from: str = ""             # a pretrained GPT-2 folder (config.json + model.safetensors)
+    overwrite: bool = False         # allow replacing an existing run in out_dir
+    allow_data_change: bool = False  # resume even though the data file changed
+    eval_interval: int = 250
+    eval_iters: int = 20
+    log_interval: int = 10
+    save_checkpoints: bool = True
+    stats: bool = False             # log gradient and activation statistics
+    # model
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    block_size: int = 64
+    dropout: float = 0.0
+    bias: bool = False              # nanoGPT trains without biases by default
+    gelu_approximate: str = "none"  # nanoGPT's nn.GELU(); GPT-2's own is "tanh"
+    # optimisation
+    batch_size: int = 12
+    gradient_accumulation_steps: int = 1
+    max_iters: int = 2000
+    learning_rate: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_iters: int = 100
+    lr_decay_iters: int = 2000
+    schedule: str = "cosine"        # "cosine" (warm-up then cosine), "linear", "constant"
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0          # 0 disables clipping
+    # system
+    device: str = "cpu"
+    dtype: str = "float32"
+    seed: int = 1337
+    processes: int = 0              # CPU processes sharing each batch; 0: auto (2 on Linux
+                                    # with 2+ cores, else 1); see tinygpt/train/parallel.py
+
+    def __post_init__(self):
+        for f in fields(self):
+            _check_type(f.name, getattr(self, f.name), type(f.default))
+        for name in ("eval_interval", "eval_iters", "log_interval", "n_layer", "n_head",
+                     "n_embd", "block_size", "batch_size", "gradient_accumulation_steps"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        for name in ("max_iters", "warmup_iters", "lr_decay_iters"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("out_dir", "data", "tokenizer"):
+            if not getattr(self, name):
+                raise ValueError(f"{name} must not be empty")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0) \
+                or not (math.isfinite(self.min_lr) and self.min_lr >= 0):
+            raise ValueError(f"learning_rate must be a finite number > 0 and min_lr a finite "
+                             f"number >= 0, got {self.learning_rate} and {self.min_lr}")
+        for name, low, high in (("dropout", 0.0, 1.0), ("beta1", 0.0, 1.0),
+                                ("beta2", 0.0, 1.0)):
+            if not low <= getattr(self, name) < high:
+                raise ValueError(f"{name} must be in [{low}, {high}), got {getattr(self, name)}")
+        for name in ("weight_decay", "grad_clip"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0"
+                                 + (" (0 turns clipping off)" if name == "grad_clip" else "")
+                                 + f", got {value}")
+        # The schedule checks its own arguments (min_lr <= learning_rate, the decay span).
+        get_schedule(self.schedule, max_lr=self.learning_rate, min_lr=self.min_lr,
+                     warmup_iters=self.warmup_iters, lr_decay_iters=self.lr_decay_iters)
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        backend.normalize_device(self.device)
+        self.model_config(vocab_size=1)         # n_embd % n_head, gelu_approximate, ...
+        if self.processes < 0:
+            raise ValueError(f"processes must be 0 (auto) or a positive integer, got "
+                             f"{self.processes!r}")
+        if self.processes != 0:
+            check_processes(self.processes, self.device)
+            if self.processes > self.batch_size:
+                raise ValueError(f"processes ({self.processes}) must not exceed batch_size "
+                                 f"({self.batch_size}): each process takes at least one row")
+
+    def resolved_processes(self):
+        """The processes a step runs on: `processes`, or for 0 (auto) `auto_processes`:
+        two on Linux with at least two usable cores (CPU, batch of 2+ rows), else one."""
+        if self.processes:
+            return self.processes
+        return auto_processes(threads.usable_cores(), self.batch_size, self.device)
+
+    def model_config(self, vocab_size):
+        return GPTConfig(block_size=self.block_size, vocab_size=vocab_size, n_layer=self.n_layer,
+                         n_head=self.n_head, n_embd=self.n_embd, dropout=self.dropout,
+                         bias=self.bias, gelu_approximate=self.gelu_approximate)
+
+
+def _check_type(name, value, kind):
+    """A field's value must have its default's type (an int is a fine float)."""
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        expected = {bool: "true or false", int: "an integer", float: "a number",
+                    str: "a string"}[kind]
+        raise TypeError(f"{name} must be {expected}, got {value!r}")
+
+
+def non_default_fields(config):
+    """The names of the fields whose value differs from TrainConfig's default."""
+    return {f.name for f in fields(TrainConfig) if getattr(config, f.name) != f.default}
+
+
+def resumed_config(config, saved, given):
+    """The config of a run resumed from a checkpoint whose TrainConfig was `saved` (a dict).
+
+    Fields not in `given` (the names the caller set explicitly) take the saved values;
+    given ones must obey the rules of the module docstring. Returns (config, changed):
+    changed maps each field that differs from the saved run to (saved, now).
+    """
+    if not isinstance(saved, dict):
+        raise ValueError("the checkpoint holds no training config (train_config)")
+    values, changed, refused = asdict(config), {}, []
+    for f in fields(TrainConfig):
+        name = f.name
+        if name in INVOCATION or name not in saved:
+            continue
+        if name not in given:
+            values[name] = saved[name]
+        elif values[name] != saved[name]:
+            if name in FIXED_ON_RESUME or (name == "data" and not config.allow_data_change):
+                refused.append(f"--{name} {values[name]!r} (the checkpoint's: {saved[name]!r})")
+            else:
+                changed[name] = (saved[name], values[name])
+    if refused:
+        raise ValueError(
+            "a resumed run keeps its model, tokenizer, data and random streams, but these "
+            f"settings differ from the checkpoint's: {', '.join(refused)}; leave them out to "
+            "continue the saved run"
+            + (", pass --allow_data_change true to train on other data"
+               if any(r.startswith("--data ") for r in refused) else "")
+            + ", or start a new run in another --out_dir")
+    try:
+        return TrainConfig(**values), changed
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"the checkpoint's training config is not valid: {e}") from None
