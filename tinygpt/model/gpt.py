@@ -216,6 +216,31 @@ class GPT(nn.Module):
         wpe.weight.grad = None
         wpe.num_embeddings = block_size
 
+    def resize_token_embeddings(self, new_num_tokens):
+        """Grow (or shrink) the vocabulary to `new_num_tokens` ids, as Hugging Face's method
+        of that name; returns the token embedding (an `nn.Embedding`).
+
+        Kept rows keep their values; new rows are drawn from N(0, 0.02), as GPT-1 draws the
+        embeddings of the special tokens it adds for fine-tuning. The head stays tied: it
+        is the same Parameter, whose array is replaced here. Gradients are dropped, and an
+        optimizer made before the resize holds state of the old shape: make it afterwards.
+        """
+        if isinstance(new_num_tokens, bool) or not isinstance(new_num_tokens, numbers.Integral) \
+                or new_num_tokens < 1:
+            raise ValueError(f"resize_token_embeddings: new_num_tokens must be an int >= 1, got "
+                             f"{new_num_tokens!r}")
+        wte = self.transformer.wte
+        old, new = wte.weight.data, int(new_num_tokens)
+        xp = backend.array_module(old)
+        grown = xp.empty((new, old.shape[1]), dtype=old.dtype)
+        kept = min(new, old.shape[0])
+        grown[:kept] = old[:kept]
+        wte.weight.data, wte.weight.grad = grown, None
+        if new > kept:
+            init.normal_(Tensor(grown[kept:]), 0.0, 0.02)        # a view: fills `grown`
+        wte.num_embeddings = self.lm_head.out_features = self.config.vocab_size = new
+        return wte
+
     # --- weight files ---------------------------------------------------------------------
     tokenizer = None   # set by from_pretrained: the tokenizer found beside the weights
 
@@ -256,15 +281,11 @@ class GPT(nn.Module):
                     f"ids must be in [0, {vocab - 1}] (vocab_size {vocab})")
         return idx
 
-    def forward(self, idx, targets=None, last_only=False):
-        """Logits (B, T, V) and, when `targets` (B, T) is given, the mean cross-entropy.
+    def hidden_states(self, idx):
+        """The final hidden states (B, T, C): the blocks' output after ln_f, what lm_head
+        scores and what task heads (`tinygpt.model.heads`) read.
 
-        idx: integer token ids (B, T) with T <= block_size (a Tensor or array). Targets
-        equal to -1 are ignored in the loss (nanoGPT's convention). Without targets the loss
-        is None, and `last_only=True` returns the logits of the last position only,
-        (B, 1, V): all generation needs, at 1/T of the head's cost (nanoGPT does this
-        whenever targets is None; here the default is every position, which evaluation
-        and inspection want). With targets, last_only is ignored.
+        idx: integer token ids (B, T) with T <= block_size (a Tensor or array).
         """
         idx = self._as_tokens(idx)
         B, T = idx.shape
@@ -277,7 +298,20 @@ class GPT(nn.Module):
         x = transformer.drop(transformer.wte(idx) + transformer.wpe.weight[:T])  # (B, T, C)
         for block in transformer.h:
             x = block(x)
-        x = transformer.ln_f(x)
+        return transformer.ln_f(x)
+
+    def forward(self, idx, targets=None, last_only=False):
+        """Logits (B, T, V) and, when `targets` (B, T) is given, the mean cross-entropy.
+
+        idx: integer token ids (B, T) with T <= block_size (a Tensor or array). Targets
+        equal to -1 are ignored in the loss (nanoGPT's convention). Without targets the loss
+        is None, and `last_only=True` returns the logits of the last position only,
+        (B, 1, V): all generation needs, at 1/T of the head's cost (nanoGPT does this
+        whenever targets is None; here the default is every position, which evaluation
+        and inspection want). With targets, last_only is ignored.
+        """
+        x = self.hidden_states(idx)                             # (B, T, C)
+        B, T = x.shape[:2]
         if targets is None:
             if last_only:
                 x = x[:, -1:]                                   # (B, 1, C)
