@@ -17,6 +17,7 @@ COMMANDS = {
     "gradcheck": "gradcheck",
     "plot": "plot",
     "docs": "docs",
+    "cloze": "cloze",
 }
 
 _HELP = {
@@ -26,6 +27,7 @@ _HELP = {
     "gradcheck": "gradient-check every registered op and print a table",
     "plot": "draw the loss curves and training statistics of a run as PNG files",
     "docs": "regenerate docs/ops.md from the ops' docstrings",
+    "cloze": "write the tiny-Shakespeare cloze task (multiple choice) to a folder",
 }
 
 
