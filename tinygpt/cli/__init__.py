@@ -18,6 +18,7 @@ COMMANDS = {
     "plot": "plot",
     "docs": "docs",
     "cloze": "cloze",
+    "finetune": "finetune",
 }
 
 _HELP = {
@@ -28,6 +29,7 @@ _HELP = {
     "plot": "draw the loss curves and training statistics of a run as PNG files",
     "docs": "regenerate docs/ops.md from the ops' docstrings",
     "cloze": "write the tiny-Shakespeare cloze task (multiple choice) to a folder",
+    "finetune": "fine-tune a GPT on a multiple-choice task (GPT-1's head and auxiliary LM loss)",
 }
 
 

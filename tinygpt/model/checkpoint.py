@@ -46,9 +46,14 @@ def save_checkpoint(path, arrays, meta):
         np.savez(f, **members)
 
 
-def load_checkpoint(path):
+def load_checkpoint(path, model_class="GPT"):
     """Read a checkpoint: returns (arrays, meta). A missing, truncated or foreign file
-    raises an error that names the file and the problem."""
+    raises an error that names the file and the problem.
+
+    model_class: the model the caller will build ("GPT", a language model, by default);
+    a checkpoint of another model (meta "model_class", e.g. a classifier written by
+    `python -m tinygpt finetune`) raises an error naming both. None accepts any.
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no checkpoint at {path}")
@@ -73,4 +78,31 @@ def load_checkpoint(path):
         raise CheckpointError(
             f"{path} was written by a newer tinygpt (checkpoint version {meta['version']}, this "
             f"one reads up to {VERSION})")
+    found = meta.get("model_class", "GPT")
+    if model_class is not None and found != model_class:
+        hint = (" (a task classifier: load it with tinygpt.train.finetune.load_classifier)"
+                if found != "GPT" else "")
+        raise CheckpointError(f"{path} holds a {found}{hint}, not a {model_class}")
     return arrays, meta
+
+
+def model_arrays(model):
+    """(arrays, aliases) to save a model: arrays "model/<key>" -> NumPy array for each
+    parameter, a tied one once; aliases maps each other key of a tied parameter to the
+    key stored (`lm_head.weight` -> `transformer.wte.weight`)."""
+    arrays, aliases, seen = {}, {}, {}
+    for key, t in model.state_dict().items():
+        if id(t.data) in seen:
+            aliases[key] = seen[id(t.data)]
+            continue
+        seen[id(t.data)] = key
+        arrays["model/" + key] = t.numpy()
+    return arrays, aliases
+
+
+def model_state(arrays, aliases):
+    """The state dict that `model_arrays` saved, tied keys restored."""
+    state = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
+    for alias, target in aliases.items():
+        state[alias] = state[target]
+    return state
