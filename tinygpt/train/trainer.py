@@ -28,14 +28,26 @@ from ..autograd import backend, no_grad
 from ..autograd.tensor import Tensor
 from ..data import BatchSampler, BPETokenizer, CharTokenizer, load_text, train_val_split
 from ..model import GPT, GPTConfig
-from ..model.checkpoint import load_checkpoint, save_checkpoint
+from ..model.adapters import save_adapter
+from ..model.checkpoint import load_checkpoint, model_state, save_checkpoint
 from ..model.pretrained import require_tokenizer, tokenizer_from_dict
+from ..nn.lora import apply_lora, check_lora_options, merge_lora
 from ..optim import AdamW, clip_grad_norm_, configure_param_groups, get_schedule
 from .parallel import DataParallel, auto_processes, check_processes
 from .stats import StatsCollector
 
 CHECKPOINT = "ckpt.npz"
 LOG = "log.jsonl"
+ADAPTER = "adapter"         # out_dir/adapter: a LoRA run's adapters in PEFT's layout
+LORA_FIELDS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets")
+
+
+def lora_options(train_config):
+    """apply_lora's keyword arguments from a TrainConfig's fields (a dict)."""
+    return dict(rank=train_config["lora_rank"], alpha=train_config["lora_alpha"],
+                dropout=train_config["lora_dropout"],
+                targets=tuple(t.strip() for t in train_config["lora_targets"].split(",")
+                              if t.strip()))
 
 
 class TrainingError(RuntimeError):
@@ -86,6 +98,11 @@ class TrainConfig:
     seed: int = 1337
     processes: int = 0              # CPU processes sharing each batch; 0: auto (2 on Linux
                                     # with 2+ cores, else 1); see tinygpt/train/parallel.py
+    # LoRA (with init_from; see tinygpt/nn/lora.py): rank 0 trains every parameter
+    lora_rank: int = 0
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_targets: str = "c_attn,c_proj,c_fc"    # comma-separated layer names
 
     def __post_init__(self):
         positive = ("eval_interval", "eval_iters", "log_interval", "n_layer", "n_head", "n_embd",
@@ -112,6 +129,18 @@ class TrainConfig:
             if self.processes > self.batch_size:
                 raise ValueError(f"processes ({self.processes}) must not exceed batch_size "
                                  f"({self.batch_size}): each process takes at least one row")
+        if isinstance(self.lora_rank, bool) or not isinstance(self.lora_rank, int) \
+                or self.lora_rank < 0:
+            raise ValueError(f"lora_rank must be 0 (no LoRA) or a positive integer, got "
+                             f"{self.lora_rank!r}")
+        if self.lora_rank:
+            if not (self.init_from or self.resume):
+                raise ValueError("lora_rank adapts a pre-trained model: give --init_from too")
+            check_lora_options(**self.lora_options())
+
+    def lora_options(self):
+        """apply_lora's keyword arguments for this run's LoRA settings."""
+        return lora_options(asdict(self))
 
     def resolved_processes(self):
         """The processes a step runs on: `processes`, or for 0 (auto) `auto_processes`:
@@ -188,6 +217,8 @@ class Trainer:
                 self.model.crop_block_size(cfg.block_size)
             cfg.n_layer, cfg.n_head, cfg.n_embd = mc.n_layer, mc.n_head, mc.n_embd
             cfg.bias, cfg.gelu_approximate = mc.bias, mc.gelu_approximate
+            if cfg.lora_rank:
+                apply_lora(self.model, **cfg.lora_options())
         else:
             self.tokenizer = self._make_tokenizer(text)
             self.model = GPT(cfg.model_config(self.tokenizer.vocab_size))
@@ -232,8 +263,12 @@ class Trainer:
                      "data", "tokenizer", "batch_size", "gradient_accumulation_steps", "seed",
                      "dtype", "dropout"):
             setattr(cfg, name, saved[name])
+        for name in LORA_FIELDS:
+            setattr(cfg, name, saved.get(name, getattr(TrainConfig, name)))
         self.tokenizer = tokenizer_from_dict(meta["tokenizer"])
         self.model = GPT(GPTConfig.from_dict(meta["model_config"]))
+        if cfg.lora_rank:
+            apply_lora(self.model, **cfg.lora_options())
         self.model.to(cfg.dtype)
         state = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
         for alias, target in meta.get("model_aliases", {}).items():
@@ -275,6 +310,9 @@ class Trainer:
             "history": self.history,
         }
         save_checkpoint(self.ckpt_path, arrays, meta)
+        if self.config.lora_rank:     # the adapters alone too, for PEFT and load_adapter
+            save_adapter(self.model, os.path.join(self.out_dir, ADAPTER), overwrite=True,
+                         base_model_name_or_path=self.config.init_from)
 
     # --- the loop -------------------------------------------------------------------------
     def lr_at(self, it):
@@ -350,7 +388,10 @@ class Trainer:
         cfg = self.config
         tokens_per_iter = cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps
         n_params = sum(p.numel() for p in self.model.parameters())
-        self.log(f"model: {n_params / 1e6:.2f}M parameters, {cfg.n_layer} layers, "
+        trainable = self.model.num_parameters(only_trainable=True)
+        self.log(f"model: {n_params / 1e6:.2f}M parameters"
+                 + (f" ({trainable / 1e6:.2f}M trainable: LoRA rank {cfg.lora_rank})"
+                    if cfg.lora_rank else "") + f", {cfg.n_layer} layers, "
                  f"{cfg.n_head} heads, {cfg.n_embd} channels, vocabulary "
                  f"{self.model.config.vocab_size}; {len(self.train_data):,} training tokens; "
                  f"{tokens_per_iter:,} tokens per iteration"
@@ -484,10 +525,12 @@ def load_for_inference(out_dir, device="cpu"):
     arrays, meta = load_checkpoint(path)
     model = GPT(GPTConfig.from_dict(meta["model_config"]))
     model.to(meta["train_config"].get("dtype", "float32"))
-    state = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
-    for alias, target in meta.get("model_aliases", {}).items():
-        state[alias] = state[target]
-    model.load_state_dict(state)
+    lora = meta["train_config"].get("lora_rank", 0)
+    if lora:
+        apply_lora(model, **lora_options(meta["train_config"]))
+    model.load_state_dict(model_state(arrays, meta.get("model_aliases", {})))
+    if lora:
+        merge_lora(model)       # plain weights: generation runs as fast as without LoRA
     model.to(device)
     model.eval()
     return model, tokenizer_from_dict(meta["tokenizer"])
