@@ -15,6 +15,7 @@ BENCHMARKS = {
     "train": "training steps per second of a small GPT",
     "bpe": "GPT-2 byte-level BPE encoding throughput",
     "quality": "final validation loss of nanoGPT's CPU recipe over seeds, beside PyTorch",
+    "lora": "LoRA against full fine-tuning at GPT-2's shape: trainable parameters, RSS, step time",
 }
 
 
