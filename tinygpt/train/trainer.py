@@ -29,7 +29,7 @@ from ..autograd.tensor import Tensor
 from ..data import BatchSampler, BPETokenizer, CharTokenizer, load_text, train_val_split
 from ..model import GPT, GPTConfig
 from ..model.adapters import save_adapter
-from ..model.checkpoint import load_checkpoint, model_state, save_checkpoint
+from ..model.checkpoint import load_checkpoint, model_arrays, model_state, save_checkpoint
 from ..model.pretrained import require_tokenizer, tokenizer_from_dict
 from ..nn.lora import apply_lora, check_lora_options, merge_lora
 from ..optim import AdamW, clip_grad_norm_, configure_param_groups, get_schedule
@@ -270,10 +270,7 @@ class Trainer:
         if cfg.lora_rank:
             apply_lora(self.model, **cfg.lora_options())
         self.model.to(cfg.dtype)
-        state = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
-        for alias, target in meta.get("model_aliases", {}).items():
-            state[alias] = state[target]
-        self.model.load_state_dict(state)
+        self.model.load_state_dict(model_state(arrays, meta.get("model_aliases", {})))
         self.model.to(cfg.device)
         text = load_text(cfg.data, min_chars=cfg.block_size + 1)
         self._prepare_data(text)
@@ -290,13 +287,7 @@ class Trainer:
     # --- checkpoints ----------------------------------------------------------------------
     def save(self):
         """Write out_dir/ckpt.npz (atomically) with everything needed to resume."""
-        arrays, aliases, seen = {}, {}, {}
-        for key, t in self.model.state_dict().items():
-            if id(t.data) in seen:         # the tied head: stored once
-                aliases[key] = seen[id(t.data)]
-                continue
-            seen[id(t.data)] = key
-            arrays["model/" + key] = t.numpy()
+        arrays, aliases = model_arrays(self.model)      # the tied head stored once
         optim_meta = _split_arrays(self.optimizer.state_dict(), arrays, "optim/")
         meta = {
             "train_config": asdict(self.config),
