@@ -60,7 +60,7 @@ def test_resize_token_embeddings_keeps_rows_and_the_tie():
     assert abs(new.std() - 0.02) < 0.002 and abs(new.mean()) < 0.002     # 3,200 draws
     logits, _ = model(np.array([[59, 3]]))
     assert logits.shape == (1, 2, 60)
-    model.resize_token_embeddings(5)                                     # shrinking keeps the first rows
+    model.resize_token_embeddings(5)              # shrinking keeps the first rows
     np.testing.assert_array_equal(model.transformer.wte.weight.numpy(), old[:5])
     with pytest.raises(ValueError, match="new_num_tokens"):
         model.resize_token_embeddings(0)

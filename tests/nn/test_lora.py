@@ -77,7 +77,7 @@ def test_adapted_model_starts_equal_and_trains_the_adapters_only():
     before = model(idx)[0].numpy()
     apply_lora(model, rank=2, alpha=4, targets=("c_attn", "c_proj", "c_fc"))
     np.testing.assert_array_equal(model(idx)[0].numpy(), before)
-    assert len(lora_layers(model)) == 2 * 4          # attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj
+    assert len(lora_layers(model)) == 2 * 4     # c_attn, attn.c_proj, c_fc, mlp.c_proj
     names = {name for name, p in model.named_parameters() if p.requires_grad}
     assert names and all(".lora_A." in n or ".lora_B." in n for n in names)
     C = 8

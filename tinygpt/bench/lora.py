@@ -102,16 +102,17 @@ def table(results, rank, targets):
             "(model built) |", "| --- | --- | --- | --- | --- |"]
     names = {"full": "full fine-tuning",
              "lora": f"LoRA r={rank} ({', '.join(targets)})"}
+    median = {mode: {key: statistics.median(results[mode][key])
+                     for key in ("times", "peak_rss_mb", "model_rss_mb")} for mode in MODES}
     for mode in MODES:
-        r = results[mode]
-        rows.append(f"| {names[mode]} | {r['trainable']:,} | {100 * r['trainable'] / r['params']:.2f}% "
-                    f"| {statistics.median(r['times']) * 1e3:.0f} "
-                    f"| {statistics.median(r['peak_rss_mb']):.0f} "
-                    f"({statistics.median(r['model_rss_mb']):.0f}) |")
-    full, lora = results["full"], results["lora"]
-    rows.append(f"| LoRA / full | {lora['trainable'] / full['trainable']:.4f} | | "
-                f"{statistics.median(lora['times']) / statistics.median(full['times']):.2f} | "
-                f"{statistics.median(lora['peak_rss_mb']) / statistics.median(full['peak_rss_mb']):.2f} |")
+        r, m = results[mode], median[mode]
+        rows.append(f"| {names[mode]} | {r['trainable']:,} | "
+                    f"{100 * r['trainable'] / r['params']:.2f}% | {m['times'] * 1e3:.0f} | "
+                    f"{m['peak_rss_mb']:.0f} ({m['model_rss_mb']:.0f}) |")
+    full, lora = median["full"], median["lora"]
+    rows.append(f"| LoRA / full | {results['lora']['trainable'] / results['full']['trainable']:.4f}"
+                f" | | {lora['times'] / full['times']:.2f} | "
+                f"{lora['peak_rss_mb'] / full['peak_rss_mb']:.2f} |")
     return "\n".join(rows)
 
 
