@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "tinygpt"
 # package -> the packages of tinygpt it may import (docs/architecture.md, "Who imports whom")
 ALLOWED = {
     "cli": {"train", "model", "data", "autograd", "autograd/fast", "files"},
-    "train": {"model", "optim", "data", "autograd", "autograd/fast"},
+    "train": {"model", "nn", "optim", "data", "autograd", "autograd/fast"},
     "model": {"nn", "data", "autograd", "files"},
     "optim": {"autograd", "autograd/fast"},
     "data": {"autograd", "files"},

@@ -41,6 +41,8 @@ from ..data.tokenizers import tokenizer_from_dict
 from ..files import atomic_open
 from ..memory import check_fits, format_bytes
 from .config import GPTConfig
+from ..nn.init import skipping_init
+from ..nn.lora import LoraConfig, apply_lora, lora_parameter_shapes
 from .gpt import count_params, empty_gpt, parameter_shapes
 
 FORMAT = "tinygpt-checkpoint"
@@ -75,13 +77,16 @@ def save_checkpoint(path, arrays, meta):
         np.savez(f, **members)
 
 
-def load_checkpoint(path, check=None):
+def load_checkpoint(path, check=None, model_class="GPT"):
     """Read a checkpoint: returns (arrays, meta). A missing, truncated, crafted or foreign
     file raises an error that names the file and the problem (see the module docstring).
 
     check: called as `check(meta, headers)` with headers {name: (shape, dtype)} after the
            file's structure and its JSON are checked and before any array is read; it
            raises CheckpointError to refuse the file.
+    model_class: the model the caller will build ("GPT", a language model, by default); a
+           checkpoint of another (meta "model_class", such as a task classifier written by
+           `python -m tinygpt finetune`) raises an error naming both. None accepts any.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -98,6 +103,7 @@ def load_checkpoint(path, check=None):
             headers = {name: _npy_header(archive, info, path) for name, info in members.items()}
             meta = _read_meta(archive, members[_META], headers[_META], path)
             headers.pop(_META)
+            _check_model_class(meta, model_class, path)
             if check is not None:
                 check(meta, headers)
             arrays = {}
@@ -113,6 +119,14 @@ def load_checkpoint(path, check=None):
             f"{path} is not a readable tinygpt checkpoint (truncated or foreign file: {e})"
         ) from None
     return arrays, meta
+
+
+def _check_model_class(meta, model_class, path):
+    found = meta.get("model_class", "GPT")
+    if model_class is not None and found != model_class:
+        hint = (" (a task classifier: load it with tinygpt.train.finetune.load_classifier)"
+                if found != "GPT" else "")
+        raise CheckpointError(f"{path} holds a {found}{hint}, not a {model_class}")
 
 
 def _members(archive, path):
@@ -193,6 +207,11 @@ def save_training_state(path, model, optimizer=None, tokenizer=None, **state):
         seen[id(t.data)] = key
         arrays[MODEL + key] = t.numpy()
     meta = {"model_config": model.config.to_dict(), "model_aliases": aliases}
+    if type(model).__name__ != "GPT":             # a task head: its class and options
+        meta["model_class"] = type(model).__name__
+        meta["head_options"] = model.head_options()
+    if getattr(model, "lora_config", None) is not None:     # the adapters' structure
+        meta["lora"] = model.lora_config.to_dict()
     if optimizer is not None:
         meta["optimizer"] = split_arrays(optimizer.state_dict(), arrays, OPTIM)
     if tokenizer is not None:
@@ -218,23 +237,26 @@ class TrainingState:
         self.tokenizer, self.meta = tokenizer, meta
 
     def build_model(self, dtype=None, dropout=None):
-        """The GPT with the saved parameters, in `dtype` (default: the saved one), with the
-        saved dropout unless `dropout` is given; in training mode, on the CPU."""
+        """The model with the saved parameters (a GPT, or the saved task head on one, with
+        its LoRA adapters when it was saved with them), in `dtype` (default: the saved
+        one), with the saved dropout unless `dropout` is given; in training mode, on the
+        CPU."""
         config = self.config
         if dropout is not None:
             config = GPTConfig.from_dict({**config.to_dict(), "dropout": dropout})
         saved = self.model_state["transformer.wte.weight"].dtype
-        model = empty_gpt(config, dtype or saved)
+        model = empty_model(config, dtype or saved, self.meta.get("model_class", "GPT"),
+                            self.meta.get("head_options"), self.meta.get("lora"))
         model.load_state_dict(self.model_state)
         return model
 
 
-def load_training_state(path):
+def load_training_state(path, model_class="GPT"):
     """Read and check a checkpoint written by `save_training_state` (see the module
-    docstring for the checks); returns a TrainingState."""
+    docstring for the checks); returns a TrainingState. model_class: as `load_checkpoint`'s."""
     path = os.fspath(path)
     arrays, meta = load_checkpoint(path, check=lambda meta, headers: _check_training_state(
-        meta, headers, path))
+        meta, headers, path), model_class=model_class)
     config = GPTConfig.from_dict(meta["model_config"])
     model_state = {k[len(MODEL):]: v for k, v in arrays.items() if k.startswith(MODEL)}
     for alias, target in meta.get("model_aliases", {}).items():
@@ -289,7 +311,10 @@ def _check_training_state(meta, headers, path):
     except ValueError as e:
         refuse(str(e))
 
-    expected = parameter_shapes(config)
+    try:
+        expected = _expected_shapes(config, meta)
+    except (TypeError, ValueError, KeyError) as e:
+        refuse(f"its model_class, head_options or lora do not describe a model ({e})")
     aliases = meta.get("model_aliases", {})
     if not isinstance(aliases, dict) or any(
             a not in expected or t not in model or a in model for a, t in aliases.items()):
@@ -324,6 +349,46 @@ def _check_training_state(meta, headers, path):
         problems.append(f"missing array(s) {_some(missing_arrays)}")
     if problems:
         refuse("does not fit its model_config:\n  " + "\n  ".join(problems[:8]))
+
+
+HEADS = ("GPTForMultipleChoice", "GPTForSequenceClassification")
+
+
+def _expected_shapes(config, meta):
+    """{state_dict key: shape} of the model a checkpoint holds: GPT(config), with a task
+    head's score layer (meta "model_class", "head_options") and LoRA adapters (meta
+    "lora") when it has them; from the sizes alone."""
+    shapes = parameter_shapes(config)
+    name = meta.get("model_class", "GPT")
+    if name != "GPT":
+        if name not in HEADS:
+            raise ValueError(f"unknown model_class {name!r}; known: GPT, {', '.join(HEADS)}")
+        outputs = 1 if name == "GPTForMultipleChoice" else meta["head_options"]["num_labels"]
+        shapes.update({"score.weight": (int(outputs), config.n_embd),
+                       "score.bias": (int(outputs),)})
+    if meta.get("lora") is not None:
+        shapes = lora_parameter_shapes(shapes, LoraConfig.from_dict(meta["lora"]))
+    return shapes
+
+
+def empty_model(config, dtype, model_class="GPT", head_options=None, lora=None):
+    """The model `_expected_shapes` describes, its parameters uninitialised, to be filled
+    from a file: `empty_gpt`, the task head on it, the LoRA adapters (a `LoraConfig` dict)."""
+    model = empty_gpt(config, dtype)
+    if model_class != "GPT":
+        from . import heads
+        if model_class not in HEADS:
+            raise ValueError(f"unknown model_class {model_class!r}")
+        with skipping_init():
+            model = getattr(heads, model_class).from_gpt(model, **(head_options or {}))
+        model.to(dtype)
+    if lora is not None:
+        options = LoraConfig.from_dict(lora)
+        with skipping_init():
+            apply_lora(model, options.r, options.lora_alpha, options.lora_dropout,
+                       options.target_modules)
+        model.to(dtype)
+    return model
 
 
 def _some(names, limit=6):

@@ -323,6 +323,31 @@ class GPT(nn.Module):
         wpe.weight.grad = None
         wpe.num_embeddings = block_size
 
+    def resize_token_embeddings(self, new_num_tokens):
+        """Grow (or shrink) the vocabulary to `new_num_tokens` ids, as Hugging Face's method
+        of that name; returns the token embedding (an `nn.Embedding`).
+
+        Kept rows keep their values; new rows are drawn from N(0, 0.02), as GPT-1 draws the
+        embeddings of the special tokens it adds for fine-tuning. The head stays tied: it
+        is the same Parameter, whose array is replaced here. Gradients are dropped, and an
+        optimizer made before the resize holds state of the old shape: make it afterwards.
+        """
+        if isinstance(new_num_tokens, bool) or not isinstance(new_num_tokens, numbers.Integral) \
+                or new_num_tokens < 1:
+            raise ValueError(f"resize_token_embeddings: new_num_tokens must be an int >= 1, got "
+                             f"{new_num_tokens!r}")
+        wte = self.transformer.wte
+        old, new = wte.weight.data, int(new_num_tokens)
+        xp = backend.array_module(old)
+        grown = xp.empty((new, old.shape[1]), dtype=old.dtype)
+        kept = min(new, old.shape[0])
+        grown[:kept] = old[:kept]
+        wte.weight.data, wte.weight.grad = grown, None
+        if new > kept:
+            init.normal_(Tensor(grown[kept:]), 0.0, 0.02)        # a view: fills `grown`
+        wte.num_embeddings = self.lm_head.out_features = self.config.vocab_size = new
+        return wte
+
     # --- weight files ---------------------------------------------------------------------
     tokenizer = None   # set by from_pretrained: the tokenizer found beside the weights
 
@@ -374,21 +399,15 @@ class GPT(nn.Module):
                     f"token id {low if low < 0 else high} in {what} is outside the vocabulary: "
                     f"ids must be in [0, {vocab - 1}] (vocab_size {vocab})")
 
-    def forward(self, idx, targets=None, last_only=False, attention_mask=None):
-        """Logits (B, T, V) and, when `targets` (B, T) is given, the mean cross-entropy.
+    def hidden_states(self, idx, attention_mask=None):
+        """The final hidden states (B, T, C): the blocks' output after ln_f, what lm_head
+        scores and what task heads (`tinygpt.model.heads`) read.
 
-        idx: integer token ids (B, T) with T <= block_size (a Tensor or array). Targets
-        equal to -1 (nanoGPT's convention) or -100 (PyTorch's and Hugging Face's
-        ignore_index) are ignored in the loss. Without targets the loss is None, and
-        `last_only=True` returns the logits of the last position only, (B, 1, V): all
-        generation needs, at 1/T of the head's cost (nanoGPT does this whenever targets is
-        None; here the default is every position, which evaluation and inspection want).
-        With targets, last_only is ignored.
-
+        idx: integer token ids (B, T) with T <= block_size (a Tensor or array).
         attention_mask: (B, T) of ones (real tokens) and zeros (padding), as in Hugging
         Face: no position attends to padding, and each row's positions count from its first
-        real token, so a left-padded or right-padded row gives the logits it gives alone
-        (at its real positions). Train on right-padded rows with -100 targets at the pads.
+        real token, so a left-padded or right-padded row gives the hidden states it gives
+        alone (at its real positions).
         """
         idx = self._as_tokens(idx)
         B, T = idx.shape
@@ -400,7 +419,24 @@ class GPT(nn.Module):
         x = self._embed(idx, key_mask, 0)                           # (B, T, C)
         for block in self.transformer.h:
             x = block(x, key_mask=key_mask)
-        x = self.transformer.ln_f(x)
+        return self.transformer.ln_f(x)
+
+    def forward(self, idx, targets=None, last_only=False, attention_mask=None):
+        """Logits (B, T, V) and, when `targets` (B, T) is given, the mean cross-entropy.
+
+        idx: integer token ids (B, T) with T <= block_size (a Tensor or array). Targets
+        equal to -1 (nanoGPT's convention) or -100 (PyTorch's and Hugging Face's
+        ignore_index) are ignored in the loss. Without targets the loss is None, and
+        `last_only=True` returns the logits of the last position only, (B, 1, V): all
+        generation needs, at 1/T of the head's cost (nanoGPT does this whenever targets is
+        None; here the default is every position, which evaluation and inspection want).
+        With targets, last_only is ignored.
+
+        attention_mask: (B, T), padding as in `hidden_states`. Train on right-padded rows
+        with -100 targets at the pads.
+        """
+        x = self.hidden_states(idx, attention_mask)                 # (B, T, C)
+        B, T = x.shape[:2]
         if targets is None:
             if last_only:
                 x = x[:, -1:]                                   # (B, 1, C)

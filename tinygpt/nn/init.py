@@ -10,6 +10,7 @@ weights that are about to be loaded from a file.
 Imports: autograd.
 """
 
+import contextlib
 import contextvars
 
 from ..autograd import backend
@@ -30,9 +31,17 @@ def skip_init(module_cls, *args, **kwargs):
 
     >>> layer = skip_init(Linear, 4096, 4096)       # doctest: +SKIP
     """
+    with skipping_init():
+        return module_cls(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def skipping_init():
+    """Context manager: inside it, in this thread only, every fill function of this module
+    does nothing (what `skip_init` does while it builds a module)."""
     token = _skipping.set(True)
     try:
-        return module_cls(*args, **kwargs)
+        yield
     finally:
         _skipping.reset(token)
 

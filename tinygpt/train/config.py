@@ -21,11 +21,14 @@ from ..autograd import backend
 from ..autograd.fast import threads
 from ..model import GPTConfig
 from ..optim import get_schedule
+from ..nn.lora import check_lora_options
 from .parallel import auto_processes, check_processes
 
 # Fixed when a run is resumed: the model's shape and what defines its weights and streams.
 FIXED_ON_RESUME = ("n_layer", "n_head", "n_embd", "block_size", "bias", "gelu_approximate",
-                   "tokenizer", "dtype", "init_from", "seed")
+                   "attn_window", "attn_pattern", "n_expert", "expert_top_k", "expert_hidden",
+                   "moe_every", "lora_rank", "lora_targets", "tokenizer", "dtype",
+                   "init_from", "seed")
 # Fields of one invocation only, never taken from a checkpoint.
 INVOCATION = ("out_dir", "resume", "overwrite", "allow_data_change")
 
@@ -60,6 +63,20 @@ class TrainConfig:
     dropout: float = 0.0
     bias: bool = False              # nanoGPT trains without biases by default
     gelu_approximate: str = "none"  # nanoGPT's nn.GELU(); GPT-2's own is "tanh"
+    # GPT-3's banded layers and a mixture of experts (see GPTConfig; 0 turns each off)
+    attn_window: int = 0            # a banded layer's window (0: every layer dense)
+    attn_pattern: str = "dense"     # with attn_window: "banded", "alternate"
+    n_expert: int = 0               # experts per mixture-of-experts block (0: a dense MLP)
+    expert_top_k: int = 2
+    expert_hidden: int = 0          # each expert's hidden width (0: 4 * n_embd / top_k)
+    expert_capacity: float = 1.25
+    moe_every: int = 1
+    aux_loss_coef: float = 0.01
+    # LoRA (with init_from; see tinygpt/nn/lora.py): rank 0 trains every parameter
+    lora_rank: int = 0
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_targets: str = "c_attn,c_proj,c_fc"    # comma-separated layer names
     # optimisation
     batch_size: int = 12
     gradient_accumulation_steps: int = 1
@@ -122,6 +139,18 @@ class TrainConfig:
             if self.processes > self.batch_size:
                 raise ValueError(f"processes ({self.processes}) must not exceed batch_size "
                                  f"({self.batch_size}): each process takes at least one row")
+        if self.lora_rank < 0:
+            raise ValueError(f"lora_rank must be 0 (no LoRA) or a positive integer, got "
+                             f"{self.lora_rank!r}")
+        if self.lora_rank:
+            if not (self.init_from or self.resume):
+                raise ValueError("lora_rank adapts a pre-trained model: give --init_from too")
+            check_lora_options(**self.lora_options())
+
+    def lora_options(self):
+        """apply_lora's keyword arguments for this run's LoRA settings."""
+        return dict(rank=self.lora_rank, alpha=self.lora_alpha, dropout=self.lora_dropout,
+                    targets=tuple(t.strip() for t in self.lora_targets.split(",") if t.strip()))
 
     def resolved_processes(self):
         """The processes a step runs on: `processes`, or for 0 (auto) `auto_processes`:
@@ -133,7 +162,12 @@ class TrainConfig:
     def model_config(self, vocab_size):
         return GPTConfig(block_size=self.block_size, vocab_size=vocab_size, n_layer=self.n_layer,
                          n_head=self.n_head, n_embd=self.n_embd, dropout=self.dropout,
-                         bias=self.bias, gelu_approximate=self.gelu_approximate)
+                         bias=self.bias, gelu_approximate=self.gelu_approximate,
+                         attn_window=self.attn_window or None, attn_pattern=self.attn_pattern,
+                         n_expert=self.n_expert, expert_top_k=self.expert_top_k,
+                         expert_hidden=self.expert_hidden or None,
+                         expert_capacity=self.expert_capacity, moe_every=self.moe_every,
+                         aux_loss_coef=self.aux_loss_coef)
 
 
 def _check_type(name, value, kind):

@@ -43,13 +43,16 @@ from ..data import BatchSampler, CharTokenizer, check_token_ids, load_text, trai
 from ..data.tokenizers import load_tokenizer, require_tokenizer
 from ..files import FolderLock, atomic_write_text, remove_stale_temp_files
 from ..model import GPT
+from ..model.adapters import save_adapter
 from ..model.checkpoint import CheckpointError, load_training_state, save_training_state
+from ..nn.lora import apply_lora, lora_layers, merge_lora
 from ..optim import AdamW, clip_grad_norm_, configure_param_groups, get_schedule
 from .config import TrainConfig, non_default_fields, resumed_config
 from .parallel import DataParallel, WorkerError
 from .stats import StatsCollector
 
 CHECKPOINT = "ckpt.npz"
+ADAPTER = "adapter"         # out_dir/adapter: a LoRA run's adapters in PEFT's layout
 LOG = "log.jsonl"
 
 
@@ -161,6 +164,8 @@ class Trainer:
                 self.model.crop_block_size(cfg.block_size)
             cfg.n_layer, cfg.n_head, cfg.n_embd = mc.n_layer, mc.n_head, mc.n_embd
             cfg.bias, cfg.gelu_approximate = mc.bias, mc.gelu_approximate
+            if cfg.lora_rank:
+                apply_lora(self.model, **cfg.lora_options())
         else:
             self.tokenizer = (CharTokenizer.from_text(text) if cfg.tokenizer == "char"
                               else load_tokenizer(cfg.tokenizer))
@@ -266,6 +271,9 @@ class Trainer:
             train_config=asdict(self.config), sampler=self.sampler.state_dict(),
             rng=backend.get_rng_state(), cuda_rng=backend.get_rng_state("cuda"),
             iter_num=self.iter_num, history=self.history, data=self.data_info)
+        if self.config.lora_rank:       # the adapters alone too, for PEFT and load_adapter
+            save_adapter(self.model, os.path.join(self.out_dir, ADAPTER), overwrite=True,
+                         base_model_name_or_path=self.config.init_from)
         self._saved_at = self.iter_num
 
     # --- the loop -------------------------------------------------------------------------
@@ -413,7 +421,10 @@ class Trainer:
         tokens_per_iter = cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps
         n_params = sum(p.numel() for p in self.model.parameters())
         self.lock.acquire()                 # again, after a previous run() released it
-        self.log(f"model: {n_params / 1e6:.2f}M parameters, {cfg.n_layer} layers, "
+        trainable = self.model.num_parameters(only_trainable=True)
+        self.log(f"model: {n_params / 1e6:.2f}M parameters"
+                 + (f" ({trainable / 1e6:.2f}M trainable: LoRA rank {cfg.lora_rank})"
+                    if cfg.lora_rank else "") + f", {cfg.n_layer} layers, "
                  f"{cfg.n_head} heads, {cfg.n_embd} channels, vocabulary "
                  f"{self.model.config.vocab_size}; {len(self.train_data):,} training tokens; "
                  f"{tokens_per_iter:,} tokens per iteration"
@@ -592,6 +603,8 @@ def load_for_inference(out_dir, device="cpu"):
         raise CheckpointError(f"{path} holds no tokenizer")
     dtype = (state.meta.get("train_config") or {}).get("dtype")
     model = state.build_model(dtype=dtype if dtype in ("float32", "float64") else None)
+    if lora_layers(model):
+        merge_lora(model)       # plain weights: generation runs as fast as without LoRA
     model.to(backend.normalize_device(device))
     model.eval()
     return model, state.tokenizer

@@ -1,0 +1,286 @@
+"""Fine-tuning a GPT on a multiple-choice task, GPT-1's way (floor 6).
+
+`python -m tinygpt finetune` runs `finetune(FinetuneConfig(...))`:
+
+1. the task: train / val / test examples (a story and K endings, see tinygpt.data.cloze);
+2. the model: a GPT pre-trained by `python -m tinygpt train` (--init_from its out_dir), a
+   Hugging Face GPT-2 folder, or a new randomly initialised GPT (no --init_from);
+3. GPT-1's input transformation: three special tokens added to the vocabulary and the
+   embedding, each example turned into K rows `[start] story [delim] ending [clf]`,
+   right-padded; the story is cut from the left when the longest row would not fit the
+   model's block size (endings longer than half of it are cut from the right);
+4. `GPTForMultipleChoice`: a linear head on the hidden state at each row's [clf] token,
+   softmax over the K rows, loss L3 = L2 + lm_coef * L1 (the auxiliary language-modelling
+   loss on the same rows);
+5. GPT-1's recipe: Adam with weight decay 0.01 on the matrices, lr 6.25e-5 with a linear
+   warm-up over 0.2% of the steps and a linear decay to 0, batch 32, 3 epochs, gradient
+   norm clipped at 1, dropout 0.1 in the GPT and on the pooled hidden state;
+6. validation accuracy after each epoch, test accuracy at the end; out_dir gets
+   `ckpt.npz` (the classifier, `load_classifier` reads it) and `results.json`.
+
+Imports: autograd, nn, optim, data, model, train.trainer.
+"""
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .. import nn
+from ..autograd import backend, no_grad
+from ..autograd.tensor import Tensor
+from ..data import CharTokenizer
+from ..data.cloze import SPLITS, load_task
+from ..files import atomic_write_text
+from ..model import GPT, GPTConfig
+from ..model.checkpoint import load_training_state, save_training_state
+from ..model.heads import HEADS, GPTForMultipleChoice, add_special_tokens
+from ..optim import AdamW, clip_grad_norm_, configure_param_groups, get_schedule
+from .trainer import CHECKPOINT, TrainingError, load_for_inference
+
+RESULTS = "results.json"
+
+
+@dataclass
+class FinetuneConfig:
+    """A fine-tuning run; the optimisation defaults are GPT-1's."""
+
+    task: str = "cloze"             # a folder with train.jsonl, val.jsonl, test.jsonl
+    out_dir: str = "out-finetune"
+    init_from: str = ""             # a `tinygpt train` out_dir, a GPT-2 folder, or "" (new)
+    overwrite: bool = False
+    # the model, when init_from is "" (a new, randomly initialised GPT with a char vocabulary)
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    block_size: int = 128
+    bias: bool = False
+    gelu_approximate: str = "none"
+    # GPT-1's fine-tuning recipe
+    dropout: float = 0.1            # in the GPT (embeddings, attention, residual branches)
+    clf_dropout: float = 0.1        # on the pooled hidden state
+    lm_coef: float = 0.5            # lambda of L3 = L2 + lambda * L1
+    learning_rate: float = 6.25e-5
+    batch_size: int = 32
+    epochs: int = 3
+    warmup: float = 0.002           # fraction of the steps spent warming up
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    # system
+    log_interval: int = 10
+    seed: int = 1337
+    device: str = "cpu"
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        for name in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "epochs",
+                     "log_interval"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name, low, high in (("dropout", 0, 1), ("clf_dropout", 0, 1), ("warmup", 0, 1)):
+            value = getattr(self, name)
+            if not low <= value < high:
+                raise ValueError(f"{name} must be in [{low}, {high}), got {value!r}")
+        for name in ("lm_coef", "weight_decay", "grad_clip"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        backend.normalize_device(self.device)
+
+
+# --- GPT-1's input transformation --------------------------------------------------------
+def encode_example(tokenizer, special, story, endings, block_size):
+    """The K rows `[start] story [delim] ending [clf]` of one example, as lists of ids.
+
+    special: {"_start_": id, "_delimiter_": id, "_classify_": id}. Every row fits in
+    block_size: endings are cut to (block_size - 3) // 2 tokens, then the story keeps its
+    last tokens, as many as the longest row leaves room for (the same story in every row).
+    """
+    start, delim, clf = (special[name] for name in ("_start_", "_delimiter_", "_classify_"))
+    ends = [tokenizer.encode(e)[:(block_size - 3) // 2] for e in endings]
+    room = block_size - 3 - max(len(e) for e in ends)
+    story_ids = tokenizer.encode(story)
+    story_ids = story_ids[len(story_ids) - room:] if len(story_ids) > room else story_ids
+    return [[start] + story_ids + [delim] + e + [clf] for e in ends]
+
+
+def collate(rows_list):
+    """Pad the rows of several examples (each K lists of ids) on the right into
+    input_ids (B, K, T) int64 and attention_mask (B, K, T), T the longest row."""
+    B, K = len(rows_list), len(rows_list[0])
+    T = max(len(row) for rows in rows_list for row in rows)
+    ids = np.zeros((B, K, T), dtype=np.int64)
+    mask = np.zeros((B, K, T), dtype=np.int64)
+    for b, rows in enumerate(rows_list):
+        for k, row in enumerate(rows):
+            ids[b, k, :len(row)] = row
+            mask[b, k, :len(row)] = 1
+    return ids, mask
+
+
+def encode_split(examples, tokenizer, special, block_size):
+    """[(rows, label)] for a list of ClozeExample."""
+    return [(encode_example(tokenizer, special, e.story, e.endings, block_size), e.label)
+            for e in examples]
+
+
+def batches(encoded, batch_size, device, rng=None):
+    """(input_ids, attention_mask, labels) Tensors on `device`, batch_size examples each
+    (the last batch may be smaller); shuffled when `rng` is given."""
+    order = rng.permutation(len(encoded)) if rng is not None else np.arange(len(encoded))
+    for i in range(0, len(order), batch_size):
+        chosen = [encoded[j] for j in order[i:i + batch_size]]
+        ids, mask = collate([rows for rows, _ in chosen])
+        labels = np.array([label for _, label in chosen], dtype=np.int64)
+        yield tuple(Tensor(backend.to_device(a, device)) for a in (ids, mask, labels))
+
+
+def accuracy(model, encoded, batch_size=32, device="cpu"):
+    """The fraction of examples whose right ending gets the highest logit (eval mode, no
+    graph, no language-modelling head)."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    try:
+        with no_grad():
+            for ids, mask, labels in batches(encoded, batch_size, device):
+                logits = model(ids, attention_mask=mask).logits.data
+                correct += int((logits.argmax(axis=1) == labels.data).sum())
+    finally:
+        model.train(was_training)
+    return correct / len(encoded)
+
+
+# --- the model ----------------------------------------------------------------------------
+def _base_model(cfg, task):
+    """(GPT, tokenizer) to fine-tune: pre-trained when init_from is given, else new."""
+    if not cfg.init_from:
+        texts = [task.pretrain_text] + [e.story + "".join(e.endings)
+                                        for split in SPLITS for e in task.split(split)]
+        tokenizer = CharTokenizer.from_text("".join(texts))
+        config = GPTConfig(block_size=cfg.block_size, vocab_size=tokenizer.vocab_size,
+                           n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
+                           dropout=cfg.dropout, bias=cfg.bias,
+                           gelu_approximate=cfg.gelu_approximate)
+        return GPT(config), tokenizer
+    path = cfg.init_from
+    if os.path.isfile(os.path.join(path, CHECKPOINT)) or str(path).endswith(".npz"):
+        model, tokenizer = load_for_inference(path)
+    else:
+        from ..data.tokenizers import require_tokenizer
+        model = GPT.from_pretrained(path)
+        tokenizer = require_tokenizer(model)
+    # GPT-1 fine-tunes with dropout 0.1 whatever the pre-training used.
+    model.config.dropout = cfg.dropout
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = cfg.dropout
+    return model, tokenizer
+
+
+def build_classifier(cfg, task):
+    """(GPTForMultipleChoice, tokenizer, special token ids) for a run, on its device."""
+    backend.manual_seed(cfg.seed)
+    gpt, tokenizer = _base_model(cfg, task)
+    special = add_special_tokens(gpt)
+    model = GPTForMultipleChoice.from_gpt(gpt, clf_dropout=cfg.clf_dropout)
+    model.to(cfg.dtype)
+    model.to(cfg.device)
+    return model.train(), tokenizer, special
+
+
+# --- checkpoints --------------------------------------------------------------------------
+def save_classifier(path, model, tokenizer, special, extra=None):
+    """Write a classifier checkpoint (`ckpt.npz` format, meta "model_class" naming the
+    head) that `load_classifier` reads and plain-GPT loaders refuse."""
+    save_training_state(path, model, tokenizer=tokenizer, dtype=str(model.dtype),
+                        special_tokens=special, **(extra or {}))
+
+
+def load_classifier(path, device="cpu"):
+    """(model, tokenizer, special token ids) from a classifier checkpoint (a file, or the
+    out_dir holding ckpt.npz), in eval mode."""
+    path = path if str(path).endswith(".npz") else os.path.join(path, CHECKPOINT)
+    state = load_training_state(path, model_class=None)
+    name = state.meta.get("model_class", "GPT")
+    if name not in HEADS:
+        raise ValueError(f"{path} holds a {name}, not a classifier: load it with "
+                         f"tinygpt.train.load_for_inference")
+    model = state.build_model(dtype=state.meta.get("dtype"))
+    model.to(device)
+    return model.eval(), state.tokenizer, state.meta["special_tokens"]
+
+
+# --- the run ------------------------------------------------------------------------------
+def finetune(config=None, log=None, **overrides):
+    """Fine-tune and evaluate (see the module docstring); returns the results dict."""
+    cfg = config if config is not None else FinetuneConfig(**overrides)
+    log = log or (lambda line: print(line, flush=True))
+    ckpt_path = os.path.join(cfg.out_dir, CHECKPOINT)
+    if os.path.exists(ckpt_path) and not cfg.overwrite:
+        raise FileExistsError(f"{ckpt_path} already exists: choose another --out_dir (or "
+                              f"--overwrite to replace it)")
+    task = load_task(cfg.task)
+    model, tokenizer, special = build_classifier(cfg, task)
+    block_size = model.config.block_size
+    data = {split: encode_split(task.split(split), tokenizer, special, block_size)
+            for split in SPLITS}
+    steps_per_epoch = math.ceil(len(data["train"]) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    warmup = math.ceil(cfg.warmup * total)
+    schedule = get_schedule("linear", max_lr=cfg.learning_rate, min_lr=0.0,
+                            warmup_iters=warmup, lr_decay_iters=total)
+    optimizer = AdamW(configure_param_groups(model.named_parameters(), cfg.weight_decay),
+                      lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2))
+    K = len(task.train[0].endings)
+    log(f"task {cfg.task}: {', '.join(f'{len(data[s])} {s}' for s in SPLITS)} examples of "
+        f"{K} choices; model {model.num_parameters() / 1e6:.2f}M parameters, block "
+        f"{block_size}, vocabulary {model.config.vocab_size} (3 special tokens added); "
+        f"{total} steps ({cfg.epochs} epochs of {steps_per_epoch})")
+    rng = np.random.default_rng(cfg.seed)
+    history, step, start = [], 0, time.perf_counter()
+    for epoch in range(cfg.epochs):
+        mark, mark_step = time.perf_counter(), step
+        for ids, mask, labels in batches(data["train"], cfg.batch_size, cfg.device, rng):
+            lr = schedule(step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            out = model(ids, labels=labels, attention_mask=mask, lm_coef=cfg.lm_coef)
+            loss = out.loss.item()
+            if not math.isfinite(loss):
+                raise TrainingError(f"the loss became {loss} at step {step}; try a lower "
+                                    f"--learning_rate")
+            out.loss.backward()
+            if cfg.grad_clip > 0:
+                clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            if step % cfg.log_interval == 0 or step == total:
+                lm = f", lm loss {out.lm_loss.item():.4f}" if out.lm_loss is not None else ""
+                ms = (time.perf_counter() - mark) * 1e3 / (step - mark_step)
+                log(f"step {step}/{total}: loss {loss:.4f} (clf {out.clf_loss.item():.4f}{lm}), "
+                    f"lr {lr:.2e}, {ms:.0f} ms/step")
+                mark, mark_step = time.perf_counter(), step
+        val = accuracy(model, data["val"], cfg.batch_size, cfg.device)
+        history.append({"epoch": epoch + 1, "step": step, "val_accuracy": val})
+        log(f"epoch {epoch + 1}: validation accuracy {val:.4f}")
+    test = accuracy(model, data["test"], cfg.batch_size, cfg.device)
+    results = {"test_accuracy": test, "val_accuracy": history[-1]["val_accuracy"],
+               "test_examples": len(data["test"]), "chance": 1 / K, "history": history,
+               "seconds": time.perf_counter() - start, "config": asdict(cfg)}
+    log(f"test accuracy {test:.4f} on {len(data['test'])} examples (chance {1 / K:.2f})")
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    save_classifier(ckpt_path, model, tokenizer, special, {"finetune_config": asdict(cfg),
+                                                           "results": results})
+    atomic_write_text(os.path.join(cfg.out_dir, RESULTS), json.dumps(results, indent=2) + "\n")
+    return results
