@@ -151,7 +151,7 @@ def test_bad_configs_are_named():
     with pytest.raises(ValueError, match="batch_size"):
         TrainConfig(batch_size=0)
     with pytest.raises(ValueError, match="dtype"):
-        TrainConfig(dtype="float16")
+        TrainConfig(dtype="float8")
     with pytest.raises(ValueError, match="device"):
         TrainConfig(device="tpu")
 

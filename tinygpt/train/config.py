@@ -92,7 +92,11 @@ class TrainConfig:
     grad_clip: float = 1.0          # 0 disables clipping
     # system
     device: str = "cpu"
-    dtype: str = "float32"
+    dtype: str = "float32"          # "float32", "float64", or "float16": mixed precision
+    # Mixed precision (dtype float16; see tinygpt/optim/amp.py): the loss scale to start
+    # with, and the good steps after which it doubles (0: a fixed scale).
+    loss_scale: float = 65536.0
+    loss_scale_window: int = 2000
     seed: int = 1337
     processes: int = 0              # CPU processes sharing each batch; 0: auto (2 on Linux
                                     # with 2+ cores, else 1); see tinygpt/train/parallel.py
@@ -127,13 +131,24 @@ class TrainConfig:
         # The schedule checks its own arguments (min_lr <= learning_rate, the decay span).
         get_schedule(self.schedule, max_lr=self.learning_rate, min_lr=self.min_lr,
                      warmup_iters=self.warmup_iters, lr_decay_iters=self.lr_decay_iters)
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        if self.dtype == "bfloat16":
+            raise ValueError("dtype 'bfloat16': neither NumPy nor CuPy has a bfloat16 dtype; "
+                             "use 'float16' (mixed precision, with loss scaling) or 'float32'")
+        if self.dtype not in ("float32", "float64", "float16"):
+            raise ValueError(f"dtype must be 'float32', 'float64' or 'float16' (mixed "
+                             f"precision), got {self.dtype!r}")
+        if not (math.isfinite(self.loss_scale) and self.loss_scale > 0) \
+                or self.loss_scale_window < 0:
+            raise ValueError(f"loss_scale must be a finite number > 0 and loss_scale_window "
+                             f"an int >= 0, got {self.loss_scale} and {self.loss_scale_window}")
         backend.normalize_device(self.device)
         self.model_config(vocab_size=1)         # n_embd % n_head, gelu_approximate, ...
         if self.processes < 0:
             raise ValueError(f"processes must be 0 (auto) or a positive integer, got "
                              f"{self.processes!r}")
+        if self.dtype == "float16" and self.processes > 1:
+            raise ValueError("dtype float16 (mixed precision) runs in one process: use "
+                             "--processes 1 (or 0)")
         if self.processes != 0:
             check_processes(self.processes, self.device)
             if self.processes > self.batch_size:
@@ -155,8 +170,8 @@ class TrainConfig:
     def resolved_processes(self):
         """The processes a step runs on: `processes`, or for 0 (auto) `auto_processes`:
         two on Linux with at least two usable cores (CPU, batch of 2+ rows), else one."""
-        if self.processes:
-            return self.processes
+        if self.processes or self.dtype == "float16":
+            return self.processes or 1
         return auto_processes(threads.usable_cores(), self.batch_size, self.device)
 
     def model_config(self, vocab_size):

@@ -46,7 +46,8 @@ from ..model import GPT
 from ..model.adapters import save_adapter
 from ..model.checkpoint import CheckpointError, load_training_state, save_training_state
 from ..nn.lora import apply_lora, lora_layers, merge_lora
-from ..optim import AdamW, clip_grad_norm_, configure_param_groups, get_schedule
+from ..optim import (AdamW, GradScaler, clip_grad_norm_, configure_param_groups, copy_to,
+                     get_schedule, master_copy)
 from .config import TrainConfig, non_default_fields, resumed_config
 from .parallel import DataParallel, WorkerError
 from .stats import StatsCollector
@@ -125,6 +126,7 @@ class Trainer:
         self._interruptible = False  # a second signal may stop at once (not mid-update)
         self._consistent = True     # False while the optimizer updates the parameters
         self._saved_at = None       # the iteration of the last checkpoint written
+        self.scale_events = []      # mixed precision: the loss scale's changes, to be logged
         self._unread = None         # on a GPU: the sum of the losses not read back yet
         self._unread_from = 0       # ... from this iteration on
         try:
@@ -171,8 +173,8 @@ class Trainer:
                               else load_tokenizer(cfg.tokenizer))
             self.model = GPT(cfg.model_config(self.tokenizer.vocab_size))
         self._prepare_data(text)
-        self.model.to(cfg.dtype)
         self.model.to(cfg.device)
+        self._set_precision()
         # Everything above only read; from here on this run owns out_dir.
         self.lock.acquire()
         self._refuse_existing_run()
@@ -207,9 +209,23 @@ class Trainer:
                     f"the {name} split has {len(split)} tokens, fewer than block_size + 1 = "
                     f"{need}: use a longer text or a smaller --block_size")
 
+    def _set_precision(self):
+        """The model in the run's dtype; for float16 (mixed precision) a float32 master
+        copy that the optimizer updates and checkpoints save, and the loss scaler (see
+        tinygpt/optim/amp.py)."""
+        cfg = self.config
+        self.master = self.scaler = None
+        if cfg.dtype == "float16":
+            self.master = master_copy(self.model.to("float32"))
+            self.scaler = GradScaler(init_scale=cfg.loss_scale,
+                                     growth_interval=max(1, cfg.loss_scale_window),
+                                     dynamic=cfg.loss_scale_window > 0)
+        self.model.to(cfg.dtype)
+
     def _make_optimizer(self):
         cfg = self.config
-        groups = configure_param_groups(self.model.named_parameters(), cfg.weight_decay)
+        weights = self.master if self.master is not None else self.model
+        groups = configure_param_groups(weights.named_parameters(), cfg.weight_decay)
         self.optimizer = AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2))
 
     def _setup_from_checkpoint(self, state):
@@ -221,8 +237,11 @@ class Trainer:
             raise CheckpointError(f"{state.path} holds no tokenizer or optimizer state; it "
                                   "cannot be resumed")
         self.tokenizer = state.tokenizer
-        self.model = state.build_model(dtype=cfg.dtype, dropout=cfg.dropout)
+        # Mixed precision saves the float32 master weights: the model is made from them.
+        self.model = state.build_model(dtype="float32" if cfg.dtype == "float16" else cfg.dtype,
+                                       dropout=cfg.dropout)
         self.model.to(cfg.device)
+        self._set_precision()
         text = load_text(cfg.data, min_chars=cfg.block_size + 1)
         self._prepare_data(text)
         self._check_data(meta.get("data"))
@@ -235,6 +254,8 @@ class Trainer:
             backend.set_rng_state(meta["rng"])
             if "cuda_rng" in meta:      # checkpoints from before it was saved lack it
                 backend.set_rng_state(meta["cuda_rng"], "cuda")
+            if self.scaler is not None:
+                self.scaler.load_state_dict(meta["grad_scaler"])
             self.iter_num = int(meta["iter_num"])
             # The evaluation at iter_num is made again on resume (with the same result).
             self.history = [h for h in meta.get("history", []) if h["iter"] < self.iter_num]
@@ -266,11 +287,13 @@ class Trainer:
     # --- checkpoints ----------------------------------------------------------------------
     def save(self):
         """Write out_dir/ckpt.npz (atomically) with everything needed to resume."""
+        extra = {} if self.scaler is None else {"grad_scaler": self.scaler.state_dict()}
         save_training_state(
-            self.ckpt_path, self.model, self.optimizer, self.tokenizer,
+            self.ckpt_path, self.master if self.master is not None else self.model,
+            self.optimizer, self.tokenizer,
             train_config=asdict(self.config), sampler=self.sampler.state_dict(),
             rng=backend.get_rng_state(), cuda_rng=backend.get_rng_state("cuda"),
-            iter_num=self.iter_num, history=self.history, data=self.data_info)
+            iter_num=self.iter_num, history=self.history, data=self.data_info, **extra)
         if self.config.lora_rank:       # the adapters alone too, for PEFT and load_adapter
             save_adapter(self.model, os.path.join(self.out_dir, ADAPTER), overwrite=True,
                          base_model_name_or_path=self.config.init_from)
@@ -319,6 +342,7 @@ class Trainer:
             loss = self._forward_backward(n_micro)
         except BaseException:
             self.optimizer.zero_grad(set_to_none=True)
+            self.model.zero_grad()
             self.sampler.load_state_dict(before[0])
             backend.set_rng_state(before[1])
             backend.set_rng_state(before[2], "cuda")
@@ -327,15 +351,38 @@ class Trainer:
             self._interruptible = False
         if stats is not None:
             stats.before_update()
+        weights = self.model
+        if self.master is not None and not self._unscale():
+            return loss, lr                 # the gradients overflowed: no update this step
+        if self.master is not None:
+            weights = self.master
         self._consistent = False
         if cfg.grad_clip > 0:
-            clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            clip_grad_norm_(weights.parameters(), cfg.grad_clip)
         self.optimizer.step()
+        if self.master is not None:
+            copy_to(self.master, self.model)
         self._consistent = True
         if stats is not None:
             stats.after_update()
         self.optimizer.zero_grad(set_to_none=True)
         return loss, lr
+
+    def _unscale(self):
+        """Mixed precision: the float16 gradients, divided by the loss scale, into the master
+        weights' float32 ones; the scale updated (and its change logged). False when they
+        overflowed: the step is skipped."""
+        finite = self.scaler.unscale(self.model, self.master)
+        self.model.zero_grad()
+        before = self.scaler.scale
+        change = self.scaler.update(finite)
+        if change is not None:
+            self.scale_events.append({"event": "loss_scale", "iter": self.iter_num,
+                                      "change": change, "scale": self.scaler.scale,
+                                      "previous": before})
+        if not finite:
+            self.optimizer.zero_grad(set_to_none=True)
+        return finite
 
     def _forward_backward(self, n_micro):
         if self.parallel is not None:
@@ -352,8 +399,19 @@ class Trainer:
             value = loss.item()
             self._check_loss(value)
             total += value
-            (loss / n_micro).backward() if n_micro > 1 else loss.backward()
+            self._backward(loss, n_micro)
         return total / n_micro
+
+    def _backward(self, loss, n_micro):
+        """backward() of loss / n_micro, the loss first multiplied by the loss scale under
+        mixed precision (so that small float16 gradients do not underflow)."""
+        if self.scaler is None:
+            (loss / n_micro).backward() if n_micro > 1 else loss.backward()
+            return
+        # Gradients that overflow float16 are expected (the scaler sees them and skips the
+        # step): no warning for them.
+        with np.errstate(over="ignore", invalid="ignore"):
+            (loss * (self.scaler.scale / n_micro)).backward()
 
     def _step_on_device(self, n_micro):
         """The micro-batches of a step on a GPU; the mean loss as a 0-d Tensor there. Each
@@ -365,7 +423,7 @@ class Trainer:
             x, y = self.sampler.get_batch()
             _, loss = self.model(x, y)
             total = loss.detach() if total is None else total + loss.detach()
-            (loss / n_micro).backward() if n_micro > 1 else loss.backward()
+            self._backward(loss, n_micro)
         loss = total / n_micro if n_micro > 1 else total
         if self._unread is None:
             self._unread, self._unread_from = loss, self.iter_num
@@ -462,6 +520,15 @@ class Trainer:
                         self._stop_now()
                     loss, lr = self.step()
                     self.iter_num += 1
+                    for event in self.scale_events:     # mixed precision's loss scale
+                        log_file.write(json.dumps(event) + "\n")
+                        self.log(f"iter {event['iter']}: loss scale {event['previous']:g} -> "
+                                 f"{event['scale']:g} ("
+                                 + ("the gradients overflowed: step skipped)"
+                                    if event["change"] == "backoff"
+                                    else f"{self.config.loss_scale_window} steps without "
+                                         "overflow)"))
+                    self.scale_events.clear()
                     if self._logs(it):
                         loss = self._read_loss(loss)
                         now = time.perf_counter()

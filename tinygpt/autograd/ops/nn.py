@@ -159,12 +159,9 @@ class CrossEntropy(Function):
     def backward(ctx, dy):
         probs, t, valid = ctx.saved
         xp = backend.array_module(probs)
-        if ctx.reduction == "none":
-            scale = dy * valid                              # (N,) each row's own dloss
-        elif ctx.reduction == "sum":
-            scale = dy * valid
-        else:
-            scale = dy * valid / xp.maximum(valid.sum(), 1).astype(probs.dtype)
+        scale = dy * valid                                  # "none": each row's own dloss
+        if ctx.reduction == "mean":
+            scale = scale / xp.maximum(valid.sum(), 1).astype(probs.dtype)
         dx = probs * scale[:, None].astype(probs.dtype)     # softmax * scale
         rows = xp.arange(len(t))
         dx[rows, t] -= scale.astype(probs.dtype)            # - onehot(t) * scale
