@@ -16,7 +16,7 @@ import tinygpt as tg
 from conftest import REPO
 from tinygpt import GPT, GPTConfig
 from tinygpt.data import CharTokenizer
-from tinygpt.model import gpt as gpt_module
+from tinygpt.model import generation as gpt_module
 from tinygpt.model.chat import Conversation
 
 TEXT = "abcdefghijklmnopqrstuvwxyz :\n?!."

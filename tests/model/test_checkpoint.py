@@ -8,7 +8,7 @@ import tinygpt as tg
 from tinygpt.data import BPETokenizer, CharTokenizer
 from tinygpt.model.checkpoint import (join_arrays, load_checkpoint, load_training_state,
                                       save_training_state, split_arrays)
-from tinygpt.model.gpt import count_params, empty_gpt, parameter_shapes
+from tinygpt.model.sizes import count_params, empty_gpt, parameter_shapes
 from tinygpt.optim import AdamW
 
 

@@ -6,7 +6,7 @@ import pytest
 
 import tinygpt as tg
 from tinygpt.model import GPT, GPTConfig
-from tinygpt.model.gpt import Sampler
+from tinygpt.model.generation import Sampler
 from conftest import assert_close
 
 TINY = dict(block_size=8, vocab_size=13, n_layer=2, n_head=2, n_embd=16)

@@ -123,9 +123,9 @@ def test_greedy_tokens_of_a_left_padded_batch_are_each_rows_alone(kind):
 
 def cached_logits(model, monkeypatch, idx, steps, mask=None):
     """The last-position logits generation computes at each step, with its KV cache."""
-    from tinygpt.model import gpt
-    seen, real = [], gpt.Sampler.__call__
-    monkeypatch.setattr(gpt.Sampler, "__call__",
+    from tinygpt.model import generation
+    seen, real = [], generation.Sampler.__call__
+    monkeypatch.setattr(generation.Sampler, "__call__",
                         lambda self, logits: seen.append(np.array(logits)) or real(self, logits))
     columns = [c.numpy() for c in model.generate_iter(idx, steps, do_sample=False,
                                                       attention_mask=mask)]
@@ -148,7 +148,7 @@ def test_the_kv_cache_equals_recomputing_the_padded_sequence(kind, monkeypatch):
 
 
 def test_a_banded_layers_cache_keeps_only_its_window():
-    from tinygpt.model.gpt import KVCache
+    from tinygpt.model.generation import KVCache
     cache = KVCache(2, 2, 12, 4, np.float64, "cpu", window=3)
     assert cache.k.shape == (2, 2, 3, 4)
     rng = np.random.default_rng(0)

@@ -71,7 +71,7 @@ from tinygpt.autograd.ops.nn import GELU_APPROXIMATIONS
 from tinygpt.autograd.trace import trace
 from tinygpt.model import GPT, GPTConfig
 from tinygpt.model.config import PRESETS
-from tinygpt.model.gpt import count_params
+from tinygpt.model.sizes import count_params
 from tinygpt.optim import AdamW, clip_grad_norm_, configure_param_groups
 from tinygpt.train.parallel import DataParallel, auto_processes, check_processes, peak_rss_mb
 

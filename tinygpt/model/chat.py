@@ -14,7 +14,7 @@ import numpy as np
 
 from ..autograd import backend
 from ..autograd.tensor import Tensor
-from .gpt import KVCache, Sampler
+from .generation import KVCache, Sampler
 
 
 class Conversation:

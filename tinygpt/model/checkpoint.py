@@ -43,7 +43,7 @@ from ..memory import check_fits, format_bytes
 from .config import GPTConfig
 from ..nn.init import skipping_init
 from ..nn.lora import LoraConfig, apply_lora, lora_parameter_shapes
-from .gpt import count_params, empty_gpt, parameter_shapes
+from .sizes import count_params, empty_gpt, parameter_shapes
 
 FORMAT = "tinygpt-checkpoint"
 VERSION = 1

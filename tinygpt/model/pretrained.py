@@ -47,7 +47,8 @@ from ..memory import check_fits, format_bytes
 from .. import nn
 from . import safetensors
 from .config import GPTConfig
-from .gpt import GPT, count_params, empty_gpt, parameter_shapes
+from .gpt import GPT
+from .sizes import count_params, empty_gpt, parameter_shapes
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
