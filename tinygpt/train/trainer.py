@@ -455,6 +455,14 @@ class Trainer:
                 f"checkpoint ({self.ckpt_path}) was kept. Try a lower --learning_rate or "
                 "--grad_clip")
 
+    def _expert_stats(self):
+        """The last step's routing in the mixture-of-experts layers (this process's part of
+        the batch), for the log: {"aux_loss", "dropped"}, or {} without experts."""
+        stats = self.model.moe_stats()
+        if stats is None:
+            return {}
+        return {"aux_loss": float(stats["aux_loss"].item()), "dropped": int(stats["dropped"])}
+
     def _check_loss(self, value):
         if not math.isfinite(value):
             raise TrainingError(
@@ -538,6 +546,8 @@ class Trainer:
                         eta = (now - start_time) / done * (cfg.max_iters - self.iter_num)
                         record = {"event": "train", "iter": it, "loss": loss, "lr": lr,
                                   "ms_per_iter": dt * 1e3, "tokens_per_s": tokens_per_iter / dt}
+                        experts = self._expert_stats()
+                        record.update(experts)
                         log_file.write(json.dumps(record) + "\n")
                         stats = self.stats.pop() if self.stats is not None else None
                         if stats is not None:
@@ -546,7 +556,9 @@ class Trainer:
                         self.log(f"iter {it}/{cfg.max_iters} "
                                  f"({100 * self.iter_num / cfg.max_iters:.0f}%): "
                                  f"loss {loss:.4f}, lr {lr:.2e}, {dt * 1e3:.1f} ms/iter, "
-                                 f"{tokens_per_iter / dt:,.0f} tok/s, eta {_format_time(eta)}")
+                                 f"{tokens_per_iter / dt:,.0f} tok/s, eta {_format_time(eta)}"
+                                 + (f"; experts: aux loss {experts['aux_loss']:.4f}, "
+                                    f"{experts['dropped']} dropped" if experts else ""))
         except Interrupted:
             raise
         except KeyboardInterrupt:
