@@ -106,6 +106,20 @@ def ops_impl(request):
         yield request.param
 
 
+@pytest.fixture(params=[(1 << 15, 1), (7, 1), (7, 2), (1, 3)],
+                ids=["one-block", "blocks", "blocks-2-threads", "rows-3-threads"])
+def blocking(request, monkeypatch):
+    """Blocks of BLOCK_ELEMENTS elements on a number of threads (the fast CPU kernels'
+    machinery): small blocks force many blocks on small test tensors."""
+    from tinygpt.autograd.fast import threads
+    elements, n_threads = request.param
+    monkeypatch.setattr(threads, "BLOCK_ELEMENTS", elements)
+    previous = threads.get_num_threads()
+    threads.set_num_threads(n_threads)
+    yield
+    threads.set_num_threads(previous)
+
+
 @pytest.fixture
 def shared_data():
     """The folder of development data beside the project; skips when it is absent."""

@@ -136,19 +136,6 @@ def test_the_case_of_each_gpu_kernel_equals_the_reference(name, dtype, cuda_devi
 
 
 # --- every branch of every kernel ------------------------------------------------------------
-@pytest.fixture(params=[(1 << 15, 1), (7, 1), (7, 2), (1, 3)],
-                ids=["one-block", "blocks", "blocks-2-threads", "rows-3-threads"])
-def blocking(request, monkeypatch):
-    """Blocks of BLOCK_ELEMENTS on `threads` threads: small blocks force many on small
-    test tensors."""
-    elements, n_threads = request.param
-    monkeypatch.setattr(threads, "BLOCK_ELEMENTS", elements)
-    previous = threads.get_num_threads()
-    threads.set_num_threads(n_threads)
-    yield
-    threads.set_num_threads(previous)
-
-
 @pytest.fixture(params=["whole", "split"])
 def splitting(request, monkeypatch):
     """Products whole, or split over 2 threads (every product, however small)."""

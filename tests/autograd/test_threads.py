@@ -9,17 +9,6 @@ import tinygpt.nn.functional as F
 from tinygpt.autograd.fast import blas, products, threads
 
 
-@pytest.fixture(params=[(1 << 15, 1), (7, 1), (7, 2), (1, 3)],
-                ids=["one-block", "blocks", "blocks-2-threads", "rows-3-threads"])
-def blocking(request, monkeypatch):
-    elements, n_threads = request.param
-    monkeypatch.setattr(threads, "BLOCK_ELEMENTS", elements)
-    previous = threads.get_num_threads()
-    threads.set_num_threads(n_threads)
-    yield
-    threads.set_num_threads(previous)
-
-
 def test_for_blocks_covers_every_row_once(blocking):
     seen = np.zeros(23, dtype=int)
 

@@ -96,11 +96,7 @@ class GPTConfig:
         if self.n_expert and self.expert_top_k > self.n_expert:
             raise ValueError(f"GPTConfig: expert_top_k ({self.expert_top_k}) must not exceed "
                              f"n_expert ({self.n_expert}): each token goes to distinct experts")
-        hidden = self.expert_hidden
-        if hidden is not None and (isinstance(hidden, bool)
-                                   or not isinstance(hidden, numbers.Integral) or hidden <= 0):
-            raise ValueError(f"GPTConfig: expert_hidden must be a positive int (or None), got "
-                             f"{hidden!r}")
+        _check_optional_positive("expert_hidden", self.expert_hidden)
         for name in ("expert_capacity", "aux_loss_coef"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
@@ -130,10 +126,7 @@ class GPTConfig:
             raise ValueError(f"GPTConfig: attn_pattern must be one of {ATTENTION_PATTERNS} or "
                              f"a list of 'dense' / 'banded' per layer, got {pattern!r}")
         window = self.attn_window
-        if window is not None and (isinstance(window, bool)
-                                   or not isinstance(window, numbers.Integral) or window <= 0):
-            raise ValueError(f"GPTConfig: attn_window must be a positive int (or None), got "
-                             f"{window!r}")
+        _check_optional_positive("attn_window", window)
         banded = "banded" in self.layer_patterns()
         if banded and window is None:
             raise ValueError(f"GPTConfig: attn_pattern {pattern!r} has banded layers; give "
@@ -181,3 +174,10 @@ class GPTConfig:
                 f"GPTConfig: unknown field(s) {', '.join(unknown)}; the fields are "
                 f"{', '.join(sorted(known))}")
         return cls(**d)
+
+
+def _check_optional_positive(name, value):
+    """A ValueError unless value is None or a positive int."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+                              or value <= 0):
+        raise ValueError(f"GPTConfig: {name} must be a positive int (or None), got {value!r}")
