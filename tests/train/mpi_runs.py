@@ -16,6 +16,8 @@ import pytest
 from tinygpt.model.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "reliability"))
+from runs import wait_for_line  # noqa: E402,F401 - the reliability tests' helper
 TEXT = "the quick brown fox jumps over the lazy dog; " * 60
 # One layer, 16 channels: each step takes milliseconds, so a run's time is mostly start-up.
 TINY = ["--n_layer", "1", "--n_head", "2", "--n_embd", "16", "--block_size", "16",
@@ -70,21 +72,6 @@ def start(tmp_path, ranks, *args, mpiexec_args=(), **extra):
     return subprocess.Popen(command(ranks, *args, mpiexec_args=mpiexec_args), cwd=tmp_path,
                             env=env(tmp_path, **extra), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-
-
-def wait_for_line(process, needle, timeout=60):
-    """Read the child's stdout until a line containing `needle`; returns the lines read."""
-    lines, deadline = [], time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if needle in line:
-            return lines
-    process.kill()
-    raise AssertionError(f"no line with {needle!r}; got {lines!r}, stderr "
-                         f"{process.stderr.read()}")
 
 
 def finish(process, timeout):
