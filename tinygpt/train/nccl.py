@@ -41,7 +41,7 @@ class NCCLCommunicator:
     def __init__(self, group):
         cupy = backend.get_array_module("cuda")
         try:
-            from cupy.cuda import nccl
+            nccl = backend.cupy_submodule("cuda.nccl")
         except ImportError:
             raise ImportError("gradients on GPUs are all-reduced with NCCL, which this CuPy "
                               "lacks: install a CuPy wheel built with NCCL (cupy-cuda12x) "
