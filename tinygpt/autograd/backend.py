@@ -50,6 +50,13 @@ def _import_cupy():
     return _cupy
 
 
+def cupy_submodule(name):
+    """CuPy's submodule `name` (such as "cuda.nccl", the NCCL library it wraps), imported
+    on first use; ImportError when this CuPy lacks it."""
+    import importlib
+    return importlib.import_module(f"{_import_cupy().__name__}.{name}")
+
+
 def _version_tuple(text):
     """'14.2.0' -> (14, 2); '15.0.0a1' -> (15, 0)."""
     parts = []

@@ -3,8 +3,9 @@
 NAME is one of `ops` (op forward+backward times beside PyTorch), `train` (training steps
 per second), `bpe` (tokenizer throughput), `quality` (final loss over seeds), `attention`
 (padding masks; banded against dense layers), `gpu` (the GPU check: tests, gradient
-checks, transfers and speed on CUDA), `lora` (LoRA against full fine-tuning) or `moe` (a
-mixture of experts against the dense MLP); ARGS go to
+checks, transfers and speed on CUDA), `lora` (LoRA against full fine-tuning), `moe` (a
+mixture of experts against the dense MLP) or `parallel` (forked processes against MPI
+ranks); ARGS go to
 that benchmark's `main(argv)` (`python -m tinygpt.bench ops --help`). Each benchmark module
 is imported only when asked for, so a missing optional dependency of one does not break
 the others.
@@ -22,6 +23,7 @@ BENCHMARKS = {
     "gpu": "the GPU check: cuda tests, gradient checks, transfers, training and generation",
     "lora": "LoRA against full fine-tuning at GPT-2's shape: trainable parameters, RSS, step time",
     "moe": "a mixture of experts against the dense MLP on the char recipe: step time and loss",
+    "parallel": "training steps split over forked processes against MPI ranks, tokens/s",
 }
 
 

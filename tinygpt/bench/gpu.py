@@ -19,6 +19,10 @@ a machine whose kernel cache is empty):
                references (`tinygpt.autograd.checks.run_check`)
     tests      the test suite's cuda-marked tests (pytest -m cuda), on the real CuPy,
                stopped at the budget
+    nccl       with 2+ GPUs and mpiexec: `mpiexec -n 2` ranks, one GPU each, reduce their
+               gradients with NCCL (DistributedDataParallel): the mean of the ranks',
+               on every rank, with no read back to the host; skipped with the reason
+               otherwise
 
 The results go to OUT/gpu_check.json and OUT/gpu_check.log (and OUT/tests.log), OUT being
 --out, else $OUT, else ./gpu-check. A section that would start past --budget seconds is
@@ -32,6 +36,7 @@ import gc
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -49,7 +54,7 @@ from tinygpt.optim import AdamW, clip_grad_norm_, configure_param_groups
 
 from .train import TinygptRunner, TorchRunner, flops_per_step, gpt_config, time_config
 
-SECTIONS = ("versions", "parity", "syncs", "train", "generate", "gradcheck", "tests")
+SECTIONS = ("versions", "parity", "syncs", "train", "generate", "gradcheck", "tests", "nccl")
 # Training shapes: nanoGPT's shakespeare_char config and GPT-2 124M's at batch 8.
 TRAIN_SPECS = {
     "baby": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=64,
@@ -229,6 +234,56 @@ def tests(report, tiny):
     report.log(f"  pytest -m cuda: {summary or 'no summary line'} (exit {code})")
     failures = [line for line in output.splitlines() if line.startswith(("FAILED", "ERROR"))]
     return {"exit_code": code, "summary": summary, "failures": failures[:50]}
+
+
+NCCL_CHECK = """
+import numpy as np
+import tinygpt as tg
+from tinygpt.autograd.transfers import count_transfers
+from tinygpt.train import DistributedDataParallel, init_process_group
+from tinygpt.train.nccl import use_local_gpu
+group = init_process_group("mpi")
+use_local_gpu(group)
+tg.manual_seed(0)
+model = tg.GPT(tg.GPTConfig(block_size=8, vocab_size=11, n_layer=1, n_head=2, n_embd=16))
+model.to("cuda")
+def local(batches):      # rank r's gradient: r + 1 everywhere, its loss r + 1
+    for p in model.parameters():
+        p.grad = tg.Tensor(p.data * 0 + (group.rank + 1))
+    return tg.tensor(float(group.rank + 1), device="cuda")
+ddp = DistributedDataParallel(model, group, local)
+with count_transfers() as counted:
+    loss = ddp.forward_backward([])
+ok = all(np.allclose(p.grad.numpy(), 1.5) for p in model.parameters())
+print(f"rank {group.rank}: mean {ok}, loss {float(loss.item())}, reads {counted.total}",
+      flush=True)
+ddp.close()
+group.close()
+"""
+
+
+def nccl(report):
+    """Two ranks on two GPUs reduce with NCCL (a subprocess under mpiexec)."""
+    cp = backend.get_array_module("cuda")
+    count = cp.cuda.runtime.getDeviceCount()
+    launcher = Path(sys.executable).with_name("mpiexec")
+    launcher = str(launcher) if launcher.exists() else shutil.which("mpiexec")
+    if count < 2 or launcher is None:
+        reason = (f"needs 2 GPUs, this machine has {count}" if count < 2 else
+                  "needs mpiexec (pip install 'tinygpt[mpi]')")
+        report.log(f"  skipped: {reason}")
+        return {"skipped": reason}
+    done = subprocess.run([launcher, "-n", "2", sys.executable, "-c", NCCL_CHECK],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    lines = sorted(line for line in done.stdout.splitlines() if line.startswith("rank "))
+    for line in lines:
+        report.log(f"  {line}")
+    passed = (done.returncode == 0 and len(lines) == 2
+              and all("mean True, loss 1.5, reads 0" in line for line in lines))
+    if not passed:
+        raise RuntimeError(f"NCCL check failed (exit {done.returncode}): "
+                           f"{(done.stdout + done.stderr)[-1500:]}")
+    return {"ranks": lines}
 
 
 def _gpu_memory_mb(torch):
@@ -414,6 +469,7 @@ def main(argv=None):
         "tests": (tests, report, args.tiny),
         "train": (train, report, specs, torch, 1 if args.tiny else 2, 2 if args.tiny else 6),
         "generate": (generate, report, generation, torch, 8 if args.tiny else 100),
+        "nccl": (nccl, report),
     }
     for name in SECTIONS:
         if name in args.sections:

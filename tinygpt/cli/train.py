@@ -4,12 +4,20 @@ Every field of `TrainConfig` is an option of the same name (`--n_layer 6`,
 `--batch_size 64`, `--bias false`); `--preset` fills several at once and explicit
 options win over it. With `--resume`, options left out take the saved run's values.
 Ctrl-C saves a checkpoint at the current iteration and exits with status 130.
+
+Under `mpiexec -n N` every rank runs this command (`--distributed mpi`, found from the
+environment by default). Rank 0 reports an error that every rank raises together; an
+error of one rank alone is reported by it, and then every rank is ended (MPI_Abort), since
+the others may be waiting for it inside a collective.
 """
 
+import os
+import signal
+import sys
 from dataclasses import fields
 
 from ..train import TrainConfig
-from .common import add_bool
+from .common import add_bool, error_message
 
 # Training recipes; model presets (gpt-nano, gpt-micro, gpt-mini) set the model shape only.
 # nanoGPT's models have no biases (its train.py default) and use the exact GELU (nn.GELU()).
@@ -42,7 +50,9 @@ HELP = {"processes": "CPU processes each batch is split over, gradients summed; 
         "resume": "continue the run saved in --out_dir",
         "overwrite": "replace an existing run in --out_dir",
         "allow_data_change": "resume even though the training data changed",
-        "grad_clip": "the gradient norm clipped to; 0 turns clipping off"}
+        "grad_clip": "the gradient norm clipped to; 0 turns clipping off",
+        "distributed": "mpi: one rank of `mpiexec -n N`, each training on batch_size rows "
+                       "of its own; auto: mpi under mpiexec with 2+ ranks; none"}
 
 
 def add_arguments(parser):
@@ -77,10 +87,40 @@ def given_values(args):
 def run(args):
     given = given_values(args)
     config = TrainConfig(**given)
-    from ..train import Trainer
-    trainer = Trainer(config, given=set(given))
-    trainer.run()
-    if trainer.config.save_checkpoints:
+    from ..train import Trainer, init_process_group
+    group = init_process_group(config.distributed)
+    try:
+        trainer = Trainer(config, given=set(given), group=group)
+        trainer.run()
+    except BaseException as e:
+        if group.world_size > 1:
+            leave_group(group, e)
+        raise
+    finally:
+        group.close()
+    if trainer.config.save_checkpoints and group.is_main:
         print(f"checkpoint: {trainer.ckpt_path}; sample with: python -m tinygpt sample "
               f"--out_dir {trainer.config.out_dir}")
     return 0
+
+
+def leave_group(group, error):
+    """How a rank of a group ends on `error`. One every rank raised at the same point
+    (`collective`): rank 0 reports it (it goes on up), the others exit quietly with the
+    same status. One of this rank alone: report it, naming the rank, and end every rank."""
+    if isinstance(error, SystemExit):
+        raise error
+    status = (128 + int(getattr(error, "signum", signal.SIGINT))
+              if isinstance(error, KeyboardInterrupt) else 1)
+    if getattr(error, "collective", False):
+        if group.is_main:
+            return
+        raise SystemExit(status)
+    if os.environ.get("TINYGPT_TRACEBACK"):
+        import traceback
+        traceback.print_exception(error)
+    message = error_message(error) if not isinstance(error, KeyboardInterrupt) else (
+        f"interrupted: {error_message(error)}")
+    print(f"python -m tinygpt train: error: rank {group.rank}: {message}; ending every rank",
+          file=sys.stderr, flush=True)
+    group.abort(status)

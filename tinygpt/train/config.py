@@ -22,6 +22,7 @@ from ..autograd.fast import threads
 from ..model import GPTConfig
 from ..optim import get_schedule
 from ..nn.lora import check_lora_options
+from .distributed import resolve as resolve_distributed
 from .parallel import auto_processes, check_processes
 
 # Fixed when a run is resumed: the model's shape and what defines its weights and streams.
@@ -30,7 +31,7 @@ FIXED_ON_RESUME = ("n_layer", "n_head", "n_embd", "block_size", "bias", "gelu_ap
                    "moe_every", "lora_rank", "lora_targets", "tokenizer", "dtype",
                    "init_from", "seed")
 # Fields of one invocation only, never taken from a checkpoint.
-INVOCATION = ("out_dir", "resume", "overwrite", "allow_data_change")
+INVOCATION = ("out_dir", "resume", "overwrite", "allow_data_change", "distributed")
 
 
 @dataclass
@@ -100,6 +101,9 @@ class TrainConfig:
     seed: int = 1337
     processes: int = 0              # CPU processes sharing each batch; 0: auto (2 on Linux
                                     # with 2+ cores, else 1); see tinygpt/train/parallel.py
+    distributed: str = "auto"       # "mpi": this process is one rank of an MPI launch (each
+                                    # rank trains on batch_size rows of its own); "auto":
+                                    # mpi when mpiexec started 2+ ranks; see distributed.py
 
     def __post_init__(self):
         for f in fields(self):
@@ -149,6 +153,11 @@ class TrainConfig:
         if self.dtype == "float16" and self.processes > 1:
             raise ValueError("dtype float16 (mixed precision) runs in one process: use "
                              "--processes 1 (or 0)")
+        ranks = resolve_distributed(self.distributed)
+        if ranks == "mpi" and self.processes > 1:
+            raise ValueError(f"processes={self.processes} forks processes inside each MPI "
+                             "rank; with distributed 'mpi' start more ranks instead "
+                             "(mpiexec -n N) and leave processes at 0 or 1")
         if self.processes != 0:
             check_processes(self.processes, self.device)
             if self.processes > self.batch_size:
@@ -169,9 +178,12 @@ class TrainConfig:
 
     def resolved_processes(self):
         """The processes a step runs on: `processes`, or for 0 (auto) `auto_processes`:
-        two on Linux with at least two usable cores (CPU, batch of 2+ rows), else one."""
-        if self.processes or self.dtype == "float16":
-            return self.processes or 1
+        two on Linux with at least two usable cores (CPU, batch of 2+ rows), else one (and
+        one in each rank of an MPI launch, and under mixed precision)."""
+        if self.processes:
+            return self.processes
+        if resolve_distributed(self.distributed) == "mpi" or self.dtype == "float16":
+            return 1                # each MPI rank is one process (distributed.py)
         return auto_processes(threads.usable_cores(), self.batch_size, self.device)
 
     def model_config(self, vocab_size):

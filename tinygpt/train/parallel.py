@@ -54,6 +54,7 @@ from ..autograd.fast import blas as fast_blas
 from ..autograd.fast import threads as fast_threads
 from ..autograd.tensor import Tensor
 from ..memory import peak_rss_mb
+from .parallel_api import DataParallelBase
 
 ALIGN = 64                  # bytes: each parameter's slot starts on a cache line
 WORKER_TIMEOUT = 60.0       # seconds a worker may take to answer, at least
@@ -126,9 +127,10 @@ class WorkerError(RuntimeError):
     """A data-parallel worker failed; the message holds its traceback."""
 
 
-class DataParallel:
+class DataParallel(DataParallelBase):
     """Forward and backward of a batch split over `processes` CPU processes (see the
-    module docstring). Use as a context manager, or call `close()`:
+    module docstring; the interface of parallel_api.py). Use as a context manager, or call
+    `close()`:
 
         with DataParallel(model, processes=2) as dp:
             loss = dp.forward_backward([(x, y)])    # grads summed into the model's .grad
@@ -391,13 +393,6 @@ class DataParallel:
         _stop_workers(workers)
         if self.processes > 1:
             self._restore_threads()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
 
 
 def _stop_workers(workers, grace=STOP_GRACE):

@@ -48,7 +48,10 @@ from ..model.checkpoint import CheckpointError, load_training_state, save_traini
 from ..nn.lora import apply_lora, lora_layers, merge_lora
 from ..optim import (AdamW, GradScaler, clip_grad_norm_, configure_param_groups, copy_to,
                      get_schedule, master_copy)
-from .config import TrainConfig, non_default_fields, resumed_config
+from .config import INVOCATION, TrainConfig, non_default_fields, resumed_config
+from .ddp import (DistributedDataParallel, agree, check_same_settings, check_same_state,
+                  gather_rank_states, load_rank_state, rank_streams)
+from .distributed import init_process_group
 from .parallel import DataParallel, WorkerError
 from .stats import StatsCollector
 
@@ -70,26 +73,34 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
-def evaluate(model, splits, block_size, batch_size, eval_iters, device="cpu", seed=0):
+def evaluate(model, splits, block_size, batch_size, eval_iters, device="cpu", seed=0,
+             group=None):
     """Mean loss over `eval_iters` random batches of each split, in eval mode, no graph.
 
     `splits` maps a name to an array of token ids. The batches come from a generator
     seeded with `seed`, so every evaluation sees the same windows and the training
-    batch stream is left untouched.
+    batch stream is left untouched. With a process group of N ranks (distributed.py),
+    rank r computes batches r, r + N, ... of the same windows and the sums are
+    all-reduced: every rank gets the one-process means (to float rounding).
     """
+    rank, ranks = (group.rank, group.world_size) if group is not None else (0, 1)
     was_training = model.training
     model.eval()
-    out = {}
+    sums = np.zeros(len(splits))
     try:
         with no_grad():
-            for name, data in splits.items():
+            for i, data in enumerate(splits.values()):
                 sampler = BatchSampler(data, block_size, batch_size, seed=seed, device=device)
-                losses = [model(*sampler.get_batch())[1].item()
-                          for _ in range(eval_iters)]
-                out[name] = float(np.mean(losses))
+                for k in range(eval_iters):
+                    if k % ranks == rank:
+                        sums[i] += model(*sampler.get_batch())[1].item()
+                    else:
+                        sampler.sample_starts()         # another rank's batch
     finally:
         model.train(was_training)
-    return out
+    if ranks > 1:
+        group.all_reduce_(sums, what="the evaluation's all-reduce")
+    return {name: float(total / eval_iters) for name, total in zip(splits, sums)}
 
 
 def data_fingerprint(source, text):
@@ -107,21 +118,28 @@ class Trainer:
            flags); on resume, the others take the checkpoint's values. Default: the
            fields that differ from TrainConfig's defaults.
 
+    group: the run's process group (distributed.py); default: from config.distributed
+           and the environment (the ranks an MPI launcher started, else one process).
+           Every rank trains; rank 0 alone logs, takes the lock and writes out_dir.
+
     The out_dir's lock is taken here and released when `run()` ends or at `close()`.
     """
 
-    def __init__(self, config, log=None, given=None):
+    def __init__(self, config, log=None, given=None, group=None):
         malloc.keep_freed_memory()      # a training process reuses its freed memory
         self.config = config
-        self.log = log or (lambda line: print(line, flush=True))
+        self.group = init_process_group(config.distributed) if group is None else group
+        main = self.group.is_main
+        self.log = (log or (lambda line: print(line, flush=True))) if main else _ignore
         self.given = set(given) if given is not None else non_default_fields(config)
         self.out_dir = config.out_dir
         self.ckpt_path = os.path.join(config.out_dir, CHECKPOINT)
         self.log_path = os.path.join(config.out_dir, LOG)
         self.lock = FolderLock(self.out_dir, hint=(
             "two runs writing one folder would overwrite each other's checkpoints and logs; "
-            "wait for that run to end, or choose another --out_dir"))
-        self.parallel = None        # the DataParallel workers, started by the first step
+            "wait for that run to end, or choose another --out_dir")) if main else _NoLock()
+        self.parallel = None        # DataParallel or DDP (parallel_api.py), made at a step
+        self._saved_ranks = []      # the other ranks' streams, from the checkpoint resumed
         self._stop = None           # the signal that asked the run to stop, if any
         self._interruptible = False  # a second signal may stop at once (not mid-update)
         self._consistent = True     # False while the optimizer updates the parameters
@@ -130,7 +148,13 @@ class Trainer:
         self._unread = None         # on a GPU: the sum of the losses not read back yet
         self._unread_from = 0       # ... from this iteration on
         try:
-            self._setup()
+            error = None
+            try:
+                self._setup()
+            except Exception as e:  # noqa: BLE001 - raised on every rank by agree()
+                error = e
+            agree(self.group, error, "the set-up")
+            self._start_rank()
         except BaseException:
             self.lock.release()
             raise
@@ -142,12 +166,14 @@ class Trainer:
     def _setup(self):
         cfg = self.config
         backend.get_array_module(backend.normalize_device(cfg.device))   # CuPy there?
+        self._use_rank_gpu()
         self.lock.check()           # a run in progress there is named at once
         if cfg.resume:
             if not os.path.isfile(self.ckpt_path):
                 raise FileNotFoundError(f"no checkpoint at {self.ckpt_path} to resume from")
             self.lock.acquire()
-            remove_stale_temp_files(self.out_dir)
+            if self.group.is_main:
+                remove_stale_temp_files(self.out_dir)
             self._setup_from_checkpoint(load_training_state(self.ckpt_path))
             return
         self._refuse_existing_run()          # at once, before the data is read
@@ -178,7 +204,8 @@ class Trainer:
         # Everything above only read; from here on this run owns out_dir.
         self.lock.acquire()
         self._refuse_existing_run()
-        remove_stale_temp_files(self.out_dir)
+        if self.group.is_main:
+            remove_stale_temp_files(self.out_dir)
         self._make_optimizer()
         self.sampler = BatchSampler(self.train_data, cfg.block_size, cfg.batch_size,
                                     seed=cfg.seed, device=cfg.device)
@@ -233,6 +260,7 @@ class Trainer:
         self.config, changed = resumed_config(self.config, meta.get("train_config"), self.given)
         cfg = self.config
         backend.get_array_module(cfg.device)    # the saved run's device, if not told another
+        self._use_rank_gpu()
         if state.tokenizer is None or state.optimizer_state is None:
             raise CheckpointError(f"{state.path} holds no tokenizer or optimizer state; it "
                                   "cannot be resumed")
@@ -259,15 +287,48 @@ class Trainer:
             self.iter_num = int(meta["iter_num"])
             # The evaluation at iter_num is made again on resume (with the same result).
             self.history = [h for h in meta.get("history", []) if h["iter"] < self.iter_num]
+            self._saved_ranks = list(meta.get("ranks", []))
+            saved_world = int(meta.get("world_size", 1))
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{state.path}: the training state is not usable "
                                   f"({type(e).__name__}: {e})") from None
         if self.iter_num < 0:
             raise CheckpointError(f"{state.path}: iter_num {self.iter_num} is negative")
         self._saved_at = self.iter_num
+        if saved_world != self.group.world_size:
+            changed["ranks"] = (saved_world, self.group.world_size)
         self.log(f"resuming from {self.ckpt_path} at iteration {self.iter_num}"
                  + ("; changed: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in
                                                changed.items()) if changed else ""))
+        if saved_world < self.group.world_size:
+            self.log(f"ranks {saved_world}-{self.group.world_size - 1} start batch and "
+                     "dropout streams of their own (the checkpoint has none for them)")
+
+    def _use_rank_gpu(self):
+        """In a group on GPUs: this rank's GPU is its machine's number local_rank (before
+        anything is put on one)."""
+        if self.group.world_size > 1 and backend.normalize_device(self.config.device) != "cpu":
+            from .nccl import use_local_gpu
+            use_local_gpu(self.group)
+
+    def _start_rank(self):
+        """In a group of ranks: every rank checks that it has rank 0's settings and data,
+        rank r > 0 takes its own batch and random streams (its spawns of the seed, or the
+        checkpoint's, see ddp.py), and every rank checks that it holds rank 0's parameters
+        and optimizer state."""
+        group, cfg = self.group, self.config
+        if group.world_size == 1:
+            return
+        settings = {k: v for k, v in asdict(cfg).items() if k not in INVOCATION}
+        check_same_settings(group, {**settings, "data sha256": self.data_info["sha256"]})
+        if group.rank > 0:
+            batch_seed, random_seed = rank_streams(cfg.seed, group.rank)
+            self.sampler = BatchSampler(self.train_data, cfg.block_size, cfg.batch_size,
+                                        seed=batch_seed, device=cfg.device)
+            backend.manual_seed(random_seed)
+            if group.rank <= len(self._saved_ranks):
+                load_rank_state(self._saved_ranks[group.rank - 1], self.sampler)
+        check_same_state(group, self.model, self.optimizer, "at the start")
 
     def _check_data(self, saved):
         """Refuse (or with allow_data_change, note) training data that is not the text the
@@ -286,14 +347,25 @@ class Trainer:
 
     # --- checkpoints ----------------------------------------------------------------------
     def save(self):
-        """Write out_dir/ckpt.npz (atomically) with everything needed to resume."""
+        """Write out_dir/ckpt.npz (atomically) with everything needed to resume. In a
+        group every rank calls it: the ranks' streams are gathered, their states checked
+        equal, and rank 0 alone writes."""
+        ranks = self._saved_ranks
+        if self.group.world_size > 1:
+            ranks = gather_rank_states(self.group, self.sampler, self._saved_ranks)
+            check_same_state(self.group, self.model, self.optimizer,
+                             f"at iteration {self.iter_num}")
+        if not self.group.is_main:
+            self._saved_at = self.iter_num
+            return
         extra = {} if self.scaler is None else {"grad_scaler": self.scaler.state_dict()}
         save_training_state(
             self.ckpt_path, self.master if self.master is not None else self.model,
             self.optimizer, self.tokenizer,
             train_config=asdict(self.config), sampler=self.sampler.state_dict(),
             rng=backend.get_rng_state(), cuda_rng=backend.get_rng_state("cuda"),
-            iter_num=self.iter_num, history=self.history, data=self.data_info, **extra)
+            iter_num=self.iter_num, history=self.history, data=self.data_info,
+            world_size=self.group.world_size, ranks=ranks, **extra)
         if self.config.lora_rank:       # the adapters alone too, for PEFT and load_adapter
             save_adapter(self.model, os.path.join(self.out_dir, ADAPTER), overwrite=True,
                          base_model_name_or_path=self.config.init_from)
@@ -312,7 +384,7 @@ class Trainer:
         with self.parallel.all_threads() if self.parallel else contextlib.nullcontext():
             return evaluate(self.model, {"train": self.train_data, "val": self.val_data},
                             cfg.block_size, cfg.batch_size, cfg.eval_iters, cfg.device,
-                            seed=cfg.seed + 1)
+                            seed=cfg.seed + 1, group=self.group)
 
     def _logs(self, it):
         """Whether iteration `it` writes a log line (and its statistics)."""
@@ -329,6 +401,10 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         n_micro = cfg.gradient_accumulation_steps
+        if self.parallel is None and self.group.world_size > 1:
+            self.parallel = DistributedDataParallel(
+                self.model, self.group, lambda batches: self._local_forward_backward(
+                    batches, n_micro), stop_requested=lambda: self._stop is not None)
         if self.processes > 1 and self.parallel is None:
             # Forked before the statistics hooks are switched on: only this process's run.
             self.parallel = DataParallel(self.model, self.processes)
@@ -385,16 +461,26 @@ class Trainer:
         return finite
 
     def _forward_backward(self, n_micro):
-        if self.parallel is not None:
-            loss = self.parallel.forward_backward(
-                [self.sampler.get_batch() for _ in range(n_micro)])
+        """The step's micro-batches, through `self.parallel` (parallel_api.py) when there
+        is one; the mean loss (see `step`)."""
+        batches = (self.sampler.get_batch() for _ in range(n_micro))
+        if self.parallel is None:
+            loss = self._local_forward_backward(batches, n_micro)
+        else:
+            loss = self.parallel.forward_backward(list(batches))
+        if isinstance(loss, Tensor):
+            self._keep_unread(loss)
+        else:
             self._check_loss(loss)
-            return loss
+        return loss
+
+    def _local_forward_backward(self, batches, n_micro):
+        """Forward and backward of this process's `n_micro` (x, y) batches; their mean
+        loss, a float (on a GPU, a 0-d Tensor there)."""
         if backend.normalize_device(self.config.device) != "cpu":
-            return self._step_on_device(n_micro)
+            return self._step_on_device(batches, n_micro)
         total = 0.0
-        for _ in range(n_micro):
-            x, y = self.sampler.get_batch()
+        for x, y in batches:
             _, loss = self.model(x, y)
             value = loss.item()
             self._check_loss(value)
@@ -413,18 +499,20 @@ class Trainer:
         with np.errstate(over="ignore", invalid="ignore"):
             (loss * (self.scaler.scale / n_micro)).backward()
 
-    def _step_on_device(self, n_micro):
+    def _step_on_device(self, batches, n_micro):
         """The micro-batches of a step on a GPU; the mean loss as a 0-d Tensor there. Each
-        loss stays on the device, where `_unread` adds it up: reading it back each step
-        would make the host wait for the GPU. It is read, and checked, when it is logged
-        and before each evaluation (`_read_loss`, `_check_unread`)."""
+        loss stays on the device, where `_unread` adds it up (`_keep_unread`): reading it
+        back each step would make the host wait for the GPU. It is read, and checked, when
+        it is logged and before each evaluation (`_read_loss`, `_check_unread`)."""
         total = None
-        for _ in range(n_micro):
-            x, y = self.sampler.get_batch()
+        for x, y in batches:
             _, loss = self.model(x, y)
             total = loss.detach() if total is None else total + loss.detach()
             self._backward(loss, n_micro)
-        loss = total / n_micro if n_micro > 1 else total
+        return total / n_micro if n_micro > 1 else total
+
+    def _keep_unread(self, loss):
+        """Add a step's loss on the GPU to the ones not read back yet."""
         if self._unread is None:
             self._unread, self._unread_from = loss, self.iter_num
         else:
@@ -484,7 +572,9 @@ class Trainer:
         Raises Interrupted after a Ctrl-C or SIGTERM, WorkerError when a data-parallel
         worker is lost, TrainingError on a non-finite loss (see the module docstring)."""
         cfg = self.config
-        tokens_per_iter = cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps
+        ranks = self.group.world_size
+        tokens_per_iter = (cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps
+                           * ranks)
         n_params = sum(p.numel() for p in self.model.parameters())
         self.lock.acquire()                 # again, after a previous run() released it
         trainable = self.model.num_parameters(only_trainable=True)
@@ -495,7 +585,9 @@ class Trainer:
                  f"{self.model.config.vocab_size}; {len(self.train_data):,} training tokens; "
                  f"{tokens_per_iter:,} tokens per iteration"
                  + (f", each batch split over {self.processes} processes (--processes)"
-                    if self.processes > 1 else ""))
+                    if self.processes > 1 else "")
+                 + (f", {cfg.batch_size} rows a step on each of {self.group.describe()}"
+                    if ranks > 1 else ""))
         log_file = self._open_log()
         start_time = time.perf_counter()
         start_iter = self.iter_num
@@ -505,7 +597,7 @@ class Trainer:
             with self._signals():
                 while True:
                     it = self.iter_num
-                    if self._stop is not None:
+                    if self._stopping():
                         self._stop_now()
                     if it % cfg.eval_interval == 0 or it == cfg.max_iters:
                         self._check_unread()    # no checkpoint of weights a NaN has reached
@@ -524,7 +616,7 @@ class Trainer:
                         mark_time, mark_iter = time.perf_counter(), it
                     if it >= cfg.max_iters:
                         break
-                    if self._stop is not None:
+                    if self._stopping():
                         self._stop_now()
                     loss, lr = self.step()
                     self.iter_num += 1
@@ -596,10 +688,21 @@ class Trainer:
             self._stop = signum
             name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
             # os.write: a signal handler may run in the middle of another print.
-            os.write(2, f"\n{name}: stopping after this iteration and saving a checkpoint "
-                        f"({name} again stops at once)\n".encode())
-        elif self._interruptible:
+            if self.group.is_main:
+                os.write(2, f"\n{name}: stopping after this iteration and saving a checkpoint "
+                            f"({name} again stops at once)\n".encode())
+        elif self._interruptible and self.group.world_size == 1:
+            # (Ranks stop together, after the same iteration: a rank that left mid-step
+            # would leave the others waiting. A second Ctrl-C to mpiexec ends them all.)
             raise KeyboardInterrupt
+
+    def _stopping(self):
+        """Whether to stop at this iteration: a signal asked this process to, or, in a
+        group, the last step's status exchange found that one asked a rank to (so every
+        rank stops at the same iteration)."""
+        if self.group.world_size == 1:
+            return self._stop is not None
+        return bool(self.parallel is not None and self.parallel.stopping)
 
     def _resume_hint(self):
         return f"continue with: python -m tinygpt train --out_dir {self.out_dir} --resume"
@@ -612,13 +715,18 @@ class Trainer:
             what = f"saved {self.ckpt_path} at iteration {self.iter_num}; {self._resume_hint()}"
         else:
             what = f"nothing saved (save_checkpoints is false) at iteration {self.iter_num}"
-        raise Interrupted(f"interrupted: {what}", self._stop)
+        interrupted = Interrupted(f"interrupted: {what}", self._stop or signal.SIGINT)
+        interrupted.collective = self.group.world_size > 1     # every rank raises it here
+        raise interrupted
 
     def _save_after_fault(self, what):
         """After an interruption or a lost worker: save the state before the unfinished
         step, unless the parameters were caught mid-update; returns what happened, in words."""
         if not self.config.save_checkpoints:
             return f"{what} at iteration {self.iter_num}; nothing saved (save_checkpoints is false)"
+        if self.group.world_size > 1:     # this rank left the others: none can join a save
+            return (f"{what} at iteration {self.iter_num} on rank {self.group.rank} alone; "
+                    f"the last checkpoint (iteration {self._saved_at}) was kept")
         if not self._consistent:
             return (f"{what} during the parameter update of iteration {self.iter_num}; the "
                     f"last checkpoint (iteration {self._saved_at}) was kept")
@@ -631,6 +739,8 @@ class Trainer:
         """The JSON-lines loss log, for appending. On resume, lines past the resumed iteration
         are dropped (the file is rewritten atomically); a new run starts it afresh (an
         existing run's log is only replaced with --overwrite, see `_refuse_existing_run`)."""
+        if not self.group.is_main:
+            return open(os.devnull, "w", encoding="utf-8")
         if not self.config.resume:
             return open(self.log_path, "w", encoding="utf-8")
         if os.path.exists(self.log_path):
@@ -649,6 +759,23 @@ class Trainer:
             if dropped:
                 atomic_write_text(self.log_path, "".join(kept))
         return open(self.log_path, "a", encoding="utf-8")
+
+
+def _ignore(line):
+    """The log of ranks other than 0: they say nothing."""
+
+
+class _NoLock:
+    """The lock of ranks other than 0, which never write out_dir."""
+
+    def check(self):
+        pass
+
+    def acquire(self):
+        pass
+
+    def release(self):
+        pass
 
 
 def _format_time(seconds):

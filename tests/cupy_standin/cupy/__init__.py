@@ -20,7 +20,8 @@ here too (details in `_core`):
 - `cupy.fuse` runs the function as plain array code under the fusion compiler's rules
   (ufuncs, operators, `where`, `astype`, one reduction that meets no input array after it);
 - `cupy.random.default_rng`, `cupyx.scatter_add`, `cupyx.scipy.special.erf`,
-  `cupy.cuda.Device().synchronize()`, `cupy.cuda.runtime.getDeviceCount()` (1 device).
+  `cupy.cuda.Device().synchronize()`, `cupy.cuda.runtime.getDeviceCount()` (1 device),
+  `cupy.cuda.nccl` for a communicator of one rank (its arguments checked).
 
 What it cannot catch: the numerics of real kernels (float32 sums in another order, fused
 multiply-adds, CUDA's erf to 2 ulp instead of this one's correctly rounded value), whether a

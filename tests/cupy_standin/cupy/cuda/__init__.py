@@ -48,9 +48,11 @@ def get_current_stream():
 
 
 class Stream:
-    """A stream whose work is done as soon as it is asked for."""
+    """A stream whose work is done as soon as it is asked for; `ptr` is its handle (0, the
+    default stream's)."""
 
     null = None
+    ptr = 0
 
     def synchronize(self):
         pass
