@@ -36,6 +36,9 @@ def test_every_section_runs_on_tiny_shapes_and_writes_its_results(tmp_path, caps
     assert sections["tests"]["exit_code"] == 0 and "passed" in sections["tests"]["summary"]
     assert (tmp_path / "tests.log").read_text()
     assert sections["train"]["tiny"]["tinygpt_ms"] > 0
+    precision = sections["precision"]
+    assert precision["float16"]["loss_scale"] > 0 and precision["float32"]["loss_scale"] is None
+    assert precision["speedup"] > 0 and precision["float16"]["val_loss"] > 0
     assert sections["generate"]["tinygpt_tokens_per_s"] > 0
     assert results["fuse_fallbacks"] == {}
     assert "done in" in (tmp_path / "gpu_check.log").read_text()

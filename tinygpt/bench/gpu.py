@@ -54,7 +54,8 @@ from tinygpt.optim import AdamW, clip_grad_norm_, configure_param_groups
 
 from .train import TinygptRunner, TorchRunner, flops_per_step, gpt_config, time_config
 
-SECTIONS = ("versions", "parity", "syncs", "train", "generate", "gradcheck", "tests", "nccl")
+SECTIONS = ("versions", "parity", "syncs", "train", "precision", "generate", "gradcheck",
+            "tests", "nccl")
 # Training shapes: nanoGPT's shakespeare_char config and GPT-2 124M's at batch 8.
 TRAIN_SPECS = {
     "baby": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=64,
@@ -338,6 +339,34 @@ def train(report, specs, torch, warmup, iters):
     return out
 
 
+def precision(report, spec, iters):
+    """Mixed precision on the GPU: `iters` training iterations of `spec` on the default
+    corpus in float32 and in float16 (float32 master weights, dynamic loss scaling) from
+    the same seed and batches; each one's median ms per iteration and final losses."""
+    import tempfile
+    from tinygpt.train import TrainConfig, Trainer
+    out = {}
+    for dtype in ("float32", "float16"):
+        with tempfile.TemporaryDirectory() as folder:
+            config = TrainConfig(
+                out_dir=folder, device="cuda", dtype=dtype, max_iters=iters,
+                eval_interval=iters, eval_iters=2, log_interval=1, save_checkpoints=False,
+                processes=1, warmup_iters=max(1, iters // 5), lr_decay_iters=iters,
+                **{k: spec[k] for k in ("n_layer", "n_head", "n_embd", "block_size",
+                                        "batch_size")})
+            trainer = Trainer(config, log=lambda line: None)
+            history = trainer.run()
+            with open(trainer.log_path, encoding="utf-8") as f:
+                ms = [json.loads(line)["ms_per_iter"] for line in f if '"train"' in line]
+        out[dtype] = dict(ms_per_iter=float(np.median(ms[1:] or ms)),
+                          train_loss=history[-1]["train_loss"], val_loss=history[-1]["val_loss"],
+                          loss_scale=trainer.scaler.scale if trainer.scaler else None)
+        report.log(f"  {dtype}: {out[dtype]['ms_per_iter']:.1f} ms/iter, val loss "
+                   f"{out[dtype]['val_loss']:.4f} after {iters} iterations")
+    out["speedup"] = out["float32"]["ms_per_iter"] / out["float16"]["ms_per_iter"]
+    return out
+
+
 def torch_generate_cached(torch, model, idx, new_tokens):
     """Greedy generation with a preallocated KV cache in PyTorch eager: the prompt in one
     pass, then each new token at its position against the cached keys and values."""
@@ -468,6 +497,8 @@ def main(argv=None):
         "syncs": (syncs, report, small, 8),
         "tests": (tests, report, args.tiny),
         "train": (train, report, specs, torch, 1 if args.tiny else 2, 2 if args.tiny else 6),
+        "precision": (precision, report, TINY_SPEC if args.tiny else TRAIN_SPECS["baby"],
+                      3 if args.tiny else 30),
         "generate": (generate, report, generation, torch, 8 if args.tiny else 100),
         "nccl": (nccl, report),
     }
