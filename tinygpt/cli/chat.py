@@ -9,15 +9,13 @@ start over, /exit (or end the input, or Ctrl-C) to leave.
 import sys
 
 from .common import add_bool
+from .sample import add_model_arguments, add_sampling_arguments
 
 COMMANDS_HELP = "commands: /reset forgets the conversation, /exit leaves"
 
 
 def add_arguments(parser):
-    parser.add_argument("--out_dir", default="out", help="folder of the run (ckpt.npz)")
-    parser.add_argument("--init_from", default="",
-                        help="a pretrained GPT-2 folder (config.json + model.safetensors) "
-                             "instead of --out_dir")
+    add_model_arguments(parser)
     parser.add_argument("--user_prefix", default="", help="text put before each of your turns")
     parser.add_argument("--bot_prefix", default="\n",
                         help="text put after each of your turns, before the reply (default: "
@@ -26,12 +24,7 @@ def add_arguments(parser):
                         help="a reply ends where this text appears (default: an empty line)")
     parser.add_argument("--max_new_tokens", type=int, default=200,
                         help="the longest reply, in tokens")
-    parser.add_argument("--temperature", type=float, default=0.8)
-    parser.add_argument("--top_k", type=int, default=None)
-    parser.add_argument("--top_p", type=float, default=None)
-    add_bool(parser, "--greedy", "always take the likeliest token", default=False)
-    parser.add_argument("--seed", type=int, default=1337)
-    parser.add_argument("--device", default="cpu")
+    add_sampling_arguments(parser)
     add_bool(parser, "--stats", "after each reply, print to stderr the tokens the model ran",
              default=False)
 

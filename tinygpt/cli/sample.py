@@ -8,19 +8,30 @@ from .common import add_bool
 
 
 def add_arguments(parser):
+    add_model_arguments(parser)
+    parser.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    parser.add_argument("--num_tokens", type=int, default=500, help="tokens to generate")
+    parser.add_argument("--num_samples", type=int, default=1)
+    add_sampling_arguments(parser)
+
+
+def add_model_arguments(parser):
+    """Where the model comes from, --out_dir (a run) or --init_from (GPT-2's files), and
+    the device it runs on."""
     parser.add_argument("--out_dir", default="out", help="folder of the run (ckpt.npz)")
     parser.add_argument("--init_from", default="",
                         help="a pretrained GPT-2 folder (config.json + model.safetensors) "
                              "instead of --out_dir")
-    parser.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
-    parser.add_argument("--num_tokens", type=int, default=500, help="tokens to generate")
-    parser.add_argument("--num_samples", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+
+
+def add_sampling_arguments(parser):
+    """How tokens are drawn (see `GPT.generate`)."""
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--top_k", type=int, default=None)
     parser.add_argument("--top_p", type=float, default=None)
     add_bool(parser, "--greedy", "always take the likeliest token", default=False)
     parser.add_argument("--seed", type=int, default=1337)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
 
 
 def load(args):
