@@ -135,8 +135,8 @@ def test_exit_command_and_ctrl_c(run_dir):
     proc.stdin.write("Hi\n")
     proc.stdin.flush()
     deadline = time.time() + 60
-    while "(ran " not in (line := proc.stderr.readline()) and time.time() < deadline:
-        pass
+    while "(ran " not in proc.stderr.readline() and time.time() < deadline:
+        pass                                         # until the first reply is done
     proc.send_signal(signal.SIGINT)                  # waiting for the next line
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err

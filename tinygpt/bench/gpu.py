@@ -47,7 +47,7 @@ import numpy as np
 
 import tinygpt as tg
 from tinygpt.autograd import backend
-from tinygpt.autograd.checks import CASES, RANDOM_CASES, run_check
+from tinygpt.autograd.checks import CASES, run_check
 from tinygpt.autograd.transfers import count_transfers
 from tinygpt.model import GPT, GPTConfig
 from tinygpt.optim import AdamW, clip_grad_norm_, configure_param_groups
