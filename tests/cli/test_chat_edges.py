@@ -5,7 +5,6 @@ outside the vocabulary refused at the start."""
 
 import io
 
-import numpy as np
 import pytest
 
 import tinygpt as tg
