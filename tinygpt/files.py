@@ -20,6 +20,7 @@ import json
 import os
 import re
 import secrets
+import warnings
 import weakref
 from pathlib import Path
 
@@ -166,7 +167,7 @@ class FolderLock:
     A second holder, in this process or another, gets FolderInUseError naming the folder
     and the process that holds it (its pid is written in the lock file) and `hint`, what
     to do instead. The lock file (`.tinygpt.lock`) is removed on release. Without `fcntl`
-    (Windows) nothing is locked.
+    (Windows) nothing is locked, and `acquire()` says so in a RuntimeWarning.
 
     >>> with FolderLock("out"):
     ...     save_everything("out")
@@ -197,7 +198,12 @@ class FolderLock:
             os.close(fd)            # closing our descriptor releases a lock we just took
 
     def acquire(self):
-        if self.fd is not None or fcntl is None:
+        if self.fd is not None:
+            return self
+        if fcntl is None:
+            warnings.warn(f"this platform has no fcntl (advisory locks): {self.folder} is not "
+                          f"locked, so nothing stops a second run from writing it at the same "
+                          f"time", RuntimeWarning, stacklevel=2)
             return self
         try:
             self.folder.mkdir(parents=True, exist_ok=True)

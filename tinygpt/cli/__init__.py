@@ -5,9 +5,16 @@ int` (the exit status), listed in COMMANDS with a line of help. Modules are impo
 when their command runs, so `python -m tinygpt sample` does not pay for the trainer's
 imports. Every command gets the conventions of `common.py`: no abbreviated flags,
 true/false flags, and errors as one line on stderr with a non-zero exit status.
+
+Started by an MPI launcher (`mpiexec -n N`), every rank runs the command. `train` reports
+its ranks' errors itself; any other command runs the same on every rank, so rank 0 alone
+writes to stderr (one error line, not N) and every rank exits with the same status.
 """
 
+import contextlib
 import importlib
+import io
+import os
 import sys
 
 from .common import EXIT_USAGE, Parser, run_command
@@ -62,4 +69,21 @@ def main(argv=None):
     sub = Parser(prog=f"python -m tinygpt {name}", description=_HELP[name])
     module.add_arguments(sub)
     args = sub.parse_args(argv[1:])
+    if name != "train" and launched_rank() > 0:
+        with contextlib.redirect_stderr(io.StringIO()):
+            return run_command(module.run, args, name=sub.prog)
     return run_command(module.run, args, name=sub.prog)
+
+
+# What MPI launchers set in each rank's environment: its world size and its rank.
+_RANK_VARIABLES = (("PMI_SIZE", "PMI_RANK"), ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"))
+
+
+def launched_rank(environ=None):
+    """This process's rank among the ranks an MPI launcher started (more than one), else 0."""
+    environ = os.environ if environ is None else environ
+    for size, rank in _RANK_VARIABLES:
+        if environ.get(size, "").isdigit() and int(environ[size]) > 1:
+            text = environ.get(rank, "")
+            return int(text) if text.isdigit() else 0
+    return 0

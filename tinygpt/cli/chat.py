@@ -3,7 +3,10 @@
 The model keeps the whole conversation in its KV cache, so each turn runs only its own
 tokens (`tinygpt.model.chat.Conversation`); when the conversation outgrows the model's
 context, the oldest turns are dropped. Replies stream as they are sampled. Type /reset to
-start over, /exit (or end the input, or Ctrl-C) to leave.
+start over, /exit (or end the input, or Ctrl-C) to leave, /help for the commands: a line
+whose first word starts with one "/" is a command (any case, trailing words ignored), an
+unknown one is answered with the list; start a line with "//" to send it with one "/".
+Lines may end in CRLF.
 """
 
 import sys
@@ -11,7 +14,8 @@ import sys
 from .common import add_bool
 from .sample import add_model_arguments, add_sampling_arguments
 
-COMMANDS_HELP = "commands: /reset forgets the conversation, /exit leaves"
+COMMANDS_HELP = ("commands: /reset forgets the conversation, /exit leaves, /help shows this; "
+                 "start a line with // to send one beginning with /")
 
 
 def add_arguments(parser):
@@ -22,8 +26,9 @@ def add_arguments(parser):
                              "a newline)")
     parser.add_argument("--stop", default="\n\n",
                         help="a reply ends where this text appears (default: an empty line)")
-    parser.add_argument("--max_new_tokens", type=int, default=200,
-                        help="the longest reply, in tokens")
+    parser.add_argument("--max_new_tokens", type=int, default=None,
+                        help="the longest reply, in tokens (default: 200, or half the model's "
+                             "block_size when that is smaller)")
     add_sampling_arguments(parser)
     add_bool(parser, "--stats", "after each reply, print to stderr the tokens the model ran",
              default=False)
@@ -50,13 +55,22 @@ def run(args, stdin=None, out=None):
         line = stdin.readline()
         if not line:                                       # end of input
             return 0
-        text = line.rstrip("\n")
-        if text.strip() == "/exit":
+        text = line.rstrip("\n").removesuffix("\r")
+        command = _command(text)
+        if command == "/exit":
             return 0
-        if text.strip() == "/reset":
+        if command == "/reset":
             chat.reset()
             print("(conversation reset)", file=sys.stderr)
             continue
+        if command == "/help":
+            print(COMMANDS_HELP, file=sys.stderr)
+            continue
+        if command is not None:
+            print(f"unknown command {command}; {COMMANDS_HELP}", file=sys.stderr)
+            continue
+        if text.lstrip().startswith("//"):
+            text = text.replace("/", "", 1)
         before = chat.tokens_run
         try:
             for piece in chat.reply(text):
@@ -70,6 +84,14 @@ def run(args, stdin=None, out=None):
         if args.stats:
             print(f"(ran {chat.tokens_run - before} tokens; {len(chat.history())} in "
                   f"context)", file=sys.stderr)
+
+
+def _command(text):
+    """The command a line gives, lowercased ("/exit"), or None for a line to send."""
+    words = text.split()
+    if not words or not words[0].startswith("/") or words[0].startswith("//"):
+        return None
+    return words[0].lower()
 
 
 def _unescape(text):

@@ -25,6 +25,10 @@ def add_arguments(parser):
 def run(args):
     from ..data import load_text
     from ..data.cloze import make_cloze, save_task
+    for flag, value, low in (("--n_context", args.n_context, 1), ("--choices", args.choices, 2),
+                             ("--seed", args.seed, 0)):
+        if value < low:
+            raise ValueError(f"{flag} must be >= {low}, got {value}")
     task = make_cloze(load_text(args.data), n_context=args.n_context, n_choices=args.choices,
                       seed=args.seed)
     save_task(task, args.out_dir, overwrite=args.overwrite)

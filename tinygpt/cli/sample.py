@@ -1,5 +1,9 @@
 """`python -m tinygpt sample`: generate text from a trained checkpoint, printing tokens
-as they come. Every option is checked before the first character is printed."""
+as they come. Every option is checked before the first character is printed.
+
+Without --prompt a sample starts from a newline (the start of a line, as in the texts
+tinygpt trains on); a vocabulary without a newline starts from its first token instead
+(id 0, printed as the sample's first character)."""
 
 import codecs
 import sys
@@ -9,7 +13,9 @@ from .common import add_bool
 
 def add_arguments(parser):
     add_model_arguments(parser)
-    parser.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    parser.add_argument("--prompt", default=None,
+                        help="text to continue (default: a newline, or the vocabulary's first "
+                             "token when it has no newline)")
     parser.add_argument("--num_tokens", type=int, default=500, help="tokens to generate")
     parser.add_argument("--num_samples", type=int, default=1)
     add_sampling_arguments(parser)
@@ -56,7 +62,10 @@ def run(args, out=None):
     args.device = backend.normalize_device(args.device)
     backend.get_array_module(args.device)           # CuPy there, for cuda?
     model, tokenizer = load(args)
-    prompt = tokenizer.encode(args.prompt)
+    if args.prompt is None:
+        args.prompt, prompt = _default_prompt(tokenizer)
+    else:
+        prompt = tokenizer.encode(args.prompt)
     if not prompt:
         raise ValueError("the prompt encodes to no tokens; give at least one character")
     import tinygpt as tg
@@ -76,6 +85,18 @@ def run(args, out=None):
         out.write("\n" + "-" * 40 + "\n" if args.num_samples > 1 else "\n")
         out.flush()
     return 0
+
+
+def _default_prompt(tokenizer):
+    """(text, token ids) a sample starts from without --prompt: a newline, or the
+    vocabulary's first token when a newline is not in it."""
+    try:
+        prompt = tokenizer.encode("\n")
+    except ValueError:
+        prompt = []
+    if prompt:
+        return "\n", prompt
+    return _token_bytes(tokenizer, 0).decode("utf-8", "replace"), [0]
 
 
 def _token_bytes(tokenizer, token):

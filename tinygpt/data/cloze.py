@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import atomic_write_text
+from ..files import atomic_write_text, read_json
 
 SPLITS = ("train", "val", "test")
 PRETRAIN_FILE = "pretrain.txt"
@@ -91,7 +91,8 @@ def speeches(text):
 
 def make_cloze(text, n_context=3, n_choices=2, seed=0, fractions=(0.7, 0.1, 0.2)):
     """The cloze task of a play text (see the module docstring); returns a ClozeTask."""
-    for name, value, low in (("n_context", n_context, 1), ("n_choices", n_choices, 2)):
+    for name, value, low in (("n_context", n_context, 1), ("n_choices", n_choices, 2),
+                             ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
     if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-9:
@@ -129,13 +130,20 @@ def make_cloze(text, n_context=3, n_choices=2, seed=0, fractions=(0.7, 0.1, 0.2)
                 if all(usable(line, split) for line in window):
                     windows.append((s, window[:-1], window[-1]))
         examples = []
-        for s, story, true_line in windows:
+        # n_choices - 1 distractors from other windows: fewer windows than that, no example.
+        for s, story, true_line in windows if len(windows) >= n_choices else ():
             endings = _distractors(rng, windows, s, true_line, n_choices - 1)
             if endings is None:
                 continue
             label = int(rng.integers(n_choices))
             endings.insert(label, true_line)
             examples.append(ClozeExample("".join(line + "\n" for line in story), endings, label))
+        if not examples:
+            raise ValueError(
+                f"with n_context={n_context} and n_choices={n_choices} the {split} split has no "
+                f"examples: an example needs a speech of n_context + 1 = {n_context + 1} lines "
+                f"and n_choices - 1 next lines of other speeches of its split (it has "
+                f"{len(windows)} windows); lower --n_context or --choices")
         task[split] = examples
     info = {"n_context": n_context, "n_choices": n_choices, "seed": seed,
             "fractions": list(fractions), "speeches": len(all_speeches),
@@ -189,18 +197,21 @@ def load_split(path):
                                 f"val.jsonl and test.jsonl (write one with `python -m tinygpt "
                                 f"cloze`)")
     examples = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                d = json.loads(line)
-                example = ClozeExample(d["story"], list(d["endings"]), d["label"])
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise ValueError(f"{path}, line {number}: expected a JSON object with 'story', "
-                                 f"'endings' and 'label' ({type(e).__name__}: {e})") from None
-            _check_example(example, path, number)
-            examples.append(example)
+    for number, line in enumerate(_read_text(path).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+            endings = d["endings"]
+            if not isinstance(endings, list):
+                raise ValueError(f"{path}, line {number}: 'endings' must be a list of "
+                                 f"strings, got {type(endings).__name__} {endings!r:.40}")
+            example = ClozeExample(d["story"], list(endings), d["label"])
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{path}, line {number}: expected a JSON object with 'story', "
+                             f"'endings' and 'label' ({type(e).__name__}: {e})") from None
+        _check_example(example, path, number)
+        examples.append(example)
     if not examples:
         raise ValueError(f"{path} holds no examples")
     counts = {len(e.endings) for e in examples}
@@ -235,7 +246,13 @@ def load_task(folder):
         raise ValueError(f"{folder}: the splits have different numbers of endings: {counts}")
     pretrain = folder / PRETRAIN_FILE
     info = folder / INFO_FILE
-    return ClozeTask(**splits,
-                     pretrain_text=pretrain.read_text(encoding="utf-8") if pretrain.is_file()
-                     else "",
-                     info=json.loads(info.read_text(encoding="utf-8")) if info.is_file() else {})
+    return ClozeTask(**splits, pretrain_text=_read_text(pretrain) if pretrain.is_file() else "",
+                     info=read_json(info) if info.is_file() else {})
+
+
+def _read_text(path):
+    """The UTF-8 text of the file `path`; ValueError naming it when it is not UTF-8."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text ({e})") from None

@@ -30,8 +30,12 @@ from pathlib import Path
 
 from ..files import cache_dir  # noqa: F401  (re-exported by tinygpt.data)
 from ..files import remove_stale_temp_files, temp_path
+from ..memory import check_fits, format_bytes
 
 CORPORA = ("default", "shakespeare")
+# Bytes of memory a text file takes a byte of it: the bytes read, then a token id (int64,
+# 8 bytes) for each, as a trainer holds them.
+TEXT_MEMORY_FACTOR = 9
 SHAKESPEARE_URL = ("https://raw.githubusercontent.com/karpathy/char-rnn/master/data/"
                    "tinyshakespeare/input.txt")
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
@@ -176,7 +180,9 @@ def read_text_file(path):
     """The text of a UTF-8 file, exactly (line endings kept). A folder, a missing file or
     one that is not a regular file (a device such as /dev/zero, a pipe: they may never
     end) raises an OSError naming it, before anything is read; a byte that is not valid
-    UTF-8 raises ValueError naming its offset."""
+    UTF-8 raises ValueError naming its offset. A file whose bytes and tokens (as int64, up
+    to one a byte: TEXT_MEMORY_FACTOR times its size) would not fit in this machine's
+    memory raises ValueError before it is read (tinygpt.memory.check_fits)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file: {str(path)!r}")
@@ -185,6 +191,10 @@ def read_text_file(path):
     if not path.is_file():
         raise OSError(f"{str(path)!r} is not a regular file (a device, pipe or socket, which "
                       "may never end); expected a text file")
+    size = path.stat().st_size
+    check_fits(size * TEXT_MEMORY_FACTOR,
+               f"{path} ({format_bytes(size)}), read and tokenized (its bytes, then a token "
+               f"id of 8 bytes for each)")
     data = path.read_bytes()
     try:
         return data.decode("utf-8")

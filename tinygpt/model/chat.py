@@ -3,7 +3,11 @@ one token sequence, and its keys and values stay in the model's KV cache from tu
 turn, so a new turn runs only its own tokens. Imports: autograd, model.gpt.
 
 Each turn appends `user_prefix + text + bot_prefix` and then the reply, token by token,
-until the reply ends with a stop string (or a stop token, or max_new_tokens). When the next
+until the reply ends with a stop string (or a stop token, or max_new_tokens). The reply's
+text is yielded as it comes, except a tail that could be the start of a stop string: it
+is held back until the next token says, so no part of a stop string is ever yielded.
+max_new_tokens defaults to 200 or half the model's block_size, whichever is smaller; the
+fixed texts (prefixes, stop strings) must be in the tokenizer's vocabulary. When the next
 turn would not fit in the model's block_size (with room for a reply of max_new_tokens), the
 oldest turns are dropped and the cache rebuilt from the turns kept, from position 0, as a
 model trained on windows of block_size tokens expects: the conversation goes on, and what
@@ -25,13 +29,21 @@ class Conversation:
     """
 
     def __init__(self, model, tokenizer, user_prefix="", bot_prefix="", stop=("\n",),
-                 max_new_tokens=200, temperature=0.8, top_k=None, top_p=None,
+                 max_new_tokens=None, temperature=0.8, top_k=None, top_p=None,
                  do_sample=True, seed=None, stop_token=None):
         self.model, self.tokenizer = model, tokenizer
         self.user_prefix, self.bot_prefix = user_prefix, bot_prefix
         self.stop = tuple(s for s in stop if s)
         self.stop_token = stop_token
+        for name, text in [("user_prefix", user_prefix), ("bot_prefix", bot_prefix),
+                           *(("stop", s) for s in self.stop)]:
+            try:
+                tokenizer.encode(text)
+            except ValueError as e:
+                raise ValueError(f"{name} {text!r} cannot be encoded: {e}") from None
         block_size = model.config.block_size
+        if max_new_tokens is None:
+            max_new_tokens = max(1, min(200, block_size // 2))
         if not isinstance(max_new_tokens, int) or not 0 < max_new_tokens < block_size:
             raise ValueError(f"max_new_tokens must be an int in [1, {block_size - 1}] "
                              f"(below the model's block_size), got {max_new_tokens!r}")
@@ -77,26 +89,33 @@ class Conversation:
         if self._fit(len(prompt) + self.max_new_tokens) or self._caches is None:
             self._rebuild()
         logits = self._run(self._unrun + prompt)
-        reply, text_so_far = [], ""
+        reply, text_so_far, shown = [], "", 0     # shown: the characters yielded so far
         decoder = _Decoder(self.tokenizer)
         while True:
             token = int(backend.to_numpy(self.sampler(logits.data[:, -1]))[0, 0])
             reply.append(token)
             if token == self.stop_token:
                 break
-            piece = decoder.add(token)
-            text_so_far += piece
-            stopped = next((s for s in self.stop if s in text_so_far), None)
-            if stopped is not None:
+            text_so_far += decoder.add(token)
+            cut = min((text_so_far.find(s) for s in self.stop if s in text_so_far),
+                      default=None)
+            if cut is not None:
                 # What comes before the stop string is the reply's last piece.
-                cut = text_so_far.index(stopped)
-                yield piece[:len(piece) - (len(text_so_far) - cut)]
+                if cut > shown:
+                    yield text_so_far[shown:cut]
+                shown = None
                 break
-            yield piece
+            ready = len(text_so_far) - _stop_start(text_so_far, self.stop)
+            if ready > shown:
+                yield text_so_far[shown:ready]
+                shown = ready
             if len(reply) == self.max_new_tokens:
-                yield decoder.flush()
                 break
             logits = self._run([token])
+        if shown is not None:               # no stop string: what was held back is text
+            rest = text_so_far[shown:] + decoder.flush()
+            if rest:
+                yield rest
         # The reply's last token is run with the next turn's prompt, if there is one.
         self.turns.append(prompt + reply)
         self._unrun = reply[-1:]
@@ -117,6 +136,14 @@ class Conversation:
         if history:
             self._run(history)
         self._unrun = []
+
+
+def _stop_start(text, stops):
+    """The length of the longest end of `text` that begins one of `stops` (0 if none)."""
+    for k in range(min(len(text), max((len(s) for s in stops), default=1) - 1), 0, -1):
+        if any(s.startswith(text[-k:]) for s in stops):
+            return k
+    return 0
 
 
 class _Decoder:

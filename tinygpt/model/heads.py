@@ -93,8 +93,11 @@ def task_loss(clf_logits, labels, lm_logits=None, lm_targets=None, lm_coef=0.5):
 
 def lm_loss_of(lm_logits, lm_targets):
     """L1: the mean next-token cross-entropy of logits (N, T, V) at targets (N, T), the
-    targets equal to -100 left out."""
+    targets equal to -100 left out; 0 when every target is left out (rows of one real
+    token predict nothing), where a mean over no targets would be NaN."""
     V = lm_logits.shape[-1]
+    if not bool((lm_targets.data != IGNORE_INDEX).any()):
+        return (lm_logits * 0.0).sum()
     return F.cross_entropy(lm_logits.reshape(-1, V), lm_targets.reshape(-1),
                            ignore_index=IGNORE_INDEX)
 
@@ -141,6 +144,9 @@ class _TaskHeadGPT(GPT):
         when lm_coef != 0, the language-modelling logits and targets of the rows."""
         idx = self._as_tokens(idx, "input_ids")
         N, T = idx.shape
+        if N == 0:
+            raise ValueError("input_ids holds no rows (an empty batch): give at least one "
+                             "example")
         xp = backend.array_module(idx.data)
         masked = attention_mask is not None
         lengths = _real_lengths(attention_mask, (N, T), self.device) if masked \

@@ -18,12 +18,18 @@
 6. validation accuracy after each epoch, test accuracy at the end; out_dir gets
    `ckpt.npz` (the classifier, `load_classifier` reads it) and `results.json`.
 
+Like `train`, a run locks its out_dir (tinygpt.files.FolderLock) and runs in one process
+(MPI ranks are refused); Ctrl-C saves the classifier after the last finished step.
+
 Imports: autograd, nn, optim, data, model, train.trainer.
 """
 
+import contextlib
 import json
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass
 
@@ -34,11 +40,12 @@ from ..autograd import backend, no_grad
 from ..autograd.tensor import Tensor
 from ..data import CharTokenizer
 from ..data.cloze import SPLITS, load_task
-from ..files import atomic_write_text
+from ..files import FolderLock, atomic_write_text, remove_stale_temp_files
 from ..model import GPT, GPTConfig
 from ..model.checkpoint import load_training_state, save_training_state
 from ..model.heads import HEADS, GPTForMultipleChoice, add_special_tokens
 from ..optim import AdamW, clip_grad_norm_, configure_param_groups, get_schedule
+from .distributed import launched_size
 from .trainer import CHECKPOINT, TrainingError, load_for_inference
 
 RESULTS = "results.json"
@@ -106,6 +113,9 @@ def encode_example(tokenizer, special, story, endings, block_size):
     last tokens, as many as the longest row leaves room for (the same story in every row).
     """
     start, delim, clf = (special[name] for name in ("_start_", "_delimiter_", "_classify_"))
+    if block_size < 5:
+        raise ValueError(f"block_size {block_size} leaves no room for an ending: a row is "
+                         f"[start] story [delim] ending [clf], so block_size must be >= 5")
     ends = [tokenizer.encode(e)[:(block_size - 3) // 2] for e in endings]
     room = block_size - 3 - max(len(e) for e in ends)
     story_ids = tokenizer.encode(story)
@@ -127,10 +137,19 @@ def collate(rows_list):
     return ids, mask
 
 
-def encode_split(examples, tokenizer, special, block_size):
-    """[(rows, label)] for a list of ClozeExample."""
-    return [(encode_example(tokenizer, special, e.story, e.endings, block_size), e.label)
-            for e in examples]
+def encode_split(examples, tokenizer, special, block_size, name="task"):
+    """[(rows, label)] for a list of ClozeExample. An ending that encodes to no tokens
+    (rows the head could not tell apart) raises ValueError naming the example (`name`:
+    the split, in the message)."""
+    out = []
+    for number, e in enumerate(examples, start=1):
+        for k, ending in enumerate(e.endings, start=1):
+            if not tokenizer.encode(ending):
+                raise ValueError(f"{name} example {number}: ending {k} ({ending!r}) encodes to "
+                                 f"no tokens; every ending needs at least one")
+        out.append((encode_example(tokenizer, special, e.story, e.endings, block_size),
+                    e.label))
+    return out
 
 
 def batches(encoded, batch_size, device, rng=None):
@@ -222,18 +241,46 @@ def load_classifier(path, device="cpu"):
 
 # --- the run ------------------------------------------------------------------------------
 def finetune(config=None, log=None, **overrides):
-    """Fine-tune and evaluate (see the module docstring); returns the results dict."""
+    """Fine-tune and evaluate (see the module docstring); returns the results dict.
+
+    One process only: started as several MPI ranks it refuses (each would write out_dir).
+    out_dir is locked (`FolderLock`, as `train` locks its out_dir) from the start of the
+    training to the end: a folder another run holds is refused, with or without overwrite.
+    Ctrl-C saves the classifier as it is after the last finished step (ckpt.npz, and
+    results.json with "interrupted_at_step" and no test accuracy), then raises
+    KeyboardInterrupt saying so; before the first step nothing is saved."""
     cfg = config if config is not None else FinetuneConfig(**overrides)
     log = log or (lambda line: print(line, flush=True))
+    ranks = launched_size()
+    if ranks > 1:
+        raise RuntimeError(f"finetune runs in one process, but it was started as {ranks} MPI "
+                           f"ranks, each of which would write {cfg.out_dir}: run it without "
+                           f"mpiexec")
     ckpt_path = os.path.join(cfg.out_dir, CHECKPOINT)
-    if os.path.exists(ckpt_path) and not cfg.overwrite:
-        raise FileExistsError(f"{ckpt_path} already exists: choose another --out_dir (or "
-                              f"--overwrite to replace it)")
+    lock = FolderLock(cfg.out_dir, hint=(
+        "two runs writing one folder would overwrite each other's checkpoints; wait for that "
+        "run to end, or choose another --out_dir"))
+    lock.check()                    # a run in progress there is named at once
+    _refuse_existing(cfg, ckpt_path)
     task = load_task(cfg.task)
     model, tokenizer, special = build_classifier(cfg, task)
     block_size = model.config.block_size
-    data = {split: encode_split(task.split(split), tokenizer, special, block_size)
+    data = {split: encode_split(task.split(split), tokenizer, special, block_size, split)
             for split in SPLITS}
+    with lock:
+        _refuse_existing(cfg, ckpt_path)     # written while this run was setting up?
+        remove_stale_temp_files(cfg.out_dir)
+        return _run(cfg, log, task, model, tokenizer, special, data, ckpt_path)
+
+
+def _refuse_existing(cfg, ckpt_path):
+    if os.path.exists(ckpt_path) and not cfg.overwrite:
+        raise FileExistsError(f"{ckpt_path} already exists: choose another --out_dir (or "
+                              f"--overwrite to replace it)")
+
+
+def _run(cfg, log, task, model, tokenizer, special, data, ckpt_path):
+    block_size = model.config.block_size
     steps_per_epoch = math.ceil(len(data["train"]) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     warmup = math.ceil(cfg.warmup * total)
@@ -248,39 +295,74 @@ def finetune(config=None, log=None, **overrides):
         f"{total} steps ({cfg.epochs} epochs of {steps_per_epoch})")
     rng = np.random.default_rng(cfg.seed)
     history, step, start = [], 0, time.perf_counter()
-    for epoch in range(cfg.epochs):
-        mark, mark_step = time.perf_counter(), step
-        for ids, mask, labels in batches(data["train"], cfg.batch_size, cfg.device, rng):
-            lr = schedule(step)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            out = model(ids, labels=labels, attention_mask=mask, lm_coef=cfg.lm_coef)
-            loss = out.loss.item()
-            if not math.isfinite(loss):
-                raise TrainingError(f"the loss became {loss} at step {step}; try a lower "
-                                    f"--learning_rate")
-            out.loss.backward()
-            if cfg.grad_clip > 0:
-                clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            if step % cfg.log_interval == 0 or step == total:
-                lm = f", lm loss {out.lm_loss.item():.4f}" if out.lm_loss is not None else ""
-                ms = (time.perf_counter() - mark) * 1e3 / (step - mark_step)
-                log(f"step {step}/{total}: loss {loss:.4f} (clf {out.clf_loss.item():.4f}{lm}), "
-                    f"lr {lr:.2e}, {ms:.0f} ms/step")
-                mark, mark_step = time.perf_counter(), step
-        val = accuracy(model, data["val"], cfg.batch_size, cfg.device)
-        history.append({"epoch": epoch + 1, "step": step, "val_accuracy": val})
-        log(f"epoch {epoch + 1}: validation accuracy {val:.4f}")
-    test = accuracy(model, data["test"], cfg.batch_size, cfg.device)
+
+    def save(results):
+        os.makedirs(cfg.out_dir, exist_ok=True)
+        save_classifier(ckpt_path, model, tokenizer, special,
+                        {"finetune_config": asdict(cfg), "results": results})
+        atomic_write_text(os.path.join(cfg.out_dir, RESULTS),
+                          json.dumps(results, indent=2) + "\n")
+
+    try:
+        for epoch in range(cfg.epochs):
+            mark, mark_step = time.perf_counter(), step
+            for ids, mask, labels in batches(data["train"], cfg.batch_size, cfg.device, rng):
+                lr = schedule(step)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                out = model(ids, labels=labels, attention_mask=mask, lm_coef=cfg.lm_coef)
+                loss = out.loss.item()
+                if not math.isfinite(loss):
+                    raise TrainingError(f"the loss became {loss} at step {step}; try a lower "
+                                        f"--learning_rate")
+                out.loss.backward()
+                if cfg.grad_clip > 0:
+                    clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                with _ctrl_c_after():           # the update is applied whole or not at all
+                    optimizer.step()
+                    step += 1
+                optimizer.zero_grad(set_to_none=True)
+                if step % cfg.log_interval == 0 or step == total:
+                    lm = f", lm loss {out.lm_loss.item():.4f}" if out.lm_loss is not None else ""
+                    ms = (time.perf_counter() - mark) * 1e3 / (step - mark_step)
+                    log(f"step {step}/{total}: loss {loss:.4f} (clf {out.clf_loss.item():.4f}"
+                        f"{lm}), lr {lr:.2e}, {ms:.0f} ms/step")
+                    mark, mark_step = time.perf_counter(), step
+            val = accuracy(model, data["val"], cfg.batch_size, cfg.device)
+            history.append({"epoch": epoch + 1, "step": step, "val_accuracy": val})
+            log(f"epoch {epoch + 1}: validation accuracy {val:.4f}")
+        test = accuracy(model, data["test"], cfg.batch_size, cfg.device)
+    except KeyboardInterrupt:
+        if step == 0:
+            raise KeyboardInterrupt(f"interrupted before the first step of {total}: nothing "
+                                    f"saved") from None
+        model.zero_grad(set_to_none=True)
+        save({"interrupted_at_step": step, "test_accuracy": None,
+              "val_accuracy": history[-1]["val_accuracy"] if history else None,
+              "test_examples": len(data["test"]), "chance": 1 / K, "history": history,
+              "seconds": time.perf_counter() - start, "config": asdict(cfg)})
+        raise KeyboardInterrupt(f"interrupted at step {step}/{total}: the classifier so far is "
+                                f"saved in {ckpt_path} (not tested)") from None
     results = {"test_accuracy": test, "val_accuracy": history[-1]["val_accuracy"],
                "test_examples": len(data["test"]), "chance": 1 / K, "history": history,
                "seconds": time.perf_counter() - start, "config": asdict(cfg)}
     log(f"test accuracy {test:.4f} on {len(data['test'])} examples (chance {1 / K:.2f})")
-    os.makedirs(cfg.out_dir, exist_ok=True)
-    save_classifier(ckpt_path, model, tokenizer, special, {"finetune_config": asdict(cfg),
-                                                           "results": results})
-    atomic_write_text(os.path.join(cfg.out_dir, RESULTS), json.dumps(results, indent=2) + "\n")
+    save(results)
     return results
+
+
+@contextlib.contextmanager
+def _ctrl_c_after():
+    """Hold a Ctrl-C (SIGINT) back until the block has run, then raise it. Outside the main
+    thread (no signal handlers there) the block just runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+    if caught:
+        raise KeyboardInterrupt

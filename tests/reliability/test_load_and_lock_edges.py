@@ -1,0 +1,51 @@
+"""Left from earlier rounds: a text file too large for memory once tokenized is refused
+before it is read; `sample`'s default prompt on a vocabulary without a newline; the
+folder lock where the platform has no fcntl says that it locks nothing."""
+
+import pytest
+
+import tinygpt.memory
+from tinygpt import files
+from tinygpt.cli import main as cli_main
+from tinygpt.data import corpus
+from tinygpt.data.corpus import load_text
+
+
+def test_a_text_too_large_for_memory_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    path = tmp_path / "big.txt"
+    path.write_text("a" * 2000)
+    monkeypatch.setattr(tinygpt.memory, "total_memory", lambda: 10_000)
+    read = []
+    real = corpus.Path.read_bytes
+    monkeypatch.setattr(corpus.Path, "read_bytes", lambda self: read.append(self) or real(self))
+    with pytest.raises(ValueError, match="more than this machine's") as info:
+        load_text(str(path))
+    assert str(path) in str(info.value) and "2.0 kB" in str(info.value)
+    assert read == []
+    path.write_text("a" * 1000)             # 9 bytes a byte (bytes, then int64 tokens) fit
+    assert load_text(str(path)) == "a" * 1000
+
+
+def test_the_default_prompt_without_a_newline_in_the_vocabulary(tmp_path, capsys):
+    text = tmp_path / "flat.txt"
+    text.write_text("abcabcabd" * 40)
+    out = tmp_path / "run"
+    assert cli_main(["train", "--data", str(text), "--out_dir", str(out), "--n_layer", "1",
+                     "--n_head", "2", "--n_embd", "16", "--block_size", "8",
+                     "--batch_size", "2", "--max_iters", "2", "--eval_interval", "2",
+                     "--eval_iters", "1", "--processes", "1"]) == 0
+    capsys.readouterr()
+    assert cli_main(["sample", "--out_dir", str(out), "--num_tokens", "5", "--greedy"]) == 0
+    printed = capsys.readouterr().out
+    # the vocabulary's first token ('a') starts the sample, then 5 tokens
+    assert printed.startswith("a") and len(printed.rstrip("\n")) == 6
+    assert set(printed.rstrip("\n")) <= set("abcd")
+
+
+def test_without_fcntl_the_lock_says_it_locks_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(files, "fcntl", None)
+    lock = files.FolderLock(tmp_path / "run")
+    with pytest.warns(RuntimeWarning, match="no fcntl.*not locked") as record:
+        lock.acquire()
+    assert str(tmp_path / "run") in str(record[0].message)
+    lock.release()
