@@ -271,3 +271,15 @@ def test_gpt2_files_refuse_a_rotary_model(tmp_path):
     with pytest.raises(ValueError, match="rotary positions .* no Hugging Face GPT-2 form"):
         rotary_gpt().save_pretrained(tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_rotary_gpt_generates_the_same_on_cuda(cuda_device):
+    model = rotary_gpt(**CACHED["banded"])
+    idx, mask = left_padded(10, [6, 3], 6)
+    want = model.generate(idx, 8, do_sample=False, attention_mask=mask).numpy()
+    logits = model(idx, attention_mask=mask)[0].numpy()
+    model.to(cuda_device)
+    got = model.generate(idx, 8, do_sample=False, attention_mask=mask).numpy()
+    assert np.array_equal(got, want)
+    np.testing.assert_allclose(model(idx, attention_mask=mask)[0].numpy(), logits, rtol=0,
+                               atol=1e-10)

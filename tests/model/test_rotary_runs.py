@@ -86,3 +86,18 @@ def test_chat_runs_a_rotary_model_on_a_longer_context(runs, capsys):
     args.block_size, args.rope_scale = None, None
     with pytest.raises(ValueError, match="below the model's block_size"):
         chat.run(args, stdin=io.StringIO("It is\n"), out=io.StringIO())
+
+
+def test_the_context_benchmark_prints_its_table(tmp_path, capsys):
+    from bench.context import main
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(TEXT, encoding="utf-8")
+    rows = main(["--data", str(corpus), "--block_size", "8", "--max_iters", "3",
+                 "--finetune_iters", "2", "--n_layer", "1", "--n_head", "2", "--n_embd", "8",
+                 "--batch_size", "2", "--eval_iters", "1"])
+    out = capsys.readouterr().out
+    assert rows["learned (wpe)"][1:] == ["refused", "refused"]
+    assert all(len(cells) == 3 for cells in rows.values()) and len(rows) == 4
+    assert "| T = 8 | 2T = 16 | 4T = 32 |" in out
+    # Without interpolation and with it, the rotary model is the same at T.
+    assert rows["rotary, no interpolation"][0] == rows["rotary, interpolation (scale L/T)"][0]
