@@ -38,6 +38,7 @@ from .gradcheck import GradcheckError, compare_gradients
 from .ops.attention import ScaledDotProductAttention, SelfAttention
 from .ops.elementwise import Cast, ToDevice
 from .ops.nn import CrossEntropy, Dropout, Embedding, Gelu, LayerNorm, Linear
+from .ops.rotary import RotaryOp
 from .tensor import Tensor, cat, float32, manual_seed, stack, where
 
 # Per-op keyword arguments for gradcheck where the defaults cannot work: `cast` goes
@@ -385,6 +386,19 @@ def _self_attention_case(rng, shapes=None):
     return _self_attention, [normal(rng, (2, 4, 18)), key_mask]
 
 
+def _rotary(x, shared, per_row):
+    return (RotaryOp.apply(x, shared, base=10000.0, scale=1.0),
+            RotaryOp.apply(x, per_row, base=100.0, scale=2.5))
+
+
+def _rotary_case(rng, shapes=None):
+    """x (2, 2, 4, 6) rotated at positions 3..6 shared by the batch (base 10000), and at
+    per-row positions (row 0 left-padded by 2: 0, 0, 0, 1) with base 100 and scale 2.5."""
+    _no_shapes("rotary", shapes)
+    return _rotary, [normal(rng, (2, 2, 4, 6)), _ints([3, 4, 5, 6]),
+                     _ints([[0, 0, 0, 1], [0, 1, 2, 3]])]
+
+
 CASES = {
     "add": _binary(_add),
     "sub": _binary(_sub),
@@ -425,6 +439,7 @@ CASES = {
     "dropout": _dropout_case,
     "scaled_dot_product_attention": _attention_case,
     "self_attention": _self_attention_case,
+    "rotary": _rotary_case,
 }
 
 

@@ -29,6 +29,13 @@ def add_model_arguments(parser):
                         help="a pretrained GPT-2 folder (config.json + model.safetensors) "
                              "instead of --out_dir")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--block_size", type=int, default=None,
+                        help="the context to run on (default: the trained one); longer only "
+                             "for a model with rotary positions")
+    parser.add_argument("--rope_scale", type=float, default=None,
+                        help="rotary positions: position p runs as p / rope_scale (position "
+                             "interpolation, e.g. 2 at twice the trained context; default: "
+                             "the model's)")
 
 
 def add_sampling_arguments(parser):
@@ -41,13 +48,22 @@ def add_sampling_arguments(parser):
 
 
 def load(args):
+    """The model and its tokenizer, on the context --block_size / --rope_scale ask for
+    (`GPT.extend_context`)."""
     if args.init_from:
         from ..data.tokenizers import require_tokenizer
         from ..model import GPT
         model = GPT.from_pretrained(args.init_from, device=args.device)
-        return model, require_tokenizer(model)
-    from ..train import load_for_inference
-    return load_for_inference(args.out_dir, device=args.device)
+        tokenizer = require_tokenizer(model)
+    else:
+        from ..train import load_for_inference
+        model, tokenizer = load_for_inference(args.out_dir, device=args.device)
+    block_size = getattr(args, "block_size", None)
+    rope_scale = getattr(args, "rope_scale", None)
+    if block_size is not None or rope_scale is not None:
+        model.extend_context(model.config.block_size if block_size is None else block_size,
+                             rope_scale=rope_scale)
+    return model, tokenizer
 
 
 def run(args, out=None):

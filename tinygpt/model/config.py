@@ -22,6 +22,7 @@ PRESETS = {
 
 GELU_APPROXIMATIONS = ("none", "tanh")
 ATTENTION_PATTERNS = ("dense", "banded", "alternate")
+POSITIONS = ("learned", "rotary")
 
 
 @dataclass
@@ -59,6 +60,14 @@ class GPTConfig:
     expert_capacity: float = 1.25
     moe_every: int = 1
     aux_loss_coef: float = 0.01
+    # Positions: "learned" (GPT-2's table wpe of block_size rows, added to the token
+    # embeddings) or "rotary" (RoPE: no wpe; each head's q and k are rotated by angles
+    # proportional to their position, GPT-NeoX's rotate-half pairing with frequencies
+    # rope_base^(-2i / head_size); head_size must be even). rope_scale s >= 1 uses position
+    # p as p / s (position interpolation: a model trained on T positions run on s * T).
+    position: str = "learned"
+    rope_base: float = 10000.0
+    rope_scale: float = 1.0
 
     def __post_init__(self):
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
@@ -85,6 +94,25 @@ class GPTConfig:
                 f"{self.gelu_approximate!r}")
         self._check_attention()
         self._check_experts()
+        self._check_positions()
+
+    def _check_positions(self):
+        if self.position not in POSITIONS:
+            raise ValueError(f"GPTConfig: position must be one of {POSITIONS}, got "
+                             f"{self.position!r}")
+        for name, low in (("rope_base", 1.0), ("rope_scale", 1.0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+                    low <= value < math.inf) or (name == "rope_base" and value == low):
+                relation = "> 1" if name == "rope_base" else ">= 1"
+                raise ValueError(f"GPTConfig: {name} must be a finite number {relation}, got "
+                                 f"{value!r}")
+            setattr(self, name, float(value))
+        if self.position == "rotary" and self.head_size % 2:
+            raise ValueError(
+                f"GPTConfig: position 'rotary' needs an even head size (n_embd / n_head), got "
+                f"{self.n_embd} / {self.n_head} = {self.head_size}: RoPE rotates channel "
+                "pairs (i, i + head_size / 2)")
 
     def _check_experts(self):
         for name in ("n_expert", "expert_top_k", "moe_every"):

@@ -4,6 +4,9 @@
                -> n_layer x Block: x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))
                -> ln_f -> lm_head (tied to the token embedding) -> logits (B, T, V)
 
+With `GPTConfig(position="rotary")` there is no position embedding: each attention layer
+rotates its queries and keys by their positions instead (RoPE, `F.rotary`).
+
 Shape letters: B batch, T sequence length, C = n_embd channels, H = n_head heads,
 hs = C / H head size, V vocabulary, S cached key positions. Generation keeps a KV cache:
 each new token runs the network on its one position and attends over the keys and values
@@ -32,6 +35,8 @@ class CausalSelfAttention(nn.Module):
 
     One Linear computes q, k and v for all heads at once (c_attn, C -> 3C, stacked in that
     order), the fused attention op mixes the values, and c_proj maps the heads back to C.
+    With `rotary` = (positions, base, scale), q and k of each head are first rotated by
+    their positions (`F.rotary`: positions (T,) or (B, T)).
     """
 
     def __init__(self, config, window=None):
@@ -44,10 +49,16 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.window = window
 
-    def forward(self, x, kv_cache=None, key_mask=None):
+    def forward(self, x, kv_cache=None, key_mask=None, rotary=None):
         B, T, C = x.shape
         H = self.n_head
         qkv = self.c_attn(x)                               # (B, T, 3C): q, k, v side by side
+        if rotary is not None and kv_cache is None:
+            # q and k of every head as one (B, 2H, T, hs) tensor, rotated in one op, then
+            # put back beside v, so that the fused attention below runs as without RoPE.
+            qk = qkv[:, :, :2 * C].reshape(B, T, 2 * H, C // H).transpose(1, 2)
+            qk = F.rotary(qk, *rotary).transpose(1, 2).reshape(B, T, 2 * C)
+            qkv = cat([qk, qkv[:, :, 2 * C:]], dim=2)
         if kv_cache is None:
             # Training and plain forward: one fused op from qkv to (B, T, C), the same as
             # the split + scaled_dot_product_attention below, without the copies.
@@ -58,6 +69,9 @@ class CausalSelfAttention(nn.Module):
         # (B, T, 3C) -> (B, T, 3, H, hs) -> (3, B, H, T, hs): q, k, v are views, no copies.
         qkv = qkv.view(B, T, 3, H, C // H).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]                  # each (B, H, T, hs)
+        if rotary is not None:
+            # Rotated at their absolute positions: the cache keeps rotated keys.
+            q, k = F.rotary(q, *rotary), F.rotary(k, *rotary)
         k, v, mask = kv_cache.append(k, v, key_mask)      # (B, H, S, hs), mask (B, 1, T, S)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         y = y.transpose(1, 2).reshape(B, T, C)             # heads side by side again
@@ -91,8 +105,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MoE(config, MLP) if experts else MLP(config)
 
-    def forward(self, x, kv_cache=None, key_mask=None):
-        x = x + self.attn(self.ln_1(x), kv_cache, key_mask)
+    def forward(self, x, kv_cache=None, key_mask=None, rotary=None):
+        x = x + self.attn(self.ln_1(x), kv_cache, key_mask, rotary)
         x = x + self.mlp(self.ln_2(x))
         return x
 
@@ -112,9 +126,12 @@ class GPT(nn.Module):
             raise TypeError(f"GPT(config): expected a GPTConfig, got {type(config).__name__}")
         self.config = config
         C = config.n_embd
+        # Rotary positions have no table: the attention layers rotate q and k instead.
+        positions = dict(wpe=nn.Embedding(config.block_size, C)) \
+            if config.position == "learned" else {}
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.vocab_size, C),
-            wpe=nn.Embedding(config.block_size, C),
+            **positions,
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config, window, experts) for window, experts in
                              zip(config.layer_windows(), config.moe_layers())]),
@@ -143,9 +160,11 @@ class GPT(nn.Module):
     # --- sizes ----------------------------------------------------------------------------
     def get_num_params(self, non_embedding=True):
         """Parameters counted once each; by default without the position embedding (nanoGPT:
-        the token embedding is the head's weight, so it stays)."""
+        the token embedding is the head's weight, so it stays; rotary positions have none)."""
         n = self.num_parameters()
-        return n - self.transformer.wpe.weight.numel() if non_embedding else n
+        if non_embedding and self.config.position == "learned":
+            n -= self.transformer.wpe.weight.numel()
+        return n
 
     @property
     def device(self):
@@ -164,10 +183,42 @@ class GPT(nn.Module):
                 f"crop_block_size: block_size must be an int in [1, {self.config.block_size}], "
                 f"got {block_size!r}")
         self.config.block_size = block_size
+        if self.config.position != "learned":
+            return                                  # rotary positions: no table to crop
         wpe = self.transformer.wpe
         wpe.weight.data = wpe.weight.data[:block_size].copy()
         wpe.weight.grad = None
         wpe.num_embeddings = block_size
+
+    def extend_context(self, block_size, rope_scale=None):
+        """Run on `block_size` positions from now on, longer or shorter than trained.
+
+        Rotary positions work at any position: a longer context needs no new parameters.
+        `rope_scale` s (>= 1; None keeps the config's) uses position p as p / s (position
+        interpolation, Chen et al. 2023: trained on T positions, run on s * T with every
+        angle inside the trained range). Learned positions exist only for the block_size
+        positions the model was trained on: a longer context is a ValueError, a shorter
+        one crops wpe (`crop_block_size`), and rope_scale is refused.
+        """
+        config = self.config        # the new values are checked as a config's
+        scale = config.rope_scale if rope_scale is None else rope_scale
+        checked = GPTConfig.from_dict({**config.to_dict(), "block_size": block_size,
+                                       "rope_scale": scale})
+        if config.position == "learned":
+            if rope_scale is not None:
+                raise ValueError("extend_context: rope_scale applies to rotary positions; this "
+                                 "model has learned position embeddings (position 'learned')")
+            if checked.block_size > config.block_size:
+                raise ValueError(
+                    f"extend_context: block_size {block_size} is longer than the trained "
+                    f"{config.block_size}, and learned position embeddings exist only for the "
+                    f"{config.block_size} trained positions (wpe has {config.block_size} rows); "
+                    "only a model with rotary positions can run on a longer context")
+            if checked.block_size < config.block_size:
+                self.crop_block_size(checked.block_size)
+            return self
+        config.block_size, config.rope_scale = checked.block_size, checked.rope_scale
+        return self
 
     def resize_token_embeddings(self, new_num_tokens):
         """Grow (or shrink) the vocabulary to `new_num_tokens` ids, as Hugging Face's method
@@ -258,13 +309,16 @@ class GPT(nn.Module):
         idx = self._as_tokens(idx)
         B, T = idx.shape
         if T > self.config.block_size:
+            what = (f"the model has {self.config.block_size} learned positions"
+                    if self.config.position == "learned" else
+                    "run it on a longer context with extend_context")
             raise ValueError(
                 f"sequence length {T} is longer than block_size {self.config.block_size}: "
-                f"the model has {self.config.block_size} learned positions")
+                f"{what}")
         key_mask = None if attention_mask is None else F.padding_mask(attention_mask, idx)
-        x = self._embed(idx, key_mask, 0)                           # (B, T, C)
+        x, rotary = self._embed(idx, key_mask, 0)                   # (B, T, C)
         for block in self.transformer.h:
-            x = block(x, key_mask=key_mask)
+            x = block(x, key_mask=key_mask, rotary=rotary)
         return self.transformer.ln_f(x)
 
     def forward(self, idx, targets=None, last_only=False, attention_mask=None):
@@ -314,22 +368,29 @@ class GPT(nn.Module):
         return {"aux_loss": aux, "dropped": dropped}
 
     def _embed(self, idx, key_mask, start):
-        """Token plus position embeddings of idx (B, T) at positions start.., then dropout.
-        With a padding mask (B, start + T) each row's positions count from its first real
-        token (padding sits at position 0)."""
-        transformer = self.transformer
+        """Token plus position embeddings of idx (B, T) at positions start.., then dropout,
+        and what the attention layers need for rotary positions: (positions, rope_base,
+        rope_scale), or None for learned ones. With a padding mask (B, start + T) each
+        row's positions count from its first real token (padding sits at position 0)."""
+        transformer, config = self.transformer, self.config
         T = idx.shape[1]
         if key_mask is None or (start == 0 and backend.device_of(key_mask.data) == "cpu"
                                 and bool(key_mask.data[:, 0].all())):
             # Positions start..start+T-1: rows of wpe as a view, broadcast over the batch.
             # (Also with a mask on the CPU when no row starts with padding: every real
             # position is then its index, and padded positions are never looked at.)
-            pos = transformer.wpe.weight[start:start + T]
+            if config.position == "learned":
+                pos = transformer.wpe.weight[start:start + T]
+            else:
+                pos = Tensor(backend.array_module(idx.data).arange(start, start + T))
         else:
             xp = backend.array_module(key_mask.data)
-            counts = xp.cumsum(key_mask.data, axis=1)[:, -T:] - 1     # (B, T)
-            pos = F.embedding(Tensor(xp.maximum(counts, 0)), transformer.wpe.weight)
-        return transformer.drop(transformer.wte(idx) + pos)
+            counts = Tensor(xp.maximum(xp.cumsum(key_mask.data, axis=1)[:, -T:] - 1, 0))
+            pos = F.embedding(counts, transformer.wpe.weight) \
+                if config.position == "learned" else counts           # (B, T)
+        if config.position == "learned":
+            return transformer.drop(transformer.wte(idx) + pos), None
+        return transformer.drop(transformer.wte(idx)), (pos, config.rope_base, config.rope_scale)
 
     # --- generation -----------------------------------------------------------------------
     def _forward_cached(self, idx, caches, key_mask=None):
@@ -337,10 +398,10 @@ class GPT(nn.Module):
         positions after the cached ones; their keys and values are added to `caches`.
         key_mask: the padding mask (B, cached + T) of every position so far, or None."""
         start = caches[0].length
-        x = self._embed(idx, key_mask, start)
+        x, rotary = self._embed(idx, key_mask, start)
         new_mask = None if key_mask is None else Tensor(key_mask.data[:, start:])
         for block, cache in zip(self.transformer.h, caches):
-            x = block(x, cache, new_mask)
+            x = block(x, cache, new_mask, rotary)
         # Layer norm and the head act on each position alone: the last one is enough.
         return self.lm_head(self.transformer.ln_f(x[:, -1:]))
 

@@ -289,7 +289,13 @@ def _read_hf_weights(f, path, data_start, model, entries, plan, head):
 
 def config_to_hf(config, layer_norm_epsilon=1e-5, eos_token_id=None):
     """The Hugging Face GPT2Config dict (config.json) of a GPTConfig; a ValueError for a
-    config GPT-2's format cannot describe (banded attention layers, experts)."""
+    config GPT-2's format cannot describe (banded attention layers, experts, rotary
+    positions)."""
+    if config.position != "learned":
+        raise ValueError(
+            f"a GPT with {config.position} positions (position {config.position!r}) has no "
+            "Hugging Face GPT-2 form: GPT-2 adds a learned position embedding (wpe) and has "
+            "no rotary attention; save it as a tinygpt checkpoint instead")
     if "banded" in config.layer_patterns():
         raise ValueError(
             f"a GPT with banded attention layers (attn_pattern {config.attn_pattern!r}, "

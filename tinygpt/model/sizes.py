@@ -23,7 +23,7 @@ def count_params(config, non_embedding=False):
     shapes = parameter_shapes(config)
     shapes.pop("lm_head.weight")                               # it is wte.weight
     if non_embedding:
-        shapes.pop("transformer.wpe.weight")
+        shapes.pop("transformer.wpe.weight", None)
     return sum(math.prod(shape) for shape in shapes.values())
 
 
@@ -37,7 +37,9 @@ def parameter_shapes(config):
     (12, 4)
     """
     C, V, T = config.n_embd, config.vocab_size, config.block_size
-    shapes = {"transformer.wte.weight": (V, C), "transformer.wpe.weight": (T, C)}
+    shapes = {"transformer.wte.weight": (V, C)}
+    if config.position == "learned":          # rotary positions have no table
+        shapes["transformer.wpe.weight"] = (T, C)
 
     def linear(name, rows, columns):
         shapes[name + ".weight"] = (rows, columns)

@@ -6,6 +6,7 @@ and the backward sit side by side. Imports: autograd.
 """
 
 import math
+import numbers
 
 import numpy as np
 
@@ -13,6 +14,7 @@ from ..autograd import backend
 from ..autograd.ops.attention import ScaledDotProductAttention, SelfAttention
 from ..autograd.ops.nn import (GELU_APPROXIMATIONS, REDUCTIONS, CrossEntropy, Dropout,
                                Embedding, Gelu, LayerNorm, Linear)
+from ..autograd.ops.rotary import RotaryOp
 from ..autograd.tensor import Tensor
 
 
@@ -254,6 +256,37 @@ def self_attention(qkv, n_head, dropout_p=0.0, scale=None, key_mask=None, window
                                scale=float(scale), window=window)
 
 
+def rotary(x, positions, base=10000.0, scale=1.0):
+    """x (B, H, T, hs) with each head's channel pairs (i, i + hs/2) rotated by the angle
+    (p / scale) * base^(-2i / hs) at position p: rotary position embedding with GPT-NeoX's
+    rotate-half pairing (as Hugging Face's Llama); see `tinygpt.autograd.ops.rotary`.
+
+    positions: T integer (or float) positions shared by the batch, or (B, T), one row per
+        sequence (a Tensor or array; no gradient).
+    base: the frequency base (> 1; RoFormer's and Llama's 10000).
+    scale: >= 1; position p is used as p / scale (position interpolation, Chen et al.
+        2023: a model trained on T positions run on scale * T).
+    """
+    if x.ndim != 4 or x.shape[-1] % 2:
+        raise ValueError(f"rotary: x must be (B, H, T, head_size) with an even head_size, got "
+                         f"shape {tuple(x.shape)}")
+    if not isinstance(positions, Tensor):
+        positions = Tensor(backend.array_module(x.data).asarray(positions))
+    if positions.requires_grad or positions.dtype.kind not in "iuf":
+        raise TypeError(f"rotary: positions must be numbers without a gradient, got dtype "
+                        f"{positions.dtype} (requires_grad={positions.requires_grad})")
+    B, _, T, _ = x.shape
+    if tuple(positions.shape) not in ((T,), (B, T)):
+        raise ValueError(f"rotary: positions of shape {tuple(positions.shape)} do not match x "
+                         f"{tuple(x.shape)}: expected ({T},) or ({B}, {T})")
+    if isinstance(base, bool) or not isinstance(base, numbers.Real) or not base > 1:
+        raise ValueError(f"rotary: base must be a number > 1, got {base!r}")
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) \
+            or not 1 <= scale < math.inf:
+        raise ValueError(f"rotary: scale must be a finite number >= 1, got {scale!r}")
+    return RotaryOp.apply(x, positions, base=float(base), scale=float(scale))
+
+
 def padding_mask(mask, x, where="attention_mask"):
     """A (B, T) padding mask (True or 1 where a position is real, False or 0 where it is
     padding; any nonzero number counts as real) as a boolean tensor on x's device, checked
@@ -273,4 +306,4 @@ def padding_mask(mask, x, where="attention_mask"):
 
 __all__ = ["padding_mask", "linear", "relu", "gelu", "softmax", "log_softmax", "cross_entropy", "nll_loss",
            "layer_norm", "embedding", "dropout", "scaled_dot_product_attention",
-           "self_attention"]
+           "self_attention", "rotary"]

@@ -29,7 +29,7 @@ from .parallel import auto_processes, check_processes
 FIXED_ON_RESUME = ("n_layer", "n_head", "n_embd", "block_size", "bias", "gelu_approximate",
                    "attn_window", "attn_pattern", "n_expert", "expert_top_k", "expert_hidden",
                    "moe_every", "lora_rank", "lora_targets", "tokenizer", "dtype",
-                   "init_from", "seed")
+                   "init_from", "seed", "position", "rope_base", "rope_scale")
 # Fields of one invocation only, never taken from a checkpoint.
 INVOCATION = ("out_dir", "resume", "overwrite", "allow_data_change", "distributed")
 
@@ -73,6 +73,9 @@ class TrainConfig:
     expert_capacity: float = 1.25
     moe_every: int = 1
     aux_loss_coef: float = 0.01
+    position: str = "learned"       # "learned" (wpe) or "rotary" (RoPE; see GPTConfig)
+    rope_base: float = 10000.0
+    rope_scale: float = 1.0
     # LoRA (with init_from; see tinygpt/nn/lora.py): rank 0 trains every parameter
     lora_rank: int = 0
     lora_alpha: float = 16.0
@@ -194,7 +197,8 @@ class TrainConfig:
                          n_expert=self.n_expert, expert_top_k=self.expert_top_k,
                          expert_hidden=self.expert_hidden or None,
                          expert_capacity=self.expert_capacity, moe_every=self.moe_every,
-                         aux_loss_coef=self.aux_loss_coef)
+                         aux_loss_coef=self.aux_loss_coef, position=self.position,
+                         rope_base=self.rope_base, rope_scale=self.rope_scale)
 
 
 def _check_type(name, value, kind):
