@@ -151,6 +151,7 @@ for col, (title, snap) in enumerate([("at initialisation", at_init), ("after tra
     axes[0, col].set_xlabel("pre-activation"); axes[1, col].set_xlabel("dL/d(GELU output)")
     axes[0, col].legend(fontsize=8); axes[1, col].legend(fontsize=8)
     axes[1, col].set_yscale("log")
+    axes[1, col].ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
 fig.tight_layout()
 plt.show()
 
@@ -163,7 +164,10 @@ plt.show()
 # unit of block 0 (columns). A column white from top to bottom is a dead unit: it learns
 # nothing from this batch. A well-initialised GPT has almost none. To see what a bad
 # initialisation looks like, the third picture scales block 0's `c_fc` weights by 30
-# (as too large an init does), on a copy of the model.
+# (as too large an init does), on a copy of the model: the gradient then stops at a good
+# part of the entries. (These MLPs have no biases, so a unit's input changes sign from
+# one position to the next and whole columns rarely die; with biases, or after a large
+# update pushes a bias far below 0, they do.)
 
 # %%
 import copy
@@ -171,6 +175,8 @@ import copy
 loud = copy.deepcopy(model)
 loud.transformer.h[0].mlp.c_fc.weight.data *= 30
 too_large = snapshot(loud)
+assert not np.shares_memory(loud.transformer.h[0].mlp.c_fc.weight.data,
+                            model.transformer.h[0].mlp.c_fc.weight.data)   # a real copy
 
 fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
 for ax, (title, snap) in zip(axes, [("at initialisation", at_init), ("after training", after),
