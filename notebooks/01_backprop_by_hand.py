@@ -142,7 +142,8 @@ print("the hook saw dL/dh =", seen["dL/dh"])
 # Neither the paper nor the engine is evidence on its own. Central differences need no
 # derivative at all: nudge one number by $\pm\varepsilon$ and watch the loss,
 #
-# $$\frac{\partial L}{\partial \theta} \approx \frac{L(\theta + \varepsilon) - L(\theta - \varepsilon)}{2\varepsilon},$$
+# $$\frac{\partial L}{\partial \theta} \approx
+#   \frac{L(\theta + \varepsilon) - L(\theta - \varepsilon)}{2\varepsilon},$$
 #
 # with an error of order $\varepsilon^2$. First by hand for one weight, then
 # `tinygpt.autograd.gradcheck` for every element of every input (it contracts the output
@@ -242,9 +243,11 @@ def draw_graph(text, ax):
 
 
 if shutil.which("dot"):
+    import tempfile
     from IPython.display import Image, display
-    tg.to_dot(loss_of(x, W1, b1, w2, b2)[0], render="png", path="graph.png")
-    display(Image("graph.png"))
+    picture = os.path.join(tempfile.mkdtemp(), "graph.png")
+    tg.to_dot(loss_of(x, W1, b1, w2, b2)[0], render="png", path=picture)
+    display(Image(picture))
 else:
     print("Graphviz's dot is not installed here; the layout below draws the graph")
 fig, ax = plt.subplots(figsize=(9, 7))

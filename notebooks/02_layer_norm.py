@@ -79,7 +79,8 @@ plt.show()
 #
 # so that
 #
-# $$\frac{\partial n_j}{\partial x_i} = r\left(\delta_{ij} - \frac1D\right) + (x_j - \mu)\frac{\partial r}{\partial x_i}
+# $$\frac{\partial n_j}{\partial x_i}
+#   = r\left(\delta_{ij} - \frac1D\right) + (x_j - \mu)\frac{\partial r}{\partial x_i}
 #   = r\left(\delta_{ij} - \frac1D - \frac{n_j n_i}{D}\right).$$
 #
 # Summing over $j$ with the weights $dn_j$ gives the whole backward in one line:

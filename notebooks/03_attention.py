@@ -149,8 +149,9 @@ q, k, v = (qkv.numpy().reshape(B, L, 3, H, hs).transpose(2, 0, 3, 1, 4))   # (B,
 with tg.no_grad():
     split = F.scaled_dot_product_attention(tg.tensor(q), tg.tensor(k), tg.tensor(v), is_causal=True)
     fused = F.self_attention(qkv, H)
+    heads_side_by_side = split.numpy().transpose(0, 2, 1, 3).reshape(B, L, -1)
     print("split heads against the fused op: largest difference",
-          float(np.abs(split.numpy().transpose(0, 2, 1, 3).reshape(B, L, -1) - fused.numpy()).max()))
+          float(np.abs(heads_side_by_side - fused.numpy()).max()))
     eye = tg.tensor(np.broadcast_to(np.eye(L, dtype=np.float32), (B, H, L, L)).copy())
     P = F.scaled_dot_product_attention(tg.tensor(q), tg.tensor(k), eye, is_causal=True).numpy()[0]
 
@@ -178,8 +179,8 @@ plt.show()
 #
 # ## The softmax backward
 #
-# With $y = \mathrm{softmax}(x)$ along a row, $\partial y_i / \partial x_j = y_i(\delta_{ij} - y_j)$,
-# so for an upstream gradient $dy$:
+# With $y = \mathrm{softmax}(x)$ along a row,
+# $\partial y_i / \partial x_j = y_i(\delta_{ij} - y_j)$, so for an upstream gradient $dy$:
 #
 # $$dx = y \odot \left(dy - \textstyle\sum_j dy_j\, y_j\right).$$
 #
@@ -202,7 +203,8 @@ pad = tg.tensor(np.array([[1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1]]))
 for reference in (True, False):
     with tg.use_reference_ops(reference):
         ok = gradcheck(lambda t: F.self_attention(t, 2, key_mask=pad, window=3), [qkv64])
-    print(f"gradcheck self_attention, padded and banded, {'reference' if reference else 'fast kernel'}:", ok)
+    which = "reference" if reference else "fast kernel"
+    print(f"gradcheck self_attention, padded and banded, {which}:", ok)
 
 # %% [markdown]
 # Why the gradient check contracts with a *random* upstream gradient: with $dy$ all ones,
@@ -210,7 +212,8 @@ for reference in (True, False):
 
 # %%
 ones = np.ones((3, 5))
-print("softmax backward of all ones:", np.abs(y.numpy() * (ones - (ones * y.numpy()).sum(-1, keepdims=True))).max())
+dx_of_ones = y.numpy() * (ones - (ones * y.numpy()).sum(axis=-1, keepdims=True))
+print("softmax backward of all ones: largest |dx| =", np.abs(dx_of_ones).max())
 
 # %% [markdown]
 # ## Try

@@ -121,15 +121,17 @@ full = tg.GPT(config)
 full.load_state_dict(state)
 full_losses = train(full, "add1", FINETUNE_ITERS, 3e-3)
 
+lora_name = f"LoRA rank {RANK} ({trainable:,} trained)"
 results = {
     "pretrained": (accuracy(base, "copy"), accuracy(base, "add1")),
-    f"LoRA rank {RANK} ({trainable:,} trained)": (accuracy(model, "copy"), accuracy(model, "add1")),
-    f"full fine-tuning ({total_before:,} trained)": (accuracy(full, "copy"), accuracy(full, "add1")),
+    lora_name: (accuracy(model, "copy"), accuracy(model, "add1")),
+    f"full fine-tuning ({total_before:,} trained)": (accuracy(full, "copy"),
+                                                    accuracy(full, "add1")),
 }
 print(f"{'model':38s} {'copy':>6s} {'add1':>8s}")
 for name, (c, r) in results.items():
     print(f"{name:38s} {c:6.0%} {r:8.0%}")
-assert results[f"LoRA rank {RANK} ({trainable:,} trained)"][1] > results["pretrained"][1]
+assert results[lora_name][1] > results["pretrained"][1]
 
 fig, ax = plt.subplots(figsize=(8, 4))
 steps = np.arange(FINETUNE_ITERS)

@@ -55,8 +55,8 @@ def test_notebook_runs_in_a_kernel(path):
 def test_a_cell_that_raises_is_named(tmp_path):
     runner = load_runner()
     path = tmp_path / "99_broken.py"
-    path.write_text("# %%\nx = 1\n\n# %% [markdown]\n# text\n\n# %%\nraise ValueError('the cause')\n",
-                    encoding="utf-8")
+    path.write_text("# %%\nx = 1\n\n# %% [markdown]\n# text\n\n"
+                    "# %%\nraise ValueError('the cause')\n", encoding="utf-8")
     with pytest.raises(runner.NotebookError) as raised:
         runner.execute(path)
     message = str(raised.value)
@@ -66,9 +66,9 @@ def test_a_cell_that_raises_is_named(tmp_path):
 def test_the_kernel_imports_this_checkout(tmp_path):
     runner = load_runner()
     path = tmp_path / "98_where.py"
-    path.write_text("# %%\nimport os, tinygpt\nprint(os.path.dirname(os.path.dirname("
-                    "os.path.abspath(tinygpt.__file__))))\nprint(os.environ['TINYGPT_NOTEBOOK_SMALL'])\n",
-                    encoding="utf-8")
+    path.write_text("# %%\nimport os, tinygpt\n"
+                    "print(os.path.dirname(os.path.dirname(os.path.abspath(tinygpt.__file__))))\n"
+                    "print(os.environ['TINYGPT_NOTEBOOK_SMALL'])\n", encoding="utf-8")
     nb = runner.execute(path)
     printed = "".join(o.get("text", "") for o in nb.cells[0].outputs).split()
     assert printed == [str(runner.ROOT), "1"]
