@@ -154,6 +154,15 @@ def test_tool_runs_as_a_script_from_any_folder(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_tool_refuses_an_abbreviated_flag(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--ou", "x.md"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --ou" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_tinygpt_has_no_docs_command(capsys):
     with pytest.raises(SystemExit) as e:
         tinygpt_main(["docs"])
