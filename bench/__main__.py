@@ -1,4 +1,4 @@
-"""`python -m bench NAME [ARGS...]`: run the benchmark `bench.NAME`.
+"""`python -m bench NAME [ARGS...]`, from the repository root: run the benchmark `bench/NAME.py`.
 
 NAME is one of `ops` (op forward+backward times beside PyTorch), `train` (training steps
 per second), `bpe` (tokenizer throughput), `quality` (final loss over seeds), `attention`
