@@ -172,4 +172,4 @@ assert np.allclose(after, before, atol=1e-4)
 #   runs, while full fine-tuning got about half the answers right in as many steps: a
 #   small change of the weights is not always a small change of what the model does.
 # - `python -m tinygpt train --init_from FOLDER --lora_rank 8` does this for a GPT-2 folder,
-#   and `python -m tinygpt.bench lora` compares LoRA with full fine-tuning there.
+#   and `python -m bench lora` (from the repository root) compares LoRA with full fine-tuning there.

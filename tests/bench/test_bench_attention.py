@@ -3,7 +3,7 @@ are the benchmark's business, not the tests')."""
 
 import json
 
-from tinygpt.bench import attention
+from bench import attention
 
 
 def test_runs_at_tiny_sizes_and_writes_json(tmp_path, capsys):

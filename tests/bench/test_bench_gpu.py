@@ -1,4 +1,4 @@
-"""The GPU check's plumbing (`python -m tinygpt.bench gpu --tiny`), on whatever CUDA the
+"""The GPU check's plumbing (`python -m bench gpu --tiny`), on whatever CUDA the
 suite has (the CuPy stand-in without a GPU): every section runs and reports, the JSON
 holds what the GPU run will be read for, a failing section is reported while the others
 run, and the time budget skips what would start after it. The figures themselves need a
@@ -10,7 +10,7 @@ import pytest
 
 from conftest import CUPY_STANDIN
 
-from tinygpt.bench import gpu
+from bench import gpu
 
 pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("cuda_device")]
 
@@ -75,7 +75,7 @@ def test_unknown_sections_are_named(capsys):
 def test_pytorchs_kv_cache_generation_gives_tinygpts_greedy_tokens():
     torch = pytest.importorskip("torch")
     import tinygpt as tg
-    from tinygpt.bench.torch_gpt import torch_gpt_class
+    from bench.torch_gpt import torch_gpt_class
     from tinygpt.model import GPT, GPTConfig
     config = GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=32, vocab_size=40)
     tg.manual_seed(0)

@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from tinygpt import GPTConfig
-from tinygpt.bench import lora as bench
+from bench import lora as bench
 from tinygpt.model import count_params
 
 

@@ -3,7 +3,7 @@ table and JSON; the trainer logs the experts' aux loss and dropped tokens."""
 
 import json
 
-from tinygpt.bench import moe
+from bench import moe
 
 
 def test_runs_a_few_iterations_and_writes_json(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""`python -m tinygpt.bench quality` on a short text for a few iterations: it trains each
+"""`python -m bench quality` on a short text for a few iterations: it trains each
 seed, scores every final model on the same fixed windows, summarises per framework and
 writes JSON; the PyTorch twin (when installed) follows nanoGPT's loop deterministically."""
 
@@ -9,7 +9,7 @@ import statistics
 import numpy as np
 import pytest
 
-from tinygpt.bench import quality
+from bench import quality
 
 
 @pytest.fixture

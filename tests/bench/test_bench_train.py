@@ -1,4 +1,4 @@
-"""`python -m tinygpt.bench train` at a tiny config: it runs, prints its table and writes JSON
+"""`python -m bench train` at a tiny config: it runs, prints its table and writes JSON
 of the documented shape with positive numbers (no timing is asserted), re-runs itself with
 the BLAS thread variables set, and counts FLOPs by the formula it prints."""
 
@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from tinygpt.bench import train
+from bench import train
 from tinygpt.model import GPT
 
 TINY = dict(n_layer=1, n_head=2, n_embd=16, block_size=8, batch_size=2, vocab_size=11,
@@ -92,7 +92,7 @@ def test_runs_again_with_the_thread_variables_set(monkeypatch):
     argv = ["--configs", "small", "--threads", "3", "--no-torch"]
     assert train.main(argv) == 7                       # the re-run's exit status
     (cmd, env), = calls
-    assert cmd[-len(argv):] == argv and cmd[1:4] == ["-m", "tinygpt.bench", "train"]
+    assert cmd[-len(argv):] == argv and cmd[1:4] == ["-m", "bench", "train"]
     assert all(env[name] == "3" for name in train.THREAD_VARS)
 
 

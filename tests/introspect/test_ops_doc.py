@@ -1,20 +1,25 @@
-"""docs/ops.md: generated from the ops' docstrings and checks, and kept up to date."""
+"""docs/ops.md: generated from the ops' docstrings and checks by tools/ops_doc.py, and kept
+up to date."""
+
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from conftest import REPO
 
 from tinygpt.autograd import OPS, Function
-from tinygpt.autograd.docs import op_doc, ops_reference, probe_case
-from tinygpt.cli import main
-from tinygpt.cli.docs import default_path
+from tinygpt.autograd.docs import op_doc
+from tinygpt.cli import main as tinygpt_main
+from tools.ops_doc import default_path, main, ops_reference, probe_case
 
 
 def test_committed_ops_md_is_up_to_date():
     path = REPO / "docs" / "ops.md"
-    assert path.is_file(), "docs/ops.md is missing: run `python -m tinygpt docs`"
+    assert path.is_file(), "docs/ops.md is missing: run `python tools/ops_doc.py`"
     assert path.read_text(encoding="utf-8") == ops_reference(), (
-        "docs/ops.md is out of date: run `python -m tinygpt docs` and commit the result")
+        "docs/ops.md is out of date: run `python tools/ops_doc.py` and commit the result")
 
 
 @pytest.mark.parametrize("name", list(OPS))
@@ -112,18 +117,57 @@ def test_op_without_a_case_is_marked(throwaway_ops):
     assert "no gradient-check case" in section
 
 
-def test_docs_command_writes_and_checks(tmp_path, capsys):
+def test_tool_writes_and_checks(tmp_path, capsys):
     out = tmp_path / "docs" / "ops.md"
-    assert main(["docs", "--out", str(out), "--check"]) == 1
+    assert main(["--out", str(out), "--check"]) == 1
     assert "does not exist" in capsys.readouterr().err
-    assert main(["docs", "--out", str(out)]) == 0
+    assert main(["--out", str(out)]) == 0
     assert out.read_text(encoding="utf-8") == ops_reference()
-    assert main(["docs", "--out", str(out), "--check"]) == 0
+    assert main(["--out", str(out), "--check"]) == 0
     out.write_text(out.read_text(encoding="utf-8").replace("y = a * b", "y = a + b"),
                    encoding="utf-8")
-    assert main(["docs", "--out", str(out), "--check"]) == 1
+    assert main(["--out", str(out), "--check"]) == 1
     assert "out of date" in capsys.readouterr().err
     assert sorted(p.name for p in out.parent.iterdir()) == ["ops.md"]   # no temporary left
+
+
+def test_tool_replaces_only_a_file_it_wrote(tmp_path, capsys):
+    out = tmp_path / "ops.md"
+    out.write_text("# My notes\n", encoding="utf-8")
+    assert main(["--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "is not an op reference this tool wrote" in err and "--force" in err
+    assert out.read_text(encoding="utf-8") == "# My notes\n"
+    assert main(["--out", str(out), "--force"]) == 0
+    assert out.read_text(encoding="utf-8") == ops_reference()
+    assert main(["--out", str(out)]) == 0                  # its own file: replaced freely
+
+
+def test_tool_runs_as_a_script_from_any_folder(tmp_path):
+    """`python tools/ops_doc.py` imports the tinygpt of its own checkout, whatever the working
+    folder and PYTHONPATH; --check on the committed file succeeds."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, str(REPO / "tools" / "ops_doc.py"), "--check"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "is up to date" in done.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tool_refuses_an_abbreviated_flag(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--ou", "x.md"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --ou" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_tinygpt_has_no_docs_command(capsys):
+    with pytest.raises(SystemExit) as e:
+        tinygpt_main(["docs"])
+    assert e.value.code == 2
+    assert "unknown command 'docs'" in capsys.readouterr().err
 
 
 def test_default_path_is_the_checkout_docs_folder():

@@ -10,7 +10,7 @@ from tinygpt.model import GPT, GPTConfig
 from conftest import assert_close
 
 torch = pytest.importorskip("torch")
-from tinygpt.bench.torch_gpt import torch_gpt_class  # noqa: E402  (after the skip)
+from bench.torch_gpt import torch_gpt_class  # noqa: E402  (after the skip)
 
 
 @pytest.mark.parametrize("bias, gelu", [(True, "tanh"), (False, "none")])

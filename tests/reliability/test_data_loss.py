@@ -172,18 +172,21 @@ def test_save_checkpoints_false_never_replaces_a_checkpoint(tmp_path):
     assert (tmp_path / "run" / "ckpt.npz").read_bytes() == before
 
 
-# --- 3. docs writes only where asked ----------------------------------------------------------
-def test_docs_of_an_installed_tinygpt_writes_nothing_unasked(tmp_path):
+# --- 3. the op reference generator writes only where asked --------------------------------------
+def test_ops_doc_outside_a_checkout_writes_nothing_unasked(tmp_path):
     site = tmp_path / "site"
     shutil.copytree(REPO / "tinygpt", site / "tinygpt",
                     ignore=shutil.ignore_patterns("__pycache__"))
+    tool = tmp_path / "elsewhere" / "tools" / "ops_doc.py"   # no tinygpt checkout beside it
+    tool.parent.mkdir(parents=True)
+    shutil.copy(REPO / "tools" / "ops_doc.py", tool)
     work = tmp_path / "work"
     (work / "docs").mkdir(parents=True)
     (work / "docs" / "ops.md").write_text("my notes")
     child_env = {**env(tmp_path), "PYTHONPATH": str(site)}
 
     def docs(*args):
-        return subprocess.run([sys.executable, "-m", "tinygpt", "docs", *args], cwd=work,
+        return subprocess.run([sys.executable, str(tool), *args], cwd=work,
                               env=child_env, capture_output=True, text=True, timeout=120)
 
     done = docs()

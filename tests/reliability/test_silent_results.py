@@ -27,7 +27,6 @@ def quiet(_line):
     (["sample", "--num_tok", "5"], "--num_tok"),
     (["tokenizer", "train", "--input", "x", "--vocab_size", "300", "--output", "o",
       "--verb"], "--verb"),
-    (["docs", "--ou", "x.md"], "--ou"),
     (["gradcheck", "--op", "add"], "--op"),
     (["plot", "--output", "x"], "--output"),
 ])

@@ -27,7 +27,6 @@ COMMANDS = {
     "tokenizer": "tokenizer",
     "gradcheck": "gradcheck",
     "plot": "plot",
-    "docs": "docs",
     "cloze": "cloze",
     "finetune": "finetune",
 }
@@ -39,7 +38,6 @@ _HELP = {
     "tokenizer": "train a byte-level BPE tokenizer on a text file",
     "gradcheck": "gradient-check every registered op and print a table",
     "plot": "draw the loss curves and training statistics of a run as PNG files",
-    "docs": "regenerate docs/ops.md from the ops' docstrings",
     "cloze": "write the tiny-Shakespeare cloze task (multiple choice) to a folder",
     "finetune": "fine-tune a GPT on a multiple-choice task (GPT-1's head and auxiliary LM loss)",
 }

@@ -30,7 +30,7 @@ fused function compiles as CUDA C and how fast it runs, `ElementwiseKernel` /
 and asynchrony (everything here is synchronous, so no race shows), the memory pool and
 running out of GPU memory, float16 arithmetic as GPUs do it, transfers that bypass
 `ndarray.get` (CUDA library calls, `cupy.cuda.runtime.memcpy`), and the speed of
-anything. The GPU check (`python -m tinygpt.bench gpu`) covers those on a real GPU.
+anything. The GPU check (`python -m bench gpu`) covers those on a real GPU.
 """
 
 import numpy as _np

@@ -6,7 +6,7 @@ Each formula is plain array code compiled into one CUDA kernel by `backend.fuse`
 (`cupy.fuse`): elementwise operations and at most one reduction per kernel. On NumPy
 arrays, and on the test suite's CuPy stand-in, the same functions run as array code, so
 each kernel is tested equal to its reference op without a GPU (tests/autograd/
-test_fast_kernels.py); the GPU check (`python -m tinygpt.bench gpu`) runs those tests on a
+test_fast_kernels.py); the GPU check (`python -m bench gpu`) runs those tests on a
 real GPU, where the kernels are compiled.
 
 | op | kernel | module | kernels forward / backward (reference's) |

@@ -1,5 +1,5 @@
 """Quality benchmark: nanoGPT's CPU recipe on tiny Shakespeare over several seeds, tinygpt
-beside the same recipe in PyTorch (`python -m tinygpt.bench quality`).
+beside the same recipe in PyTorch (`python -m bench quality`).
 
 The recipe is the `shakespeare-char-cpu` preset of `python -m tinygpt train`: 4 layers,
 4 heads, 128 channels, block 64, batch 12, dropout 0, exact GELU, no biases, AdamW (lr 1e-3,
@@ -152,7 +152,7 @@ def _optional_torch():
 
 def parse_args(argv):
     p = argparse.ArgumentParser(
-        prog="python -m tinygpt.bench quality",
+        prog="python -m bench quality",
         description=f"Final validation loss of the {RECIPE} recipe over seeds, tinygpt "
                     "beside nanoGPT's loop in PyTorch when installed.")
     p.add_argument("--data", default="shakespeare",

@@ -1,6 +1,6 @@
 """Benchmark: fine-tuning with LoRA against fine-tuning every parameter, at GPT-2's shape.
 
-Run as `python -m tinygpt.bench lora` (or `python -m tinygpt.bench.lora`). It builds a GPT of
+Run as `python -m bench lora` (or `python -m bench.lora`). It builds a GPT of
 the preset's shape (GPT-2 124M by default, random weights: the figures do not depend on
 the values) and times training steps (forward, loss, backward, gradient clipping, AdamW)
 two ways, each in a fresh Python process of its own so that its peak resident memory is
@@ -117,7 +117,7 @@ def table(results, rank, targets):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m tinygpt.bench lora",
+    parser = argparse.ArgumentParser(prog="python -m bench lora",
                                      description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--preset", default="gpt2", help="model shape (default: gpt2, 124M)")
     parser.add_argument("--batch_size", type=int, default=1)

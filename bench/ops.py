@@ -1,5 +1,5 @@
 """Op benchmark: forward + backward time per call for representative ops, tinygpt beside
-PyTorch eager when `torch` imports (`python -m tinygpt.bench ops`).
+PyTorch eager when `torch` imports (`python -m bench ops`).
 
 Each row times one op's forward and backward at a small and a GPT-sized shape (float32):
 the median of N calls after a warm-up, with tinygpt and PyTorch calls alternating so that
@@ -300,7 +300,7 @@ def _import_torch(threads):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        prog="python -m tinygpt.bench ops",
+        prog="python -m bench ops",
         description="Forward+backward time per call of representative ops, tinygpt beside "
                     "PyTorch eager (when installed), float32.")
     parser.add_argument("--sizes", default="small,gpt",

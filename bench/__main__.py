@@ -1,4 +1,4 @@
-"""`python -m tinygpt.bench NAME [ARGS...]`: run the benchmark `tinygpt.bench.NAME`.
+"""`python -m bench NAME [ARGS...]`, from the repository root: run the benchmark `bench/NAME.py`.
 
 NAME is one of `ops` (op forward+backward times beside PyTorch), `train` (training steps
 per second), `bpe` (tokenizer throughput), `quality` (final loss over seeds), `attention`
@@ -6,7 +6,7 @@ per second), `bpe` (tokenizer throughput), `quality` (final loss over seeds), `a
 checks, transfers and speed on CUDA), `lora` (LoRA against full fine-tuning), `moe` (a
 mixture of experts against the dense MLP) or `parallel` (forked processes against MPI
 ranks); ARGS go to
-that benchmark's `main(argv)` (`python -m tinygpt.bench ops --help`). Each benchmark module
+that benchmark's `main(argv)` (`python -m bench ops --help`). Each benchmark module
 is imported only when asked for, so a missing optional dependency of one does not break
 the others.
 """
@@ -28,9 +28,9 @@ BENCHMARKS = {
 
 
 def usage():
-    lines = ["usage: python -m tinygpt.bench NAME [ARGS...]", "", "benchmarks:"]
+    lines = ["usage: python -m bench NAME [ARGS...]", "", "benchmarks:"]
     lines += [f"  {name:<8} {text}" for name, text in BENCHMARKS.items()]
-    lines += ["", "`python -m tinygpt.bench NAME --help` lists a benchmark's options."]
+    lines += ["", "`python -m bench NAME --help` lists a benchmark's options."]
     return "\n".join(lines)
 
 
@@ -44,16 +44,16 @@ def main(argv=None):
         print(f"unknown benchmark {name!r}: expected one of {', '.join(BENCHMARKS)}\n\n"
               + usage(), file=sys.stderr)
         return 2
-    module_name = f"{__package__ or 'tinygpt.bench'}.{name}"
+    module_name = f"{__package__ or 'bench'}.{name}"
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
         if e.name != module_name:
             raise                          # the benchmark exists but one of its imports does not
         print(f"benchmark {name!r} is not available in this installation: module "
-              f"{module_name} (tinygpt/bench/{name}.py) is missing", file=sys.stderr)
+              f"{module_name} (bench/{name}.py) is missing", file=sys.stderr)
         return 2
-    from ..autograd.fast import malloc
+    from tinygpt.autograd.fast import malloc
     malloc.keep_freed_memory()          # as the trainer does: the steps timed are a trainer's
     status = module.main(rest)
     return 0 if status is None else status

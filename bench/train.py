@@ -1,5 +1,5 @@
 """Training-step benchmark: a full GPT training step, tinygpt beside PyTorch eager
-(`python -m tinygpt.bench train`).
+(`python -m bench train`).
 
 One step = forward, cross-entropy loss, backward, `clip_grad_norm_(1.0)`, AdamW step
 (lr 1e-3, betas (0.9, 0.99), weight decay 0.1 on the matrices only, as nanoGPT's groups),
@@ -75,6 +75,7 @@ from tinygpt.model.sizes import count_params
 from tinygpt.optim import AdamW, clip_grad_norm_, configure_param_groups
 from tinygpt.train.parallel import DataParallel, auto_processes, check_processes, peak_rss_mb
 
+from . import with_root_on_path
 from .ops import _import_torch, _threads
 from .torch_gpt import torch_gpt_class
 
@@ -416,7 +417,7 @@ def rss_child(framework, spec, args, threads):
     Alone, PyTorch keeps its default OpenMP waiting (unless the caller set
     OMP_WAIT_POLICY): the same-process alternation needs passive waiting, which slows it.
     """
-    cmd = [sys.executable, "-m", "tinygpt.bench", "train", "--_rss-child", framework,
+    cmd = [sys.executable, "-m", "bench", "train", "--_rss-child", framework,
            "--custom", json.dumps({k: spec[k] for k in SPEC_KEYS}),  # --gelu gives "gelu"
            "--threads", str(threads), "--device", args.device,
            "--dropout", str(args.dropout), "--gelu", args.gelu, "--seed", str(args.seed),
@@ -561,10 +562,10 @@ def child_env(threads):
     for name in THREAD_VARS:
         env[name] = str(threads)
     env[CHILD_MARK] = "1"
-    # The child must import this tinygpt, wherever the parent was started from.
+    # The child must import this tinygpt and this bench, wherever the parent was started from.
     root = str(Path(tg.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
-    return env
+    return with_root_on_path(env)
 
 
 def _ms(seconds):
@@ -588,7 +589,7 @@ def _summary(steps, opts, flops, tokens):
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(
-        prog="python -m tinygpt.bench train",
+        prog="python -m bench train",
         description="Full GPT training steps per second (forward, loss, backward, clip, AdamW), "
                     "tinygpt beside PyTorch eager when installed, float32.")
     parser.add_argument("--configs", default="small,baby",
@@ -688,7 +689,7 @@ def main(argv=None):
     # chosen count, run again in a process whose environment has it.
     if any(os.environ.get(name) != str(threads) for name in THREAD_VARS) \
             and not os.environ.get(CHILD_MARK):
-        return subprocess.run([sys.executable, "-m", "tinygpt.bench", "train", *argv],
+        return subprocess.run([sys.executable, "-m", "bench", "train", *argv],
                               env=child_env(threads), check=False).returncode
     fast_threads.set_num_threads(threads)        # tinygpt's own threads: the same count
     if args._rss_child:

@@ -1,4 +1,4 @@
-"""`python -m tinygpt.bench moe`: a mixture of experts against the dense MLP with the same
+"""`python -m bench moe`: a mixture of experts against the dense MLP with the same
 active parameters per token, on the char recipe, side by side in one run.
 
 Both train `python -m tinygpt train`'s recipe (4 layers, 4 heads, 128 channels, block 64,
@@ -35,7 +35,7 @@ def train(name, args, **model):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m tinygpt.bench moe",
+    parser = argparse.ArgumentParser(prog="python -m bench moe",
                                      description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--iters", type=int, default=500, help="iterations of each run")
     parser.add_argument("--experts", type=int, default=8)

@@ -1,6 +1,6 @@
 """Benchmark: GPT-2 BPE encoding speed in MB/s, tinygpt's tokenizer beside tiktoken's.
 
-Run as `python -m tinygpt.bench bpe` or `python -m tinygpt.bench.bpe`. It encodes tiny Shakespeare
+Run as `python -m bench bpe` or `python -m bench.bpe`. It encodes tiny Shakespeare
 (from the shared data folder or `--file`) and a mixed text it builds itself (many scripts, emoji,
 code), takes the median of several runs, and prints a table. Each tinygpt run starts with an empty
 pre-token cache ("cold"), as for a fresh text; the "warm" column re-encodes with the cache full.
@@ -21,7 +21,7 @@ from pathlib import Path
 from tinygpt.data.bpe import ENDOFTEXT, GPT2_PATTERN, BPETokenizer, find_gpt2_vocab
 
 _SHARED = Path(os.environ.get("TINYGPT_SHARED_DATA")
-               or Path(__file__).resolve().parents[2].parent / "shared" / "data")
+               or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
 
 def mixed_text(target_bytes=1_000_000):
@@ -97,7 +97,7 @@ def _tiktoken_encoding(vocab_path):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m tinygpt.bench bpe",
+    parser = argparse.ArgumentParser(prog="python -m bench bpe",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--file", type=Path, default=None,
                         help="text to encode instead of tiny Shakespeare (shared data folder)")

@@ -1,5 +1,5 @@
 """The GPU check: everything about tinygpt's CUDA path that needs a real GPU, in one
-unattended run of at most a few minutes (`python -m tinygpt.bench gpu`).
+unattended run of at most a few minutes (`python -m bench gpu`).
 
 Sections, in this order (each one's failure is reported and the next runs; the
 measurements come before the two slowest checks, which compile most of CuPy's kernels on
@@ -65,7 +65,7 @@ TRAIN_SPECS = {
 }
 TINY_SPEC = dict(n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=2, vocab_size=65,
                  bias=True)
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 class Report:
@@ -446,7 +446,7 @@ def generate(report, config, torch, new_tokens, prompt_tokens=8):
 # --- the command --------------------------------------------------------------------------------
 def parse_args(argv):
     parser = argparse.ArgumentParser(
-        prog="python -m tinygpt.bench gpu",
+        prog="python -m bench gpu",
         description="The GPU check: versions, gradient checks and CPU parity on CUDA, "
                     "transfers per step, the cuda tests, training and generation beside "
                     "PyTorch; results in OUT/gpu_check.json.")

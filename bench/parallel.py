@@ -1,5 +1,5 @@
 """Data parallelism on one machine: training steps split over forked processes against MPI
-ranks (`python -m tinygpt.bench parallel`).
+ranks (`python -m bench parallel`).
 
 For each config (bench/train.py's `small` and `baby`, float32, dropout 0) and one global
 batch of B rows per step, four ways, each in a process (or `mpiexec -n N` launch) of its
@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import with_root_on_path
 from .train import CONFIGS, gpt_config
 
 WAYS = ("1 process", "2 forked", "1 MPI rank", "2 MPI ranks")
@@ -111,13 +112,14 @@ def steps(config, way, warmup, iters):
 
 def run_way(config, way, warmup, iters, launcher):
     """One way in its own process(es); its row, or {"error": ...}."""
-    command = [sys.executable, "-m", "tinygpt.bench", "parallel", "--worker", way,
+    command = [sys.executable, "-m", "bench", "parallel", "--worker", way,
                "--configs", config, "--warmup", str(warmup), "--iters", str(iters)]
     if "MPI" in way:
         if launcher is None:
             return {"error": "no mpiexec (pip install 'tinygpt[mpi]')"}
         command = [launcher, "-n", way[0]] + command
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True,
+                          env=with_root_on_path(os.environ))
     rows = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not rows:
         return {"error": (done.stderr.strip().splitlines() or ["no output"])[-1][:200]}
@@ -126,7 +128,7 @@ def run_way(config, way, warmup, iters, launcher):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        prog="python -m tinygpt.bench parallel",
+        prog="python -m bench parallel",
         description="Training steps split over forked processes against MPI ranks.")
     parser.add_argument("--configs", default="small,baby",
                         help=f"comma-separated, of {', '.join(CONFIGS)} (default: small,baby)")

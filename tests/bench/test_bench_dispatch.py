@@ -1,4 +1,4 @@
-"""`python -m tinygpt.bench`: the dispatcher's messages and exit codes, and a smoke run of the
+"""`python -m bench`: the dispatcher's messages and exit codes, and a smoke run of the
 ops benchmark at tiny shapes (no timing is asserted: only that it runs and writes its rows).
 """
 
@@ -8,14 +8,14 @@ import types
 
 import pytest
 
-from tinygpt.bench import __main__ as dispatcher
-from tinygpt.bench import ops
+from bench import __main__ as dispatcher
+from bench import ops
 
 
 def test_no_arguments_prints_the_usage_and_fails(capsys):
     assert dispatcher.main([]) == 2
     err = capsys.readouterr().err
-    assert "usage: python -m tinygpt.bench NAME" in err
+    assert "usage: python -m bench NAME" in err
     assert all(name in err for name in ("ops", "train", "bpe"))
 
 
@@ -30,16 +30,16 @@ def test_unknown_benchmark_is_named(capsys):
 
 
 def test_missing_benchmark_module_gets_a_clear_message(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "tinygpt.bench.train", None)   # import raises
+    monkeypatch.setitem(sys.modules, "bench.train", None)   # import raises
     assert dispatcher.main(["train", "--steps", "1"]) == 2
-    assert "tinygpt/bench/train.py" in capsys.readouterr().err
+    assert "bench/train.py" in capsys.readouterr().err
 
 
 def test_arguments_reach_the_benchmark(monkeypatch):
     seen = []
-    fake = types.ModuleType("tinygpt.bench.bpe")
+    fake = types.ModuleType("bench.bpe")
     fake.main = lambda argv: seen.append(argv) or 3
-    monkeypatch.setitem(sys.modules, "tinygpt.bench.bpe", fake)
+    monkeypatch.setitem(sys.modules, "bench.bpe", fake)
     assert dispatcher.main(["bpe", "--x", "1"]) == 3
     assert seen == [["--x", "1"]]
 

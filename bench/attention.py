@@ -1,4 +1,4 @@
-"""`python -m tinygpt.bench attention`: what padding masks and banded layers cost a
+"""`python -m bench attention`: what padding masks and banded layers cost a
 training step (forward, backward, no optimizer), side by side in one run.
 
 - padding: a batch whose rows are right-padded to the longest (a quarter of the positions
@@ -90,7 +90,7 @@ def banded_rows(args, rng):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m tinygpt.bench attention",
+    parser = argparse.ArgumentParser(prog="python -m bench attention",
                                      description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--padding-B", type=int, default=12)
     parser.add_argument("--padding-T", type=int, default=256)

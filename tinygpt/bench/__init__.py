@@ -1,1 +1,0 @@
-"""Benchmarks, run as `python -m tinygpt.bench NAME`."""
