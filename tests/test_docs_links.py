@@ -8,8 +8,6 @@ import pytest
 from conftest import REPO
 
 PAGES = [REPO / "README.md"] + sorted((REPO / "docs").glob("*.md"))
-# Pages the README links to that are written on another branch; checked once they exist.
-PENDING = {REPO / "docs" / "learn.md"}
 
 _FENCE = re.compile(r"^(```|~~~).*?^\1", re.M | re.S)
 _CODE = re.compile(r"`[^`\n]*`")
@@ -49,8 +47,6 @@ def broken_links(page):
             continue
         file_part, _, anchor = target.partition("#")
         path = (page.parent / file_part).resolve() if file_part else page
-        if path in PENDING and not path.exists():
-            continue
         if not path.exists():
             bad.append(f"{target}: no file {path}")
         elif anchor and path.suffix == ".md" and anchor not in anchors(path):
