@@ -23,6 +23,8 @@ def add_model_arguments(parser):
                         help="a pretrained GPT-2 folder (config.json + model.safetensors) "
                              "instead of --out_dir")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--quantize", default=None, choices=["int8"],
+                        help="run with int8 weights (per-row scales), quantised after loading")
 
 
 def add_sampling_arguments(parser):
@@ -39,9 +41,13 @@ def load(args):
         from ..data.tokenizers import require_tokenizer
         from ..model import GPT
         model = GPT.from_pretrained(args.init_from, device=args.device)
-        return model, require_tokenizer(model)
-    from ..train import load_for_inference
-    return load_for_inference(args.out_dir, device=args.device)
+        tokenizer = require_tokenizer(model)
+    else:
+        from ..train import load_for_inference
+        model, tokenizer = load_for_inference(args.out_dir, device=args.device)
+    if getattr(args, "quantize", None):
+        model.quantize(args.quantize)
+    return model, tokenizer
 
 
 def run(args, out=None):
