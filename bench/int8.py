@@ -62,8 +62,8 @@ with tempfile.TemporaryDirectory() as folder:
         np.savez(path, **arrays)
         size = os.path.getsize(path)
 splits, config = run_splits(args["out_dir"], tokenizer)
-loss = evaluate(model, {"val": splits["val"]}, model.config.block_size, config.get("batch_size", 12),
-                args["eval_iters"], seed=0)["val"]
+loss = evaluate(model, {"val": splits["val"]}, model.config.block_size,
+                config.get("batch_size", 12), args["eval_iters"], seed=0)["val"]
 prompt = tg.tensor([tokenizer.encode("\n")], dtype="int64")
 times = []
 for i in range(args["repeats"] + 1):

@@ -9,6 +9,7 @@ import pytest
 
 import tinygpt as tg
 from tinygpt import GPT, GPTConfig
+from tinygpt.autograd import backend
 from tinygpt.nn import Linear, prune, pruning_masks, restore_masks, sparsity
 from tinygpt.optim import (AdamW, GradScaler, clip_grad_norm_, configure_param_groups, copy_to,
                            master_copy)
@@ -180,6 +181,17 @@ def test_masks_recomputed_after_a_save_and_load_resume_bit_for_bit(tmp_path):
     train(resumed, optimizer, data[5:])
     for (name, a), (_, b) in zip(straight.named_parameters(), resumed.named_parameters()):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=name)
+
+
+def test_on_each_device(device):
+    cpu, model = small_gpt(), small_gpt().to(device)
+    expected, masks = prune(cpu, 0.5), prune(model, 0.5)
+    for name in expected:
+        np.testing.assert_array_equal(backend.to_numpy(masks[name]), expected[name])
+    optimizer = AdamW(configure_param_groups(model.named_parameters(), 0.1), lr=1e-2)
+    train(model, optimizer, [(tg.tensor(x, device=device), tg.tensor(y, device=device))
+                             for x, y in batches(19, 3)])
+    assert sparsity(model) == 0.5
 
 
 def test_embeddings_only_when_asked():

@@ -13,6 +13,8 @@ from tinygpt.nn import Int8Embedding, Int8Linear, Linear, load_int8, quantize_in
 from tinygpt.nn.quantize import dequantize, quantize_per_channel, weight_bytes
 from tinygpt.optim import AdamW, configure_param_groups
 
+from conftest import assert_close
+
 
 def rows_of_many_sizes(dtype, seed=0):
     """A (6, 40) weight whose rows span five orders of magnitude, one of them all zero."""
@@ -64,7 +66,7 @@ def test_int8_linear_is_the_linear_of_the_dequantised_weight():
     with tg.no_grad():
         y = int8(tg.tensor(x)).numpy()
     w = dequantize(int8.weight.data, int8.weight_scale.data)
-    np.testing.assert_allclose(y, x @ w.T + layer.bias.data, rtol=1e-12, atol=1e-12)
+    assert_close(y, x @ w.T + layer.bias.data)
     # Against the float layer: |dy_o| <= sum_i |x_i| * scale_o / 2.
     bound = np.abs(x).sum(axis=-1, keepdims=True) * int8.weight_scale.data / 2
     assert (np.abs(y - exact) <= bound * (1 + 1e-9)).all()
@@ -135,7 +137,7 @@ def test_logits_within_the_bound_derived_from_the_weights_error():
     # And exactly the float model of the dequantised weights (float64 rounding apart).
     twin = dequantised_twin(quantised)
     with tg.no_grad():
-        np.testing.assert_allclose(q_logits, twin(idx)[0].numpy(), rtol=1e-10, atol=1e-12)
+        assert_close(q_logits, twin(idx)[0].numpy())
 
 
 def test_greedy_generation_with_the_kv_cache():
@@ -152,6 +154,17 @@ def test_greedy_generation_with_the_kv_cache():
             logits = model(tokens[:, -12:])[0].numpy()
         tokens = np.concatenate([tokens, logits[:, -1].argmax(-1)[:, None]], axis=1)
     np.testing.assert_array_equal(out, tokens)
+
+
+def test_on_each_device(device):
+    cpu = small_gpt().quantize()
+    model = small_gpt().to(device).quantize()
+    assert model.transformer.wte.weight.device == device
+    prompt = np.array([[3, 1, 4]])
+    np.testing.assert_array_equal(model.generate(prompt, 14, do_sample=False).numpy(),
+                                  cpu.generate(prompt, 14, do_sample=False).numpy())
+    with tg.no_grad():
+        assert_close(model(prompt)[0].numpy(), cpu(prompt)[0].numpy())
 
 
 def test_float32_model_generates_in_float32():
