@@ -10,8 +10,9 @@ in a fresh Python process of its own, so that each peak resident memory is its o
   weights (file)    the size of an .npz of those arrays (`np.savez`; `tinygpt.nn.save_int8`
                     for int8), each tied array once;
   peak RSS          the process's high-water mark after loading, evaluating and generating;
-  tokens/s          `generate` of --num_tokens tokens, one sequence (the KV cache), the
-                    median of --repeats runs after one warm-up;
+  tokens/s          `generate` of --num_tokens tokens from a one-token prompt, one
+                    sequence (the KV cache; past block_size, the window is run again
+                    for each token), the median of --repeats runs after one warm-up;
   val loss          the mean loss over --eval_iters batches of the validation split, the
                     same windows for both (`tinygpt.train.evaluate`, one seed).
 
@@ -64,7 +65,7 @@ with tempfile.TemporaryDirectory() as folder:
 splits, config = run_splits(args["out_dir"], tokenizer)
 loss = evaluate(model, {"val": splits["val"]}, model.config.block_size,
                 config.get("batch_size", 12), args["eval_iters"], seed=0)["val"]
-prompt = tg.tensor([tokenizer.encode("\n")], dtype="int64")
+prompt = tg.tensor(splits["val"][None, :1], dtype="int64")    # one token of the text
 times = []
 for i in range(args["repeats"] + 1):
     start = time.perf_counter()
@@ -182,8 +183,8 @@ def main(argv=None):
                                    "eval_iters": args.eval_iters,
                                    "num_tokens": args.num_tokens, "repeats": args.repeats})
     print(table(results))
-    products = time_products()
-    print("\nx (64, 768) @ W^T, W (3072, 768), median of 5:")
+    products = time_products(repeats=max(3, args.repeats))
+    print(f"\nx (64, 768) @ W^T, W (3072, 768), median of {max(3, args.repeats)}:")
     base = products["float32 BLAS"]
     for name, seconds in products.items():
         print(f"  {name:26s} {seconds * 1e3:8.2f} ms  ({seconds / base:.1f}x float32)")
