@@ -18,7 +18,8 @@ in a fresh Python process of its own, so that each peak resident memory is its o
 
 It also times one product of GPT-2's MLP shape, x (64, 768) @ W^T with W (3072, 768):
 float32 BLAS, int8 weights converted to float32 then BLAS (what `Int8Linear` does), and
-int8 x int8 with int32 sums in NumPy, which has no int8 BLAS.
+int8 x int8 with int32 sums in NumPy, which has no int8 BLAS; BLAS on one thread, as
+tinygpt's kernels run it.
 
 Imports: the standard library, numpy and tinygpt.
 """
@@ -121,6 +122,7 @@ def run_child(settings):
 
 def time_products(repeats=5, rows=64, out_features=3072, in_features=768):
     """Median seconds of x @ W^T three ways (see the module docstring)."""
+    from tinygpt.autograd.fast.blas import single_threaded_blas
     from tinygpt.nn.quantize import quantize_per_channel
     rng = np.random.default_rng(0)
     x = rng.standard_normal((rows, in_features)).astype(np.float32)
@@ -138,12 +140,14 @@ def time_products(repeats=5, rows=64, out_features=3072, in_features=768):
             times.append(time.perf_counter() - start)
         return statistics.median(times)
 
-    return {
-        "float32 BLAS": median(lambda: x @ w.T),
-        "int8 -> float32, BLAS": median(lambda: (x @ q.astype(np.float32).T) * scale),
-        "int8 x int8, int32 sums": median(
-            lambda: (x32 @ q32.T) * xscale[:, None] * scale),
-    }
+    # BLAS on one thread, as tinygpt's kernels run it (NumPy's integer product has one).
+    with single_threaded_blas():
+        return {
+            "float32 BLAS": median(lambda: x @ w.T),
+            "int8 -> float32, BLAS": median(lambda: (x @ q.astype(np.float32).T) * scale),
+            "int8 x int8, int32 sums": median(
+                lambda: (x32 @ q32.T) * xscale[:, None] * scale),
+        }
 
 
 def table(results):
