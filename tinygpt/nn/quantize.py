@@ -182,7 +182,7 @@ def quantize_int8(model):
     becomes an Int8Linear, every Embedding tied to a Linear an Int8Embedding sharing its
     int8 matrix, and every parameter is frozen. Quantising twice is an error.
 
-    >>> layer = quantize_int8(Sequential(Linear(4, 2)))
+    >>> layer = quantize_int8(tg.nn.Sequential(tg.nn.Linear(4, 2)))
     >>> layer[0].weight.dtype
     dtype('int8')
     """
