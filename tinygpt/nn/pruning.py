@@ -164,7 +164,8 @@ def prune(model, sparsity, scope="global", parameters=None):
     scores = []
     for name, holders, param in targets:
         # Ranked on the host (a one-off): NumPy's stable sort breaks ties by position.
-        score = np.abs(backend.to_numpy(param.data)).astype(np.float64).reshape(-1)
+        host = backend.to_numpy(param.data)
+        score = np.abs(host).astype(np.float64).reshape(-1)  # numpy: host data
         old = _mask_of(holders)
         if old is not None:
             score[~backend.to_numpy(old).reshape(-1)] = -1.0      # pruned before: first
@@ -173,15 +174,15 @@ def prune(model, sparsity, scope="global", parameters=None):
         [[i] for i in range(len(targets))]
     keep = [None] * len(targets)
     for group in groups:
-        flat = np.concatenate([scores[i] for i in group])
+        flat = np.concatenate([scores[i] for i in group])  # numpy: host data
         k = round(sparsity_ * flat.size)
         already = int((flat < 0).sum())
         if k < already:
             raise ValueError(f"cannot prune to sparsity {sparsity_}: {already} of {flat.size} "
                              f"weights ({already / flat.size:.4f}) are pruned already, and "
                              f"pruned weights are not restored")
-        kept = np.ones(flat.size, dtype=bool)
-        kept[np.argsort(flat, kind="stable")[:k]] = False
+        kept = np.ones(flat.size, dtype=bool)  # numpy: host data
+        kept[np.argsort(flat, kind="stable")[:k]] = False  # numpy: host data
         start = 0
         for i in group:
             n = scores[i].size

@@ -241,7 +241,7 @@ def save_int8(model, path):
         raise ValueError(f"save_int8: the path must end in .npz, got {path!r}")
     arrays, _ = _unique_state(model)
     tmp = path[:-4] + ".tmp.npz"
-    np.savez(tmp, **arrays)
+    np.savez(tmp, **arrays)  # numpy: host data
     os.replace(tmp, path)
     return os.path.getsize(path)
 
@@ -252,7 +252,7 @@ def load_int8(model, path):
     if not is_quantized(model):
         raise ValueError("load_int8: quantise the model first (quantize_int8), then load")
     _, aliases = _unique_state(model)
-    with np.load(os.fspath(path)) as f:
+    with np.load(os.fspath(path)) as f:  # numpy: host data
         state = {name: f[name] for name in f.files}
     for name, value in model.state_dict().items():
         if name in state and state[name].dtype != value.dtype:
