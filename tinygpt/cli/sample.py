@@ -36,6 +36,8 @@ def add_model_arguments(parser):
                         help="rotary positions: position p runs as p / rope_scale (position "
                              "interpolation, e.g. 2 at twice the trained context; default: "
                              "the model's)")
+    parser.add_argument("--quantize", default=None, choices=["int8"],
+                        help="run with int8 weights (per-row scales), quantised after loading")
 
 
 def add_sampling_arguments(parser):
@@ -63,6 +65,8 @@ def load(args):
     if block_size is not None or rope_scale is not None:
         model.extend_context(model.config.block_size if block_size is None else block_size,
                              rope_scale=rope_scale)
+    if getattr(args, "quantize", None):
+        model.quantize(args.quantize)
     return model, tokenizer
 
 

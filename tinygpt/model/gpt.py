@@ -172,7 +172,18 @@ class GPT(nn.Module):
 
     @property
     def dtype(self):
-        return self.transformer.wte.weight.dtype
+        # The dtype computations run in: an int8 embedding's is that of its scales.
+        wte = self.transformer.wte
+        return wte.weight.dtype if wte.weight.dtype.kind == "f" else wte.weight_scale.dtype
+
+    def quantize(self, mode="int8"):
+        """Make this model an int8 one for inference, in place, and return it: every
+        Linear's weight and the tied embedding/head become int8 with per-row scales; the
+        positions, LayerNorms and biases stay float (`tinygpt.nn.quantize_int8`). A
+        quantised model cannot be trained; `tinygpt.nn.save_int8` writes its weights."""
+        if mode != "int8":
+            raise ValueError(f"quantize: the only mode is 'int8', got {mode!r}")
+        return nn.quantize_int8(self)
 
     def crop_block_size(self, block_size):
         """Shrink the context to `block_size` positions (keeps the first rows of wpe), e.g.

@@ -24,7 +24,7 @@ from ..autograd import backend
 from ..autograd.fast import threads
 from ..autograd.function import reference_ops_enabled
 from .adamw_flat import FlatAdamW
-from .optimizer import Optimizer, _check_number
+from .optimizer import Optimizer, _check_number, int8_hint
 
 
 class AdamW(Optimizer):
@@ -167,7 +167,9 @@ def configure_param_groups(named_params, weight_decay):
             raise TypeError(
                 f"configure_param_groups expects (name, tensor) pairs such as "
                 f"model.named_parameters(), got {type(item).__name__}")
-        _, p = item
+        name, p = item
+        if int8_hint(p):
+            raise TypeError(f"configure_param_groups: {name} has dtype {p.dtype}{int8_hint(p)}")
         if not p.requires_grad or id(p) in seen:
             continue
         seen.add(id(p))

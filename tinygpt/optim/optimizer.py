@@ -38,6 +38,14 @@ def _check_number(name, value, low=0.0, high=math.inf, high_open=False):
     return value
 
 
+def int8_hint(p):
+    """The words to add to an error about a parameter that is an int8 weight."""
+    if p.dtype.kind == "i" and p.dtype.itemsize == 1:
+        return ("; the model is int8 (quantised for inference, tinygpt.nn.quantize_int8) and "
+                "inference-only: train the float model, then quantise it")
+    return ""
+
+
 class Optimizer:
     """Base class: `step()`, `zero_grad()`, `state_dict()`, `load_state_dict()`.
 
@@ -91,7 +99,7 @@ class Optimizer:
             if p.dtype.kind != "f":
                 raise TypeError(
                     f"parameter {i} of group {len(self.param_groups)} has dtype {p.dtype}; "
-                    "only floating point tensors can be optimized")
+                    "only floating point tensors can be optimized" + int8_hint(p))
             if not p.is_leaf:
                 raise ValueError(
                     f"parameter {i} of group {len(self.param_groups)} is not a leaf tensor "
