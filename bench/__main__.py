@@ -4,9 +4,10 @@ NAME is one of `ops` (op forward+backward times beside PyTorch), `train` (traini
 per second), `bpe` (tokenizer throughput), `quality` (final loss over seeds), `attention`
 (padding masks; banded against dense layers), `gpu` (the GPU check: tests, gradient
 checks, transfers and speed on CUDA), `lora` (LoRA against full fine-tuning), `moe` (a
-mixture of experts against the dense MLP) or `parallel` (forked processes against MPI
-ranks); ARGS go to
-that benchmark's `main(argv)` (`python -m bench ops --help`). Each benchmark module
+mixture of experts against the dense MLP), `parallel` (forked processes against MPI
+ranks), `context` (validation loss past the trained context: learned and rotary positions),
+`int8` (int8 weights against float32) or `prune` (validation loss against sparsity); ARGS
+go to that benchmark's `main(argv)` (`python -m bench ops --help`). Each benchmark module
 is imported only when asked for, so a missing optional dependency of one does not break
 the others.
 """
@@ -24,12 +25,15 @@ BENCHMARKS = {
     "lora": "LoRA against full fine-tuning at GPT-2's shape: trainable parameters, RSS, step time",
     "moe": "a mixture of experts against the dense MLP on the char recipe: step time and loss",
     "parallel": "training steps split over forked processes against MPI ranks, tokens/s",
+    "context": "validation loss at T, 2T and 4T: learned positions, rotary, interpolation",
+    "int8": "int8 weights against float32: bytes, peak RSS, tokens/s, validation loss",
+    "prune": "validation loss against sparsity, with and without a recovery fine-tune",
 }
 
 
 def usage():
     lines = ["usage: python -m bench NAME [ARGS...]", "", "benchmarks:"]
-    lines += [f"  {name:<8} {text}" for name, text in BENCHMARKS.items()]
+    lines += [f"  {name:<9} {text}" for name, text in BENCHMARKS.items()]
     lines += ["", "`python -m bench NAME --help` lists a benchmark's options."]
     return "\n".join(lines)
 
