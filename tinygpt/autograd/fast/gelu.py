@@ -1,4 +1,4 @@
-"""Fast CPU kernel of `gelu` (floor 2): ops/nn.py's Gelu with in-place ufuncs, block by
+"""Fast CPU kernel of `gelu` (floor 2): ops/fused.py's GeluOp with in-place ufuncs, block by
 block on tinygpt's threads, and two rearrangements that save passes over memory:
 
 - the tanh form's forward as y = x / (1 + exp(-2u)), equal to 0.5 x (1 + tanh(u)): one exp
@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import backend
 from ..function import register_kernel
-from ..ops.nn import GELU_TANH_A, INV_SQRT_2, INV_SQRT_2PI, SQRT_2_OVER_PI, Gelu
+from ..ops.fused import GELU_TANH_A, INV_SQRT_2, INV_SQRT_2PI, SQRT_2_OVER_PI, GeluOp
 from .threads import CPU_DTYPES, as_rows, for_blocks
 
 
@@ -87,8 +87,8 @@ def _gelu_exact_grad(xp, x, y, dy, dx):
 
 
 @register_kernel("gelu", dtypes=CPU_DTYPES)
-class GeluBlocked(Gelu):
-    """gelu on the CPU in blocks, Phi read off the output (equals ops/nn.py's Gelu).
+class GeluBlockedOp(GeluOp):
+    """gelu on the CPU in blocks, Phi read off the output (equals ops/fused.py's GeluOp).
     Saves x and y."""
 
     @staticmethod
