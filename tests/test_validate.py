@@ -50,10 +50,12 @@ def test_integer_bounds_one_sided_and_none():
 def test_positive_integer():
     assert v.positive_integer("k", 1) == 1
     assert v.positive_integer("k", None, none_ok=True) is None
-    with pytest.raises(ValueError, match=r"k must be an int >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"^k must be a positive int, got 0$"):
         v.positive_integer("k", 0)
-    with pytest.raises(ArgumentTypeError, match=r"k must be an int >= 1, got bool True"):
+    with pytest.raises(ArgumentTypeError, match=r"^k must be a positive int, got bool True$"):
         v.positive_integer("k", True)
+    with pytest.raises(ArgumentTypeError, match=r"a positive int \(or None\), got str '1'"):
+        v.positive_integer("k", "1", none_ok=True)
 
 
 @pytest.mark.parametrize("value", [2, 2.5, np.float32(2.5), np.int32(2)])
@@ -93,9 +95,9 @@ def test_real_bounds_open_and_closed(value, kwargs, message):
 
 def test_probability_closed_and_open_ends():
     assert v.probability("p", 0) == 0.0 and v.probability("p", 1) == 1.0
-    with pytest.raises(ValueError, match=r"p must be a finite number in \[0, 1\), got 1.0"):
+    with pytest.raises(ValueError, match=r"^p must be a probability in \[0, 1\), got 1.0$"):
         v.probability("p", 1.0, include_one=False)
-    with pytest.raises(ValueError, match=r"top_p must be a finite number in \(0, 1\], got 0.0"):
+    with pytest.raises(ValueError, match=r"^top_p must be a probability in \(0, 1\], got 0.0$"):
         v.probability("top_p", 0.0, include_zero=False)
     with pytest.raises(ValueError, match=r"in \[0, 1\], got -0.1"):
         v.probability("p", -0.1)
@@ -106,7 +108,7 @@ def test_probability_closed_and_open_ends():
 def test_boolean():
     assert v.boolean("bias", True) is True and v.boolean("bias", np.bool_(False)) is False
     for value in (1, 0, "True", None):
-        with pytest.raises(ArgumentTypeError, match=r"^bias must be True or False, got "):
+        with pytest.raises(ArgumentTypeError, match=r"^bias must be True or False \(a bool\), got "):
             v.boolean("bias", value)
 
 

@@ -62,23 +62,28 @@ def integer(name, value, minimum=None, maximum=None, none_ok=False):
     """`value` as an int: an integer (Python's or NumPy's, not a bool) in
     [minimum, maximum] (either bound None: no bound); None passes through when none_ok.
 
-    >>> integer("block_size", 64, minimum=1)
-    64
+    >>> integer("n_head", 12, minimum=1, maximum=64)
+    12
     """
+    return _integer(name, value, minimum, maximum, none_ok,
+                    _describe("an int", minimum, maximum, none_ok=none_ok))
+
+
+def positive_integer(name, value, none_ok=False):
+    """`value` as an int >= 1 (see `integer`), described as "a positive int"."""
+    return _integer(name, value, 1, None, none_ok,
+                    "a positive int" + (" (or None)" if none_ok else ""))
+
+
+def _integer(name, value, minimum, maximum, none_ok, expected):
     if value is None and none_ok:
         return None
-    expected = _describe("an int", minimum, maximum, none_ok=none_ok)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise ArgumentTypeError(f"{name} must be {expected}, got {type(value).__name__} "
                                 f"{value!r}")
     if not _in_range(value, minimum, maximum, False, False):
         raise ValueError(f"{name} must be {expected}, got {value!r}")
     return int(value)
-
-
-def positive_integer(name, value, none_ok=False):
-    """`value` as an int >= 1 (see `integer`)."""
-    return integer(name, value, minimum=1, none_ok=none_ok)
 
 
 def real(name, value, minimum=None, maximum=None, low_open=False, high_open=False,
@@ -90,10 +95,14 @@ def real(name, value, minimum=None, maximum=None, low_open=False, high_open=Fals
     >>> real("temperature", 1, minimum=0, low_open=True)
     1.0
     """
+    return _real(name, value, minimum, maximum, low_open, high_open, finite, none_ok,
+                 "a finite number" if finite else "a number")
+
+
+def _real(name, value, minimum, maximum, low_open, high_open, finite, none_ok, what):
     if value is None and none_ok:
         return None
-    expected = _describe("a finite number" if finite else "a number", minimum, maximum,
-                         low_open, high_open, none_ok)
+    expected = _describe(what, minimum, maximum, low_open, high_open, none_ok)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise ArgumentTypeError(f"{name} must be {expected}, got {type(value).__name__} "
                                 f"{value!r}")
@@ -107,15 +116,15 @@ def real(name, value, minimum=None, maximum=None, low_open=False, high_open=Fals
 def probability(name, value, include_one=True, include_zero=True):
     """`value` as a float in [0, 1] (open at 1 when include_one=False, as dropout's p of a
     model that trains; open at 0 when include_zero=False, as top_p)."""
-    return real(name, value, minimum=0, maximum=1, low_open=not include_zero,
-                high_open=not include_one)
+    return _real(name, value, 0, 1, not include_zero, not include_one, True, False,
+                 "a probability")
 
 
 def boolean(name, value):
     """`value` if it is True or False (NumPy's bools too, returned as bool)."""
     if not isinstance(value, (bool, np.bool_)):
-        raise ArgumentTypeError(f"{name} must be True or False, got {type(value).__name__} "
-                                f"{value!r}")
+        raise ArgumentTypeError(f"{name} must be True or False (a bool), got "
+                                f"{type(value).__name__} {value!r}")
     return bool(value)
 
 

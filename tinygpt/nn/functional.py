@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 
+from .. import validate
 from ..autograd import backend
 from ..autograd.ops.attention import ScaledDotProductAttentionOp, SelfAttentionOp
 from ..autograd.ops.fused import (GELU_APPROXIMATIONS, REDUCTIONS, CrossEntropyOp, DropoutOp,
@@ -98,14 +99,9 @@ def _check_class_ids(targets, n_classes, ignore_index):
     checked: on a GPU the check would make the host wait for the device at every call
     (CuPy wraps an out-of-range index around instead of failing), so ids meant for a GPU
     are checked where they are made, on the host (`BatchSampler(vocab_size=...)`)."""
-    if targets.size == 0 or backend.device_of(targets) != "cpu":
-        return
-    bad = (targets != ignore_index) & ((targets < 0) | (targets >= n_classes))
-    if bool(bad.any()):
-        value = int(targets[bad].reshape(-1)[0])
-        raise IndexError(
-            f"cross_entropy: target {value} is out of range: class ids must be in "
-            f"[0, {n_classes - 1}] (or ignore_index={ignore_index})")
+    if backend.device_of(targets) == "cpu":
+        validate.token_ids(targets, n_classes, name="cross_entropy's targets", what="target",
+                           size_name="classes", ignore_index=ignore_index)
 
 
 def nll_loss(log_probs, targets, ignore_index=-100, reduction="mean"):
@@ -168,13 +164,9 @@ def embedding(idx, weight):
 
 def _check_indices(idx, v):
     """Name an index of `idx` outside [0, v) when it is an integer host array."""
-    if idx.size and idx.dtype.kind in "iu" and backend.device_of(idx) == "cpu":
-        low, high = int(idx.min()), int(idx.max())
-        if low < 0 or high >= v:
-            bad = high if high >= v else low
-            raise IndexError(
-                f"embedding: index {bad} is out of range for a table of {v} rows "
-                f"(valid range [0, {v - 1}])")
+    if idx.dtype.kind in "iu" and backend.device_of(idx) == "cpu":
+        validate.token_ids(idx, v, name="embedding's indices", what="index",
+                           size_name="num_embeddings")
 
 
 def dropout(x, p=0.5, training=True):
@@ -240,11 +232,8 @@ def self_attention(qkv, n_head, dropout_p=0.0, scale=None, key_mask=None, window
         raise ValueError(
             f"self_attention: qkv must be (B, T, 3C) with C divisible by n_head={n_head}, "
             f"got shape {tuple(qkv.shape)}")
-    if not 0.0 <= dropout_p < 1.0:
-        raise ValueError(f"self_attention: dropout_p must be in [0, 1), got {dropout_p}")
-    if window is not None and (isinstance(window, bool) or not isinstance(window, int)
-                               or window < 1):
-        raise ValueError(f"self_attention: window must be an int >= 1 or None, got {window!r}")
+    validate.probability("self_attention: dropout_p", dropout_p, include_one=False)
+    validate.positive_integer("self_attention: window", window, none_ok=True)
     if scale is None:
         scale = 1.0 / math.sqrt(qkv.shape[-1] // 3 // n_head)
     inputs = [qkv]

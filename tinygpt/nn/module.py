@@ -11,6 +11,7 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 
+from .. import validate
 from ..autograd import backend
 from ..autograd.tensor import Tensor
 
@@ -215,8 +216,7 @@ class Module:
     # --- modes and gradients -----------------------------------------------------------
     def train(self, mode=True):
         """Set training mode (dropout active) on this module and every sub-module."""
-        if not isinstance(mode, bool):
-            raise TypeError(f"train(mode): mode must be a bool, got {type(mode).__name__}")
+        mode = validate.boolean("train(mode): mode", mode)
         for module in self.modules():
             object.__setattr__(module, "training", mode)
         return self
