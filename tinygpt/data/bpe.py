@@ -39,6 +39,7 @@ from pathlib import Path
 
 import regex
 
+from .. import validate
 from ..files import atomic_write_text, cache_dir
 
 # GPT-2's pre-tokenizer pattern: contractions, letters, digits and other symbols (each with an
@@ -162,8 +163,7 @@ class BPETokenizer:
             if not isinstance(name, str) or not name:
                 raise TypeError(f"special token names must be non-empty strings, got {name!r}")
         for token, i in [*ids.items(), *special_tokens.items()]:
-            if not isinstance(i, int) or isinstance(i, bool) or i < 0:
-                raise ValueError(f"token {token!r} has id {i!r}; expected an int >= 0")
+            validate.integer(f"the id of token {token!r}", i, minimum=0)
 
         self.pattern = pattern
         try:
@@ -468,8 +468,7 @@ class BPETokenizer:
         Pre-token frequencies are counted first and pairs counted per distinct pre-token times its
         frequency; each merge updates only the pre-tokens that contain the pair.
         """
-        if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
-            raise TypeError(f"vocab_size must be an int, got {vocab_size!r}")
+        validate.integer("vocab_size", vocab_size)
         if vocab_size < 256:
             raise ValueError(f"vocab_size {vocab_size} is below 256: a byte-level BPE needs the "
                              f"256 byte tokens before any merge")

@@ -10,6 +10,8 @@ Imports: numpy and the standard library.
 
 import numpy as np
 
+from .. import validate
+
 
 class CharTokenizer:
     """encode(str) -> list[int] and decode(ids) -> str over a fixed set of characters.
@@ -105,8 +107,7 @@ class CharTokenizer:
         chars, n = self.chars, len(self.chars)
         out = []
         for i in ids:
-            if isinstance(i, bool) or not isinstance(i, int):
-                raise TypeError(f"token ids must be integers, got {i!r}")
+            validate.integer("each token id", i)
             if not 0 <= i < n:
                 raise ValueError(f"token id {i} is out of range for a vocabulary of size {n}")
             out.append(chars[i])
