@@ -12,6 +12,7 @@ the model computes is what a fresh run on the kept text would compute.
 
 import numpy as np
 
+from .. import validate
 from ..autograd import backend
 from ..autograd.tensor import Tensor
 from .generation import KVCache, Sampler
@@ -32,9 +33,8 @@ class Conversation:
         self.stop = tuple(s for s in stop if s)
         self.stop_token = stop_token
         block_size = model.config.block_size
-        if not isinstance(max_new_tokens, int) or not 0 < max_new_tokens < block_size:
-            raise ValueError(f"max_new_tokens must be an int in [1, {block_size - 1}] "
-                             f"(below the model's block_size), got {max_new_tokens!r}")
+        validate.integer("max_new_tokens (below the model's block_size)", max_new_tokens,
+                         minimum=1, maximum=block_size - 1)
         self.max_new_tokens = max_new_tokens
         self.sampler = Sampler(model.config.vocab_size, temperature, top_k, top_p, do_sample,
                                seed)

@@ -34,7 +34,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .. import nn
+from .. import nn, validate
 from ..autograd import backend
 from ..autograd.tensor import Tensor
 from ..nn import functional as F
@@ -217,8 +217,7 @@ class GPTForSequenceClassification(_TaskHeadGPT):
     """
 
     def _add_head(self, clf_dropout, num_labels=2):
-        if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 2:
-            raise ValueError(f"num_labels must be an int >= 2, got {num_labels!r}")
+        validate.integer("num_labels", num_labels, minimum=2)
         self.num_labels = num_labels
         self._add_score(clf_dropout, num_labels)
 
