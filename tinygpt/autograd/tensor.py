@@ -13,6 +13,7 @@ from collections import namedtuple
 
 import numpy as np
 
+from .. import validate
 from . import backend
 
 float16, float32, float64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
@@ -467,8 +468,7 @@ class Tensor:
         axis = _axis(dim, self.ndim)
         n = self.shape[axis]
         if isinstance(split_size_or_sections, int):
-            if split_size_or_sections <= 0:
-                raise ValueError(f"split: size must be positive, got {split_size_or_sections}")
+            validate.positive_integer("split: split_size_or_sections", split_size_or_sections)
             sizes = [min(split_size_or_sections, n - i) for i in range(0, n, split_size_or_sections)]
         else:
             sizes = list(split_size_or_sections)
@@ -534,8 +534,7 @@ def _floating(a, b):
 
 def _axis(dim, ndim):
     """A dimension index in [-ndim, ndim) as a non-negative int, or a clear IndexError."""
-    if not isinstance(dim, (int, np.integer)):
-        raise TypeError(f"dim must be an int, got {type(dim).__name__}")
+    dim = validate.integer("dim", dim)
     if not -max(ndim, 1) <= dim < max(ndim, 1):
         raise IndexError(
             f"dimension {dim} out of range for a tensor of {ndim} dimensions "
