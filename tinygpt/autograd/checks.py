@@ -33,12 +33,14 @@ Imports: numpy and autograd.
 import numpy as np
 
 from . import backend
+from .dtypes import float32
+from .factories import cat, manual_seed, stack, where
 from .function import OPS
 from .gradcheck import GradcheckError, compare_gradients
 from .ops.attention import ScaledDotProductAttentionOp, SelfAttentionOp
 from .ops.elementwise import CastOp, ToDeviceOp
 from .ops.fused import CrossEntropyOp, DropoutOp, EmbeddingOp, GeluOp, LayerNormOp, LinearOp
-from .tensor import Tensor, cat, float32, manual_seed, stack, where
+from .tensor import Tensor
 
 # Per-op keyword arguments for gradcheck where the defaults cannot work: `cast` goes
 # through float32, whose rounding (6e-8 near 1) swamps a 1e-6 step; a 1e-3 step averages it.

@@ -17,7 +17,8 @@ import math
 from .. import nn, validate
 from ..autograd import backend
 from ..autograd.function import no_grad
-from ..autograd.tensor import Tensor, cat
+from ..autograd.factories import cat
+from ..autograd.tensor import Tensor
 from ..nn import functional as F
 from ..nn import init
 from .config import GPTConfig
