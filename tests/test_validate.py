@@ -108,7 +108,8 @@ def test_probability_closed_and_open_ends():
 def test_boolean():
     assert v.boolean("bias", True) is True and v.boolean("bias", np.bool_(False)) is False
     for value in (1, 0, "True", None):
-        with pytest.raises(ArgumentTypeError, match=r"^bias must be True or False \(a bool\), got "):
+        with pytest.raises(ArgumentTypeError,
+                           match=r"^bias must be True or False \(a bool\), got "):
             v.boolean("bias", value)
 
 

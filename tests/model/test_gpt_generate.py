@@ -169,9 +169,9 @@ def test_sampler_distribution():
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
-    (dict(top_k=0), ValueError, r"top_k \(None: no limit\) must be a positive int \(or None\), got 0"),
-    (dict(top_k=-3), ValueError, r"top_k \(None: no limit\) must be a positive int \(or None\), got -3"),
-    (dict(top_k=2.5), TypeError, r"top_k \(None: no limit\) must be a positive int \(or None\), got float 2.5"),
+    (dict(top_k=0), ValueError, r"top_k must be a positive int \(or None\), got 0"),
+    (dict(top_k=-3), ValueError, r"top_k must be a positive int \(or None\), got -3"),
+    (dict(top_k=2.5), TypeError, r"top_k must be a positive int \(or None\), got float 2.5"),
     (dict(top_p=0.0), ValueError, r"top_p \(or None\) must be a probability in \(0, 1\], got 0.0"),
     (dict(top_p=1.5), ValueError, r"top_p \(or None\) must be a probability in \(0, 1\], got 1.5"),
     (dict(temperature=0.0), ValueError, "temperature .*must be a finite number > 0, got 0.0"),

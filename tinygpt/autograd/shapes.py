@@ -72,6 +72,7 @@ def normalize_index(index, tensor):
             raise IndexError(
                 f"tensors used as indices must be integer or boolean, got dtype {i.dtype}")
         if isinstance(i, float):
-            raise IndexError(f"index {i!r} is a float: expected an int, a slice or an integer tensor")
+            raise IndexError(
+                f"index {i!r} is a float: expected an int, a slice or an integer tensor")
         out.append(i)
     return tuple(out)

@@ -412,7 +412,8 @@ class Tensor:
         if self.ndim == 0:  # dims 0 / -1 of a 0-d tensor: nothing to swap
             axis_index(dim0, 0), axis_index(dim1, 0)
             return self.reshape(())
-        return TransposeOp.apply(self, dim0=axis_index(dim0, self.ndim), dim1=axis_index(dim1, self.ndim))
+        return TransposeOp.apply(self, dim0=axis_index(dim0, self.ndim),
+                                 dim1=axis_index(dim1, self.ndim))
 
     def permute(self, *dims):
         dims = shape_arg(dims)

@@ -108,7 +108,7 @@ class Sampler:
         if do_sample:
             validate.real("temperature (when sampling; for the most likely token use "
                           "do_sample=False)", temperature, minimum=0, low_open=True)
-        validate.positive_integer("top_k (None: no limit)", top_k, none_ok=True)
+        validate.positive_integer("top_k", top_k, none_ok=True)    # None: no limit
         if top_p is not None:
             validate.probability("top_p (or None)", top_p, include_zero=False)
         validate.integer("seed", seed, none_ok=True)

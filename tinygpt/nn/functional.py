@@ -13,7 +13,7 @@ from .. import validate
 from ..autograd import backend
 from ..autograd.ops.attention import ScaledDotProductAttentionOp, SelfAttentionOp
 from ..autograd.ops.fused import (GELU_APPROXIMATIONS, REDUCTIONS, CrossEntropyOp, DropoutOp,
-                               EmbeddingOp, GeluOp, LayerNormOp, LinearOp)
+                                  EmbeddingOp, GeluOp, LayerNormOp, LinearOp)
 from ..autograd.tensor import Tensor
 
 
@@ -88,7 +88,7 @@ def cross_entropy(logits, targets, ignore_index=-100, reduction="mean"):
         flat_logits = logits.permute(*perm).reshape(-1, n_classes)
         flat_targets = targets.reshape(-1)
     loss = CrossEntropyOp.apply(flat_logits, flat_targets, ignore_index=ignore_index,
-                              reduction=reduction)
+                                reduction=reduction)
     if reduction == "none":
         loss = loss.reshape(out_shape)
     return loss
@@ -142,7 +142,7 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
                     f"layer_norm: {name} of shape {tuple(p.shape)}, expected {normalized_shape}")
             params.append(p)
     return LayerNormOp.apply(x, *params, n_axes=k, eps=float(eps),
-                           has_weight=weight is not None, has_bias=bias is not None)
+                             has_weight=weight is not None, has_bias=bias is not None)
 
 
 def embedding(idx, weight):
@@ -172,8 +172,7 @@ def _check_indices(idx, v):
 def dropout(x, p=0.5, training=True):
     """Inverted dropout: zero each element with probability p and scale the rest by
     1 / (1 - p). The identity (the same tensor) when not training or p == 0."""
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"dropout: p must be in [0, 1], got {p}")
+    p = validate.probability("dropout: p", p)
     if not training or p == 0.0:
         return x
     if p == 1.0:
@@ -195,8 +194,7 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, dropo
         raise ValueError(
             f"scaled_dot_product_attention: q {tuple(q.shape)}, k {tuple(k.shape)} and v "
             f"{tuple(v.shape)} do not fit: q and k need one head size, k and v one length")
-    if not 0.0 <= dropout_p < 1.0:
-        raise ValueError(f"scaled_dot_product_attention: dropout_p must be in [0, 1), got {dropout_p}")
+    validate.probability("scaled_dot_product_attention: dropout_p", dropout_p, include_one=False)
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
     inputs = [q, k, v]
@@ -211,7 +209,7 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, dropo
                 f"{attn_mask.dtype}")
         inputs.append(attn_mask)
     return ScaledDotProductAttentionOp.apply(*inputs, is_causal=bool(is_causal),
-                                           dropout_p=float(dropout_p), scale=float(scale))
+                                             dropout_p=float(dropout_p), scale=float(scale))
 
 
 def self_attention(qkv, n_head, dropout_p=0.0, scale=None, key_mask=None, window=None):
@@ -240,7 +238,7 @@ def self_attention(qkv, n_head, dropout_p=0.0, scale=None, key_mask=None, window
     if key_mask is not None:
         inputs.append(padding_mask(key_mask, qkv, "self_attention"))
     return SelfAttentionOp.apply(*inputs, n_head=int(n_head), dropout_p=float(dropout_p),
-                               scale=float(scale), window=window)
+                                 scale=float(scale), window=window)
 
 
 def padding_mask(mask, x, where="attention_mask"):

@@ -35,8 +35,9 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
         super().__init__()
-        self.in_features = in_features = validate.positive_integer("Linear: in_features", in_features)
-        self.out_features = out_features = validate.positive_integer("Linear: out_features", out_features)
+        in_features = validate.positive_integer("Linear: in_features", in_features)
+        out_features = validate.positive_integer("Linear: out_features", out_features)
+        self.in_features, self.out_features = in_features, out_features
         bound = 1.0 / math.sqrt(in_features)
         self.weight = init.uniform_(
             _empty_parameter((out_features, in_features), dtype, device), -bound, bound)
