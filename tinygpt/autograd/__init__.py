@@ -1,7 +1,7 @@
 """The autograd engine (floor 2): `Tensor`, the ops, the backward pass, `gradcheck`, and
 the instruments to look inside it: `to_dot` (the graph) and `trace` (every op run, timed).
 
-Imports only `backend` (floor 1) and its own modules.
+Imports only `backend` (floor 1), tinygpt.validate and its own modules.
 """
 
 from .tensor import Tensor  # noqa: F401

@@ -10,7 +10,7 @@ targets its last T, the same tokens shifted by one (T = block_size):
 Start indices are drawn uniformly from 0 .. len(data) - T - 1, both ends included, so every
 window of the text (and so every token as a target) can be drawn.
 
-Imports: autograd (backend, Tensor), numpy.
+Imports: autograd (backend, Tensor), validate, numpy.
 """
 
 import numpy as np

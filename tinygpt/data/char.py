@@ -5,7 +5,7 @@ i-th smallest character (by code point) and `vocab_size` is the number of distin
 characters (65 for tiny Shakespeare). It is saved with each checkpoint (`to_dict`), since
 a model only understands the ids of the vocabulary it was trained with.
 
-Imports: numpy and the standard library.
+Imports: numpy, the standard library, validate.
 """
 
 import numpy as np

@@ -32,7 +32,7 @@ counts).
     >>> len(task.train), len(task.test), task.test[0].label
     (2800, 658, 1)
 
-Imports: numpy and the standard library.
+Imports: numpy, the standard library, files, validate.
 """
 
 import json

@@ -1,6 +1,6 @@
 """A conversation with a GPT that remembers the earlier turns (floor 5): the text so far is
 one token sequence, and its keys and values stay in the model's KV cache from turn to
-turn, so a new turn runs only its own tokens. Imports: autograd, model.gpt.
+turn, so a new turn runs only its own tokens. Imports: autograd, validate, model.gpt.
 
 Each turn appends `user_prefix + text + bot_prefix` and then the reply, token by token,
 until the reply ends with a stop string (or a stop token, or max_new_tokens). When the next

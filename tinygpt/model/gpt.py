@@ -8,7 +8,7 @@ Shape letters: B batch, T sequence length, C = n_embd channels, H = n_head heads
 hs = C / H head size, V vocabulary, S cached key positions. Generation keeps a KV cache:
 each new token runs the network on its one position and attends over the keys and values
 kept from the earlier ones (`KVCache`, `Sampler`: tinygpt/model/generation.py; sizes from a
-config alone: tinygpt/model/sizes.py). Imports: autograd, nn, model.config,
+config alone: tinygpt/model/sizes.py). Imports: autograd, nn, validate, model.config,
 model.generation, model.moe.
 """
 

@@ -27,7 +27,7 @@ out of the language-modelling loss. Left padding would need the mask inside atte
 and is refused with an error.
 
 Shape letters: B examples, K candidates, N rows, T positions, C channels, V vocabulary.
-Imports: autograd, nn, model.gpt.
+Imports: autograd, nn, validate, model.gpt.
 """
 
 from typing import NamedTuple

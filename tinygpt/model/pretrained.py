@@ -29,8 +29,8 @@ this machine's memory, and every tensor's name, shape and dtype must be the conf
 `n_layer: 1000000` beside a 500 MB file is refused in microseconds, not after minutes
 of allocating.
 
-Imports: numpy, the standard library, data (tokenizers), nn, model (GPT, safetensors);
-PyTorch only inside `load_nanogpt_ckpt`.
+Imports: numpy, the standard library, data (tokenizers), nn, validate, model (GPT,
+safetensors); PyTorch only inside `load_nanogpt_ckpt`.
 """
 
 import json

@@ -1,5 +1,5 @@
 """Layers (floor 3): `nn.functional` (stateless ops), `Module`, `Parameter`, the layers
-and `nn.init`. Imports: autograd only.
+and `nn.init`. Imports: autograd (and tinygpt.validate).
 
 >>> import tinygpt.nn as nn
 >>> layer = nn.Linear(4, 2)

@@ -2,7 +2,7 @@
 
 Each function checks its arguments (so a bad shape or option is named here, in the
 user's terms) and calls one fused op of `tinygpt.autograd.ops.fused`, where the forward
-and the backward sit side by side. Imports: autograd.
+and the backward sit side by side. Imports: autograd, validate.
 """
 
 import math

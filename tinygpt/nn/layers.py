@@ -6,7 +6,8 @@ Names, argument orders, parameter shapes and default initialisations are PyTorch
 model written with these layers reads (and loads weights) like its PyTorch twin. Random
 initialisation goes through `nn.init` (the CPU generator seeded by `tg.manual_seed`).
 Optional `device=` and `dtype=` arguments place the parameters (float32 on the CPU by
-default). Imports: autograd, nn.functional, nn.module, nn.init.
+default). Imports: autograd, validate, nn.functional, nn.module,
+nn.init.
 """
 
 import math

@@ -22,7 +22,7 @@ every other parameter of the model (requires_grad False: no gradient is computed
 and `configure_param_groups` leaves them out of the optimizer). Saving and loading the
 adapters alone, in PEFT's file layout, is `tinygpt.model.adapters`.
 
-Imports: autograd, nn.
+Imports: autograd, validate, nn.
 """
 
 from dataclasses import dataclass

@@ -4,7 +4,7 @@ A `Module` holds `Parameter`s and sub-`Module`s, registered simply by assigning 
 attributes (`self.weight = Parameter(...)`, `self.ln_1 = LayerNorm(...)`), in the order
 they were assigned, as in PyTorch. Everything else follows from that registry: dotted
 parameter names (`transformer.h.0.attn.c_attn.weight`), `state_dict` and
-`load_state_dict`, moving to a device or dtype, train/eval mode. Imports: autograd.
+`load_state_dict`, moving to a device or dtype, train/eval mode. Imports: autograd, validate.
 """
 
 from collections import OrderedDict, namedtuple
