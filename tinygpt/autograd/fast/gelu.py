@@ -95,10 +95,10 @@ class GeluBlockedOp(GeluOp):
     def forward(ctx, x, approximate):
         xp = backend.array_module(x)
         ctx.approximate = approximate
-        kernel = _gelu_tanh if approximate == "tanh" else _gelu_exact
+        row_fn = _gelu_tanh if approximate == "tanh" else _gelu_exact
         y = xp.empty_like(x)
         x2, y2 = as_rows(x), as_rows(y)
-        for_blocks(lambda r: kernel(xp, x2[r], y2[r]), x2)
+        for_blocks(lambda r: row_fn(xp, x2[r], y2[r]), x2)
         ctx.save(x, y)
         return y
 
@@ -106,8 +106,8 @@ class GeluBlockedOp(GeluOp):
     def backward(ctx, dy):
         x, y = ctx.saved
         xp = backend.array_module(x)
-        kernel = _gelu_tanh_grad if ctx.approximate == "tanh" else _gelu_exact_grad
+        row_fn = _gelu_tanh_grad if ctx.approximate == "tanh" else _gelu_exact_grad
         dx = xp.empty_like(x)
         x2, y2, dy2, dx2 = as_rows(x), as_rows(y), as_rows(dy), as_rows(dx)
-        for_blocks(lambda r: kernel(xp, x2[r], y2[r], dy2[r], dx2[r]), x2)
+        for_blocks(lambda r: row_fn(xp, x2[r], y2[r], dy2[r], dx2[r]), x2)
         return (dx,)

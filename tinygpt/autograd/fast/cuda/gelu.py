@@ -35,7 +35,7 @@ def _tanh_grad(xp, x, dy):
     return dy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
 
 
-KERNELS = {"none": (backend.fuse(_exact, "gelu_exact"),
+GPU_FUNCTIONS = {"none": (backend.fuse(_exact, "gelu_exact"),
                     backend.fuse(_exact_grad, "gelu_exact_grad")),
            "tanh": (backend.fuse(_tanh, "gelu_tanh"), backend.fuse(_tanh_grad, "gelu_tanh_grad"))}
 
@@ -48,9 +48,9 @@ class GeluFusedOp(GeluOp):
     def forward(ctx, x, approximate):
         ctx.approximate = approximate
         ctx.save(x)
-        return KERNELS[approximate][0](x)
+        return GPU_FUNCTIONS[approximate][0](x)
 
     @staticmethod
     def backward(ctx, dy):
         (x,) = ctx.saved
-        return (KERNELS[ctx.approximate][1](x, dy),)
+        return (GPU_FUNCTIONS[ctx.approximate][1](x, dy),)
