@@ -8,7 +8,8 @@ fault per 4 KB page (and the operating system zeroes it). A training step alloca
 same sizes every iteration; with malloc told to serve large arrays from its heap and never
 to trim it, the second iteration onwards reuses the first one's memory, as PyTorch's CPU
 allocator does by caching. Peak memory is unchanged; freed memory stays with the process
-instead of going back to the system (docs/performance.md has the measurements). Imports: the standard library only.
+instead of going back to the system (docs/performance.md has the measurements). Imports:
+the standard library only.
 """
 
 import os
