@@ -109,7 +109,7 @@ class LoRALinear(Module):
 def check_lora_options(rank, alpha, dropout, targets=None):
     """Raise an error naming the first bad LoRA setting (see `apply_lora`)."""
     validate.positive_integer("LoRA rank", rank)
-    validate.real("LoRA alpha", alpha, minimum=0, low_open=True)
+    validate.real("LoRA alpha", alpha, minimum=0, low_open=True, finite=False)
     validate.probability("LoRA dropout", dropout, include_one=False)
     if targets is not None:
         if isinstance(targets, str) or not all(isinstance(t, str) and t for t in targets):
