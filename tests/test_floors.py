@@ -22,9 +22,11 @@ ALLOWED = {
     "backend": set(),
     "files": set(),
     "memory": set(),
+    "validate": set(),
 }
-# Standard-library helpers any floor may import (files written safely, memory sizes).
-ANYWHERE = {"files", "memory"}
+# Standard-library helpers any floor may import (files written safely, memory sizes,
+# argument checks).
+ANYWHERE = {"files", "memory", "validate"}
 
 
 def package_of(module):
@@ -98,3 +100,5 @@ def test_the_check_flags_imports_from_above():
     assert violations("tinygpt.model.gpt", ["tinygpt.cli.train"])
     assert violations("tinygpt.train.trainer", ["tinygpt.bench.train"])
     assert violations("tinygpt.autograd.fast.gelu", ["tinygpt.autograd.ops.fused"]) == []
+    assert violations("tinygpt.validate", ["tinygpt.autograd.backend"])
+    assert violations("tinygpt.autograd.ops.fused", ["tinygpt.validate"]) == []

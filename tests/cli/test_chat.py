@@ -84,7 +84,8 @@ def test_a_turn_too_long_for_the_context_is_refused_before_anything_runs(chat_pa
     with pytest.raises(ValueError, match="would not fit in the model's block_size 40"):
         list(chat.reply("a" * 35))
     assert chat.tokens_run == 0 and chat.turns == []
-    with pytest.raises(ValueError, match="max_new_tokens must be an int in"):
+    with pytest.raises(ValueError, match=r"max_new_tokens \(below the model.s block_size\) "
+                                         r"must be an int in \[1, 39\]"):
         Conversation(model, tokenizer, max_new_tokens=40)
 
 

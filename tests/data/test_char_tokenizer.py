@@ -74,9 +74,9 @@ def test_out_of_range_id_is_named_with_the_vocab_size(bad_id):
 
 def test_non_integer_ids_raise():
     tok = CharTokenizer.from_text("abc")
-    with pytest.raises(TypeError, match="integers"):
+    with pytest.raises(TypeError, match="token id must be an int, got float 1.0"):
         tok.decode([0, 1.0])
-    with pytest.raises(TypeError, match="integers"):
+    with pytest.raises(TypeError, match="token id must be an int, got str 'a'"):
         tok.decode(["a"])
 
 

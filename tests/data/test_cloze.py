@@ -123,7 +123,9 @@ def test_malformed_files_are_named(tmp_path):
     good = {"story": "a\n", "endings": ["b", "c"], "label": 1}
     for line, message in (("{", "line 2: expected a JSON object"),
                           (json.dumps({"story": "a"}), "line 2: expected"),
-                          (json.dumps({**good, "label": 2}), "line 2: 'label' must be an index"),
+                          (json.dumps({**good, "label": 2}),
+                           r"line 2: 'label' \(an index into the 2 endings\) must be an int in "
+                           r"\[0, 1\], got 2"),
                           (json.dumps({**good, "endings": ["b"]}), "at least 2 endings"),
                           (json.dumps({**good, "endings": ["b", "c", "d"]}), "same number")):
         path.write_text(json.dumps(good) + "\n" + line + "\n")

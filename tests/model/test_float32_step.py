@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import tinygpt as tg
-from tinygpt.autograd.function import OPS, kernel_for
+from tinygpt.autograd.function import KERNELS, OPS, reference_ops_enabled
 from tinygpt.autograd.trace import trace
 from tinygpt.model import GPT, GPTConfig
 from tinygpt.optim import AdamW, clip_grad_norm_, configure_param_groups
@@ -96,7 +96,8 @@ def test_every_array_of_a_float32_step_is_float32():
 def test_the_check_catches_a_float64_promotion_inside_an_op(monkeypatch):
     # Plant NumPy 2's silent promotion in GELU's forward; the parameters' gradients would
     # still come out float32 (the engine casts leaf gradients), the traced dtypes must not.
-    gelu = kernel_for(OPS["gelu"], "cpu")           # the class that runs GELU now
+    # The class that runs float32 GELU on the CPU now: the reference, or its fast kernel.
+    gelu = OPS["gelu"] if reference_ops_enabled() else KERNELS["gelu"].get("cpu", OPS["gelu"])
     original = gelu.forward
 
     def promoting_forward(ctx, x, **params):

@@ -52,10 +52,10 @@ def test_config_dict_round_trip():
 
 @pytest.mark.parametrize("fields, error, message", [
     (dict(n_embd=10, n_head=3), ValueError, r"n_embd \(10\).*n_head \(3\)"),
-    (dict(n_layer=0), ValueError, "n_layer must be positive, got 0"),
-    (dict(vocab_size=-5), ValueError, "vocab_size must be positive, got -5"),
-    (dict(block_size=8.0), TypeError, "block_size must be an int"),
-    (dict(dropout=1.0), ValueError, r"dropout must be in \[0, 1\), got 1.0"),
+    (dict(n_layer=0), ValueError, "n_layer must be a positive int, got 0"),
+    (dict(vocab_size=-5), ValueError, "vocab_size must be a positive int, got -5"),
+    (dict(block_size=8.0), TypeError, "block_size must be a positive int, got float 8.0"),
+    (dict(dropout=1.0), ValueError, r"dropout must be a probability in \[0, 1\), got 1.0"),
     (dict(dropout=-0.1), ValueError, "dropout"),
     (dict(bias="yes"), TypeError, "bias"),
     (dict(gelu_approximate="fast"), ValueError, "gelu_approximate"),

@@ -169,12 +169,12 @@ def test_sampler_distribution():
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
-    (dict(top_k=0), ValueError, "top_k must be >= 1.*0"),
-    (dict(top_k=-3), ValueError, "top_k must be >= 1.*-3"),
-    (dict(top_k=2.5), TypeError, "top_k must be an int"),
-    (dict(top_p=0.0), ValueError, r"top_p must be in \(0, 1\].*0.0"),
-    (dict(top_p=1.5), ValueError, r"top_p must be in \(0, 1\].*1.5"),
-    (dict(temperature=0.0), ValueError, "temperature must be .*> 0.*0.0"),
+    (dict(top_k=0), ValueError, r"top_k must be a positive int \(or None\), got 0"),
+    (dict(top_k=-3), ValueError, r"top_k must be a positive int \(or None\), got -3"),
+    (dict(top_k=2.5), TypeError, r"top_k must be a positive int \(or None\), got float 2.5"),
+    (dict(top_p=0.0), ValueError, r"top_p \(or None\) must be a probability in \(0, 1\], got 0.0"),
+    (dict(top_p=1.5), ValueError, r"top_p \(or None\) must be a probability in \(0, 1\], got 1.5"),
+    (dict(temperature=0.0), ValueError, "temperature .*must be a finite number > 0, got 0.0"),
     (dict(temperature=-1.0), ValueError, "temperature.*-1.0"),
     (dict(do_sample="yes"), TypeError, "do_sample"),
     (dict(seed="abc"), TypeError, "seed"),

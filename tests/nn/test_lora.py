@@ -140,7 +140,7 @@ def test_bad_settings_are_named():
     for rank in (0, -2):
         with pytest.raises(ValueError, match="rank must be a positive int"):
             apply_lora(model, rank=rank)
-    with pytest.raises(TypeError, match="rank must be an int"):
+    with pytest.raises(TypeError, match="rank must be a positive int, got float 2.5"):
         apply_lora(model, rank=2.5)
     with pytest.raises(ValueError, match="alpha"):
         apply_lora(model, alpha=0)

@@ -127,9 +127,9 @@ def test_module_dict():
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda: nn.Linear(0, 3), "in_features must be positive"),
-    (lambda: nn.Linear(3, -1), "out_features must be positive"),
-    (lambda: nn.Embedding(4, 2.5), "embedding_dim must be an int"),
+    (lambda: nn.Linear(0, 3), "in_features must be a positive int, got 0"),
+    (lambda: nn.Linear(3, -1), "out_features must be a positive int, got -1"),
+    (lambda: nn.Embedding(4, 2.5), "embedding_dim must be a positive int, got float 2.5"),
     (lambda: nn.LayerNorm(4, eps=0), "eps"),
 ])
 def test_bad_layer_arguments(make, message):

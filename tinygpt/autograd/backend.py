@@ -209,18 +209,18 @@ def synchronize(device):
         _import_cupy().cuda.Device().synchronize()
 
 
-# --- fused kernels -----------------------------------------------------------------------
+# --- fused GPU functions -----------------------------------------------------------------
 class FusionFallbackWarning(RuntimeWarning):
-    """A fused GPU kernel failed to build and runs as separate array operations instead:
+    """A fused GPU function failed to build and runs as separate array operations instead:
     the results stay right, the speed does not."""
 
 
-# name -> the error of each fused kernel that fell back (the GPU check reports them)
+# name -> the error of each fused GPU function that fell back (the GPU check reports them)
 fuse_fallbacks = {}
 
 
 def fuse(function, name=None):
-    """`function(xp, *args)` as one GPU kernel: on CuPy arrays it runs through
+    """`function(xp, *args)` as one GPU function (one launch): on CuPy arrays it runs through
     `cupy.fuse` (compiled once per dtype and rank of the arguments); on NumPy arrays it
     is plain array code with xp = numpy. The function may use elementwise ufuncs of `xp`,
     operators, `xp.where`, `.astype` and at most one reduction, whose result meets only
@@ -250,6 +250,6 @@ class _Fused:
         except Exception as error:      # a fusion CuPy cannot build: run it unfused
             result = self.function(_cupy, *args)      # raises for a real argument error
             fuse_fallbacks[self.name] = f"{type(error).__name__}: {error}"
-            warnings.warn(f"fused kernel {self.name} runs unfused: {error}",
+            warnings.warn(f"fused GPU function {self.name} runs unfused: {error}",
                           FusionFallbackWarning, stacklevel=2)
             return result

@@ -33,13 +33,15 @@ Imports: numpy and autograd.
 import numpy as np
 
 from . import backend
+from .dtypes import float32
+from .factories import cat, manual_seed, stack, where
 from .function import OPS
 from .gradcheck import GradcheckError, compare_gradients
 from .ops.attention import ScaledDotProductAttentionOp, SelfAttentionOp
 from .ops.elementwise import CastOp, ToDeviceOp
 from .ops.fused import CrossEntropyOp, DropoutOp, EmbeddingOp, GeluOp, LayerNormOp, LinearOp
 from .ops.rotary import RotaryOp
-from .tensor import Tensor, cat, float32, manual_seed, stack, where
+from .tensor import Tensor
 
 # Per-op keyword arguments for gradcheck where the defaults cannot work: `cast` goes
 # through float32, whose rounding (6e-8 near 1) swamps a 1e-6 step; a 1e-3 step averages it.
@@ -301,7 +303,7 @@ def _linear_case(rng, shapes=None):
 def _layer_norm(x, w, b, b2):
     def norm(*params, n_axes=1, has_weight=False, has_bias=False):
         return LayerNormOp.apply(x, *params, n_axes=n_axes, eps=1e-5, has_weight=has_weight,
-                               has_bias=has_bias)
+                                 has_bias=has_bias)
     return (norm(w, b, has_weight=True, has_bias=True), norm(), norm(w, has_weight=True),
             norm(b2, n_axes=2, has_bias=True))
 
@@ -349,7 +351,7 @@ def _attention(q, k, v, allowed, additive):
         if dropout_p:
             manual_seed(DROPOUT_SEED)  # the same dropout mask on every call
         return ScaledDotProductAttentionOp.apply(q, k, v, *mask, is_causal=is_causal,
-                                               dropout_p=dropout_p, scale=0.5)
+                                                 dropout_p=dropout_p, scale=0.5)
     return (attend(is_causal=True), attend(allowed), attend(additive),
             attend(allowed, is_causal=True), attend(is_causal=True, dropout_p=0.25))
 
@@ -372,7 +374,7 @@ def _self_attention(qkv, key_mask):
         if dropout_p:
             manual_seed(DROPOUT_SEED)
         return SelfAttentionOp.apply(qkv, *mask, n_head=2, dropout_p=dropout_p, scale=0.5,
-                                   window=window)
+                                     window=window)
     return (attend(), attend(dropout_p=0.25), attend(window=2), attend(key_mask),
             attend(key_mask, window=3, dropout_p=0.25))
 

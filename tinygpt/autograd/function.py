@@ -98,17 +98,6 @@ def reference_ops_enabled():
     return not _fast["on"]
 
 
-def kernel_for(cls, device, dtype=None):
-    """The class whose forward and backward run op `cls` on `device` (for inputs of
-    `dtype`) now: its fast kernel there, or the reference itself."""
-    kernels = cls.kernels
-    if kernels and _fast["on"]:
-        kernel = kernels.get(device, cls)
-        if kernel.dtypes is None or dtype is None or dtype in kernel.dtypes:
-            return kernel
-    return cls
-
-
 def is_grad_enabled():
     return getattr(_state, "grad_enabled", True)
 

@@ -9,7 +9,7 @@ Number i of the stream with key k is
 
 which is Vigna's SplitMix64 generator (the one Java's SplittableRandom uses; it passes
 BigCrush) read at position i instead of stepped to it. So a draw of n numbers is one
-elementwise kernel over n positions, a kernel can regenerate any part of the stream, and
+elementwise GPU function over n positions, a launch can regenerate any part of the stream, and
 the generator's whole state is two integers: the key and how many numbers were drawn. A
 checkpoint saves those and a resumed run draws exactly what the run that never stopped
 would have, on any GPU (CuPy's own generator keeps one cuRAND state per GPU thread, device
@@ -17,7 +17,7 @@ memory whose size depends on the GPU model).
 
 Uniforms take the top 53 bits (float64) or 24 bits (float32) of `out`, so every value is
 a multiple of 2^-53 (2^-24) in [0, 1); normals come from two uniforms each (Box-Muller).
-Every kernel here is written with operators only and runs as one fused GPU kernel
+Every GPU function here is written with operators only and runs as one fused launch
 (`fuse` is the backend's), as plain NumPy code, or on the CuPy stand-in alike.
 Imports: numpy only.
 """
@@ -67,7 +67,7 @@ def normal32(xp, rows, cols, base, row_step, odd_base):
 class CounterGenerator:
     """A generator with NumPy's Generator methods (`random`, `standard_normal`, `integers`)
     that draws from the SplitMix64 stream of `key` (see the module docstring), on the
-    arrays of the module `xp()` returns, each kernel run through `fuse`.
+    arrays of the module `xp()` returns, each GPU function run through `fuse`.
 
     `state` is {"bit_generator": "SplitMix64", "key": k, "position": i}: a plain dict of
     ints, restored by assigning it back.

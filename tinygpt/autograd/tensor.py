@@ -1,26 +1,24 @@
-"""`Tensor`, the factories (`tensor`, `zeros`, `randn`, ...) and one method per operator (floor 2).
+"""`Tensor` and one method per operator (floor 2).
 
 A Tensor wraps a backend array (`.data`: a NumPy array on the CPU, a CuPy array on CUDA)
 and, when it was made by an op that needs a gradient, a link to that op's ctx (`_ctx`):
 the graph. Each operator below is one explicit line that calls its op's `apply`, so "go
 to definition" lands on the op's real forward and backward. Binary operators promote
-dtypes as PyTorch does, not as NumPy 2 does (`Tensor._pair`): int64 + float32 is float32,
-float32 + a 0-d float64 is float32, and integers divide as float32. Imports: backend, function,
-engine, ops.
+dtypes as PyTorch does, not as NumPy 2 does (`dtypes.operands`). The factories (`tensor`,
+`zeros`, `randn`, ...) are in factories.py, the dtypes and their promotion in dtypes.py,
+the checks of dimension, shape and index arguments in shapes.py. Imports: backend, validate,
+function, engine, ops, dtypes, shapes.
 """
 
 from collections import namedtuple
 
 import numpy as np
 
+from .. import validate
 from . import backend
-
-float16, float32, float64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
-int32, int64, uint8, bool_ = np.dtype(np.int32), np.dtype(np.int64), np.dtype(np.uint8), np.dtype(bool)
 
 # `x.max(dim)` returns values and indices, as PyTorch's does.
 MaxResult = namedtuple("max", ["values", "indices"])
-
 
 class Tensor:
     """An n-dimensional array that remembers how it was computed, for `backward()`.
@@ -239,35 +237,12 @@ class Tensor:
 
     # --- operators ----------------------------------------------------------------------
     def _lift(self, other):
-        """Wrap a Python/NumPy scalar or array as a constant tensor.
-
-        A Python float takes this tensor's float dtype, so float32 stays float32 (NumPy 2
-        would promote to float64 through a NumPy float64 scalar).
-        """
-        if isinstance(other, Tensor):
-            return other
-        xp = backend.array_module(self.data)
-        if self.dtype.kind == "f":
-            dtype = self.dtype
-        elif isinstance(other, float):
-            dtype = backend.DEFAULT_FLOAT
-        else:
-            dtype = None
-        return Tensor(xp.asarray(other, dtype=dtype))
+        """`other` as a constant tensor of this one's kind (`dtypes.lift`)."""
+        return lift(self, other)
 
     def _pair(self, other):
-        """(self, other) as the operands of a binary op, in one dtype by PyTorch's rules:
-        across categories (bool < integer < floating) the higher category's dtype wins
-        (int64 + float32 is float32, where NumPy gives float64); within one, a dimensioned
-        tensor's dtype wins over a 0-d one's (float32 + a 0-d float64 is float32), and
-        otherwise the wider dtype (float32 + float64 is float64)."""
-        other = self._lift(other)
-        a, b = self.dtype, other.dtype
-        if a == b:
-            return self, other
-        target = _promoted(a, b, self.ndim == 0, other.ndim == 0)
-        return (self if a == target else self.to(target),
-                other if b == target else other.to(target))
+        """(self, other) in one dtype by PyTorch's rules (`dtypes.operands`)."""
+        return operands(self, other)
 
     def __add__(self, other):
         return AddOp.apply(*self._pair(other))
@@ -291,10 +266,10 @@ class Tensor:
         return MulOp.apply(b, a)
 
     def __truediv__(self, other):
-        return DivOp.apply(*_floating(*self._pair(other)))
+        return DivOp.apply(*floating_operands(*self._pair(other)))
 
     def __rtruediv__(self, other):
-        a, b = _floating(*self._pair(other))
+        a, b = floating_operands(*self._pair(other))
         return DivOp.apply(b, a)
 
     def __pow__(self, other):
@@ -315,7 +290,7 @@ class Tensor:
         return MatMulOp.apply(b, a)
 
     def __getitem__(self, index):
-        return IndexOp.apply(self, index=_normalize_index(index, self))
+        return IndexOp.apply(self, index=normalize_index(index, self))
 
     # Comparisons give boolean tensors and are not differentiable.
     def _compared(self, other):
@@ -371,10 +346,10 @@ class Tensor:
         return AbsOp.apply(self)
 
     def sum(self, dim=None, keepdim=False):
-        return SumOp.apply(self, axis=_axes(dim, self.ndim), keepdims=keepdim)
+        return SumOp.apply(self, axis=axes_of(dim, self.ndim), keepdims=keepdim)
 
     def mean(self, dim=None, keepdim=False):
-        return MeanOp.apply(self, axis=_axes(dim, self.ndim), keepdims=keepdim)
+        return MeanOp.apply(self, axis=axes_of(dim, self.ndim), keepdims=keepdim)
 
     def max(self, dim=None, keepdim=False):
         """The largest element, or `(values, indices)` along `dim` (as PyTorch).
@@ -384,7 +359,7 @@ class Tensor:
         """
         if dim is None:
             return MaxOp.apply(self, axis=None, keepdims=False)
-        axis = _axis(dim, self.ndim)
+        axis = axis_index(dim, self.ndim)
         if self.ndim == 0:  # as PyTorch: the element itself, at index 0
             return MaxResult(self.reshape(()), Tensor(np.zeros((), dtype=int64)))
         xp = backend.array_module(self.data)
@@ -395,21 +370,21 @@ class Tensor:
         xp = backend.array_module(self.data)
         if dim is None:
             return Tensor(xp.asarray(xp.argmax(self.data)))
-        return Tensor(xp.argmax(self.data, axis=_axis(dim, self.ndim), keepdims=keepdim))
+        return Tensor(xp.argmax(self.data, axis=axis_index(dim, self.ndim), keepdims=keepdim))
 
     def softmax(self, dim):
         if self.ndim == 0:  # a single element: softmax over it is that element's axis
             return self.reshape(1).softmax(0).reshape(())
-        return SoftmaxOp.apply(self, axis=_axis(dim, self.ndim))
+        return SoftmaxOp.apply(self, axis=axis_index(dim, self.ndim))
 
     def log_softmax(self, dim):
         if self.ndim == 0:
             return self.reshape(1).log_softmax(0).reshape(())
-        return LogSoftmaxOp.apply(self, axis=_axis(dim, self.ndim))
+        return LogSoftmaxOp.apply(self, axis=axis_index(dim, self.ndim))
 
     def reshape(self, *shape):
-        shape = _shape_arg(shape)
-        return ReshapeOp.apply(self, shape=_resolve_shape(shape, self.shape))
+        shape = shape_arg(shape)
+        return ReshapeOp.apply(self, shape=resolve_shape(shape, self.shape))
 
     def view(self, *shape):
         return self.reshape(*shape)
@@ -417,31 +392,32 @@ class Tensor:
     def flatten(self, start_dim=0, end_dim=-1):
         if self.ndim == 0:
             return self.reshape(1)
-        start, end = _axis(start_dim, self.ndim), _axis(end_dim, self.ndim)
+        start, end = axis_index(start_dim, self.ndim), axis_index(end_dim, self.ndim)
         shape = self.shape[:start] + (-1,) + self.shape[end + 1:]
         return self.reshape(shape)
 
     def unsqueeze(self, dim):
-        dim = _axis(dim, self.ndim + 1)
+        dim = axis_index(dim, self.ndim + 1)
         return self.reshape(self.shape[:dim] + (1,) + self.shape[dim:])
 
     def squeeze(self, dim=None):
         if dim is None:
             return self.reshape(tuple(n for n in self.shape if n != 1))
-        dim = _axis(dim, self.ndim)
+        dim = axis_index(dim, self.ndim)
         if self.shape[dim] != 1:
             return self
         return self.reshape(self.shape[:dim] + self.shape[dim + 1:])
 
     def transpose(self, dim0, dim1):
         if self.ndim == 0:  # dims 0 / -1 of a 0-d tensor: nothing to swap
-            _axis(dim0, 0), _axis(dim1, 0)
+            axis_index(dim0, 0), axis_index(dim1, 0)
             return self.reshape(())
-        return TransposeOp.apply(self, dim0=_axis(dim0, self.ndim), dim1=_axis(dim1, self.ndim))
+        return TransposeOp.apply(self, dim0=axis_index(dim0, self.ndim),
+                                 dim1=axis_index(dim1, self.ndim))
 
     def permute(self, *dims):
-        dims = _shape_arg(dims)
-        axes = tuple(_axis(d, self.ndim) for d in dims)
+        dims = shape_arg(dims)
+        axes = tuple(axis_index(d, self.ndim) for d in dims)
         if sorted(axes) != list(range(self.ndim)):
             raise ValueError(
                 f"permute: dims {tuple(dims)} are not a permutation of the {self.ndim} "
@@ -449,7 +425,7 @@ class Tensor:
         return PermuteOp.apply(self, axes=axes)
 
     def expand(self, *shape):
-        shape = _shape_arg(shape)
+        shape = shape_arg(shape)
         shape = tuple(old if new == -1 else new
                       for old, new in zip((1,) * (len(shape) - self.ndim) + self.shape, shape))
         return ExpandOp.apply(self, shape=shape)
@@ -464,11 +440,10 @@ class Tensor:
     def split(self, split_size_or_sections, dim=0):
         """Chunks along `dim`: of size `split_size_or_sections` (an int; the last may be
         smaller) or of the listed sizes, which must add up to the dimension."""
-        axis = _axis(dim, self.ndim)
+        axis = axis_index(dim, self.ndim)
         n = self.shape[axis]
         if isinstance(split_size_or_sections, int):
-            if split_size_or_sections <= 0:
-                raise ValueError(f"split: size must be positive, got {split_size_or_sections}")
+            validate.positive_integer("split: split_size_or_sections", split_size_or_sections)
             sizes = [min(split_size_or_sections, n - i) for i in range(0, n, split_size_or_sections)]
         else:
             sizes = list(split_size_or_sections)
@@ -484,7 +459,7 @@ class Tensor:
         return tuple(out)
 
     def chunk(self, chunks, dim=0):
-        n = self.shape[_axis(dim, self.ndim)]
+        n = self.shape[axis_index(dim, self.ndim)]
         return self.split(-(-n // chunks), dim)
 
 
@@ -511,238 +486,13 @@ def _as_array(data):
     return np.asarray(data)
 
 
-_CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2}
-
-
-def _promoted(a, b, a_is_0d, b_is_0d):
-    """The dtype of a binary op on dtypes a and b (see `Tensor._pair`)."""
-    ca, cb = _CATEGORY.get(a.kind, 2), _CATEGORY.get(b.kind, 2)
-    if ca != cb:
-        return a if ca > cb else b
-    if a_is_0d != b_is_0d:
-        return b if a_is_0d else a
-    return np.promote_types(a, b)
-
-
-def _floating(a, b):
-    """Operands of true division: integers and booleans divide as the default float dtype
-    (PyTorch's `1 / 2` on int tensors is 0.5 in float32)."""
-    if a.dtype.kind in "biu":
-        return a.to(backend.DEFAULT_FLOAT), b.to(backend.DEFAULT_FLOAT)
-    return a, b
-
-
-def _axis(dim, ndim):
-    """A dimension index in [-ndim, ndim) as a non-negative int, or a clear IndexError."""
-    if not isinstance(dim, (int, np.integer)):
-        raise TypeError(f"dim must be an int, got {type(dim).__name__}")
-    if not -max(ndim, 1) <= dim < max(ndim, 1):
-        raise IndexError(
-            f"dimension {dim} out of range for a tensor of {ndim} dimensions "
-            f"(expected in [{-max(ndim, 1)}, {max(ndim, 1) - 1}])")
-    return int(dim) % max(ndim, 1)
-
-
-def _axes(dim, ndim):
-    if dim is None:
-        return None
-    if isinstance(dim, (tuple, list)):
-        axes = tuple(_axis(d, ndim) for d in dim)
-    else:
-        axes = (_axis(dim, ndim),)
-    # A 0-d tensor accepts dim 0 / -1 (as PyTorch) and has nothing to reduce over.
-    return axes if ndim else None
-
-
-def _shape_arg(shape):
-    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        return tuple(shape[0])
-    return tuple(shape)
-
-
-def _resolve_shape(shape, old):
-    """Replace a single -1 by the size that keeps the element count; check the count."""
-    size = int(np.prod(old))
-    if shape.count(-1) > 1:
-        raise ValueError(f"reshape: only one dimension can be -1, got shape {shape}")
-    if -1 in shape:
-        known = int(np.prod([n for n in shape if n != -1]))
-        if known == 0 or size % known:
-            raise ValueError(f"reshape: cannot reshape a tensor of shape {old} into {shape}")
-        shape = tuple(size // known if n == -1 else n for n in shape)
-    if int(np.prod(shape)) != size:
-        raise ValueError(
-            f"reshape: cannot reshape a tensor of shape {old} ({size} elements) into {shape}")
-    return tuple(int(n) for n in shape)
-
-
-def _normalize_index(index, tensor):
-    """Turn Tensor indices into arrays and reject float indices with a clear error."""
-    if not isinstance(index, tuple):
-        index = (index,)
-    out = []
-    for i in index:
-        if isinstance(i, Tensor):
-            if i.device != tensor.device:
-                raise RuntimeError(
-                    f"indexing a tensor on {tensor.device!r} with an index on {i.device!r}")
-            i = i.data
-        elif isinstance(i, list):
-            i = np.asarray(i)
-            if tensor.device != "cpu":
-                i = backend.to_device(i, tensor.device)
-        if hasattr(i, "dtype") and i.dtype.kind not in "iub":
-            raise IndexError(
-                f"tensors used as indices must be integer or boolean, got dtype {i.dtype}")
-        if isinstance(i, float):
-            raise IndexError(f"index {i!r} is a float: expected an int, a slice or an integer tensor")
-        out.append(i)
-    return tuple(out)
-
-
-# --- factories --------------------------------------------------------------------------
-def _dtype_of(dtype):
-    return None if dtype is None else np.dtype(dtype)
-
-
-def tensor(data, dtype=None, device="cpu", requires_grad=False):
-    """A new tensor holding a copy of `data` (a list, scalar, NumPy array or Tensor).
-
-    Python floats become float32 (the default), ints int64 and bools bool; NumPy arrays
-    keep their dtype unless `dtype` is given.
-    """
-    device = backend.normalize_device(device)
-    if isinstance(data, Tensor):
-        data = data.data
-    xp = backend.array_module_for_device(device)
-    if dtype is None and not hasattr(data, "dtype"):
-        array = np.asarray(data)
-        if array.dtype.kind == "f":
-            dtype = backend.DEFAULT_FLOAT
-        elif array.dtype.kind in "OUS":
-            raise TypeError(f"tensor: cannot make a tensor from data of dtype {array.dtype}")
-    if device == "cpu" and not isinstance(data, np.ndarray) and hasattr(data, "get"):
-        data = data.get()  # CuPy array to the CPU
-    array = xp.array(data, dtype=_dtype_of(dtype))
-    return Tensor(array, requires_grad=requires_grad)
-
-
-def _filled(fill, shape, dtype, device, requires_grad):
-    device = backend.normalize_device(device)
-    xp = backend.array_module_for_device(device)
-    dtype = _dtype_of(dtype) or backend.DEFAULT_FLOAT
-    shape = _shape_arg(shape)
-    return Tensor(getattr(xp, fill)(shape, dtype=dtype), requires_grad=requires_grad)
-
-
-def zeros(*shape, dtype=None, device="cpu", requires_grad=False):
-    return _filled("zeros", shape, dtype, device, requires_grad)
-
-
-def ones(*shape, dtype=None, device="cpu", requires_grad=False):
-    return _filled("ones", shape, dtype, device, requires_grad)
-
-
-def full(shape, fill_value, dtype=None, device="cpu", requires_grad=False):
-    t = zeros(shape, dtype=dtype, device=device, requires_grad=requires_grad)
-    t.data[...] = fill_value
-    return t
-
-
-def zeros_like(t, dtype=None, requires_grad=False):
-    return zeros(t.shape, dtype=dtype or t.dtype, device=t.device, requires_grad=requires_grad)
-
-
-def ones_like(t, dtype=None, requires_grad=False):
-    return ones(t.shape, dtype=dtype or t.dtype, device=t.device, requires_grad=requires_grad)
-
-
-def randn(*shape, dtype=None, device="cpu", requires_grad=False):
-    """Standard normal samples from the device's generator (seeded by `manual_seed`)."""
-    device = backend.normalize_device(device)
-    dtype = _dtype_of(dtype) or backend.DEFAULT_FLOAT
-    data = backend.generator(device).standard_normal(_shape_arg(shape), dtype=dtype)
-    return Tensor(data, requires_grad=requires_grad)
-
-
-def rand(*shape, dtype=None, device="cpu", requires_grad=False):
-    """Uniform samples in [0, 1) from the device's generator."""
-    device = backend.normalize_device(device)
-    dtype = _dtype_of(dtype) or backend.DEFAULT_FLOAT
-    data = backend.generator(device).random(_shape_arg(shape), dtype=dtype)
-    return Tensor(data, requires_grad=requires_grad)
-
-
-def randint(low, high, size, dtype=None, device="cpu"):
-    """Integers uniform in [low, high)."""
-    device = backend.normalize_device(device)
-    data = backend.generator(device).integers(low, high, size=_shape_arg((size,)))
-    return Tensor(data.astype(_dtype_of(dtype) or int64, copy=False))
-
-
-def arange(start, end=None, step=1, dtype=None, device="cpu", requires_grad=False):
-    """Evenly spaced values in [start, end): int64 for integer arguments, else float32."""
-    if end is None:
-        start, end = 0, start
-    if dtype is None:
-        is_int = all(isinstance(v, (int, np.integer)) for v in (start, end, step))
-        dtype = int64 if is_int else backend.DEFAULT_FLOAT
-    xp = backend.array_module_for_device(backend.normalize_device(device))
-    return Tensor(xp.arange(start, end, step, dtype=np.dtype(dtype)), requires_grad=requires_grad)
-
-
-def cat(tensors, dim=0):
-    """Join tensors along an existing dimension; the other dimensions must match."""
-    tensors = list(tensors)
-    if not tensors:
-        raise ValueError("cat: expected a non-empty sequence of tensors")
-    axis = _axis(dim, tensors[0].ndim)
-    for t in tensors[1:]:
-        if t.ndim != tensors[0].ndim or any(
-                a != b for i, (a, b) in enumerate(zip(t.shape, tensors[0].shape)) if i != axis):
-            raise ValueError(
-                f"cat: shapes {tuple(tensors[0].shape)} and {tuple(t.shape)} differ outside "
-                f"dimension {dim}")
-    return CatOp.apply(*tensors, axis=axis)
-
-
-def stack(tensors, dim=0):
-    """Join tensors of one shape along a new dimension."""
-    tensors = list(tensors)
-    if not tensors:
-        raise ValueError("stack: expected a non-empty sequence of tensors")
-    for t in tensors[1:]:
-        if t.shape != tensors[0].shape:
-            raise ValueError(
-                f"stack: expected tensors of one shape, got {tuple(tensors[0].shape)} and "
-                f"{tuple(t.shape)}")
-    axis = _axis(dim, tensors[0].ndim + 1)
-    return StackOp.apply(*tensors, axis=axis)
-
-
-def where(condition, input, other):
-    """`input` where `condition` is True, else `other` (scalars allowed; broadcasting)."""
-    condition = condition if isinstance(condition, Tensor) else Tensor(condition)
-    if condition.dtype != bool_:
-        raise TypeError(f"where: condition must be a boolean tensor, got dtype {condition.dtype}")
-    if not isinstance(input, Tensor) and not isinstance(other, Tensor):
-        input = Tensor(backend.array_module(condition.data).asarray(
-            input, dtype=backend.DEFAULT_FLOAT if isinstance(input, float) else None))
-    if not isinstance(input, Tensor):
-        input = other._lift(input)
-    other = input._lift(other)
-    return WhereOp.apply(condition, input, other)
-
-
-def manual_seed(seed):
-    """Seed every random generator tinygpt uses (randn, dropout, sampling, batches)."""
-    backend.manual_seed(seed)
-
-
 from .function import _device_mismatch, no_grad  # noqa: E402,F401  (function.py imports us)
-from .ops.elementwise import (AbsOp, AddOp, CastOp, CloneOp, DivOp, ExpOp, LogOp, MaskedFillOp, MulOp,  # noqa: E402
-                              NegOp, PowOp, ReluOp, SigmoidOp, SqrtOp, SubOp, TanhOp, ToDeviceOp, WhereOp)
+from .ops.elementwise import (AbsOp, AddOp, CastOp, CloneOp, DivOp, ExpOp,  # noqa: E402
+                              LogOp, MaskedFillOp, MulOp, NegOp, PowOp, ReluOp, SigmoidOp,
+                              SqrtOp, SubOp, TanhOp, ToDeviceOp)
 from .ops.reduce import MaxOp, MeanOp, SumOp  # noqa: E402
-from .ops.shape import CatOp, ExpandOp, IndexOp, PermuteOp, ReshapeOp, StackOp, TransposeOp  # noqa: E402
+from .ops.shape import ExpandOp, IndexOp, PermuteOp, ReshapeOp, TransposeOp  # noqa: E402
 from .ops.matmul import MatMulOp  # noqa: E402
 from .ops.fused import LogSoftmaxOp, SoftmaxOp  # noqa: E402
+from .dtypes import bool_, float32, float64, floating_operands, int64, lift, operands  # noqa: E402
+from .shapes import axes_of, axis_index, normalize_index, resolve_shape, shape_arg  # noqa: E402

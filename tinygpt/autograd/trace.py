@@ -14,7 +14,7 @@ then hands each forward to `Trace.forward`, and the engine each backward to
 around the ops and data loading are in `wall_seconds` but in no row, so
 `t.total_seconds / t.wall_seconds` says how much of a step the ops take.
 
-On CUDA, kernels run asynchronously: pass `synchronize=True` to wait for each op before
+On CUDA, GPU work runs asynchronously: pass `synchronize=True` to wait for each op before
 stopping its clock (slower, but each row then holds that op's real time).
 Imports: backend, function.
 """

@@ -1,7 +1,7 @@
 """Count the device-to-host transfers of a block of code, by the source line that asked
 for each (floor 2).
 
-A transfer from the GPU makes the host wait for every kernel queued before it, so a
+A transfer from the GPU makes the host wait for all the GPU work queued before it, so a
 training step that reads one number back each iteration runs in lockstep with the GPU
 instead of queueing ahead of it. CuPy sends every such read through `cupy.ndarray.get`:
 `cupy.asnumpy`, `.item()`, `.tolist()`, `float()`, `int()`, `bool()`, printing, and the

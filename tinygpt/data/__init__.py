@@ -5,7 +5,7 @@
 - `load_text("default" | "shakespeare" | path)`, `download`, `cache_dir`;
 - `train_val_split`, `BatchSampler` / `get_batch`: random (x, y) windows, y = x shifted by one.
 
-Imports: autograd, numpy and the standard library (`regex` for BPE).
+Imports: autograd, files, validate, numpy and the standard library (`regex` for BPE).
 """
 
 from .char import CharTokenizer  # noqa: F401

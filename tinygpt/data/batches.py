@@ -10,11 +10,12 @@ targets its last T, the same tokens shifted by one (T = block_size):
 Start indices are drawn uniformly from 0 .. len(data) - T - 1, both ends included, so every
 window of the text (and so every token as a target) can be drawn.
 
-Imports: autograd (backend, Tensor), numpy.
+Imports: autograd (backend, Tensor), validate, numpy.
 """
 
 import numpy as np
 
+from .. import validate
 from ..autograd import backend
 from ..autograd.tensor import Tensor
 
@@ -30,13 +31,9 @@ def as_token_array(ids):
 
 
 def check_token_ids(data, vocab_size):
-    """Raise a ValueError naming the first id of the 1-D host array `data` outside
-    [0, vocab_size), its position and the vocabulary size."""
-    if data.size and (data.min() < 0 or data.max() >= vocab_size):
-        i = int(np.flatnonzero((data < 0) | (data >= vocab_size))[0])
-        raise ValueError(
-            f"token id {int(data[i])} at position {i} of the data is outside the "
-            f"vocabulary: ids must be in [0, {vocab_size - 1}] (vocab_size {vocab_size})")
+    """Raise a `validate.TokenIdError` (a ValueError) naming the first id of the host array
+    `data` outside [0, vocab_size), its position and the vocabulary size."""
+    validate.token_ids(data, vocab_size, name="the data")
 
 
 def train_val_split(data, frac=0.9):
@@ -58,9 +55,8 @@ def train_val_split(data, frac=0.9):
 
 
 def _check_sizes(n_tokens, block_size, batch_size):
-    for name, value in (("block_size", block_size), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    validate.positive_integer("block_size", block_size)
+    validate.positive_integer("batch_size", batch_size)
     if n_tokens < block_size + 1:
         raise ValueError(
             f"{n_tokens} tokens are too few for block_size {block_size}: one (input, target) "

@@ -23,23 +23,24 @@ is identical to tiktoken's for both loaders.
     >>> tok.encode("Hello world")                 # doctest: +SKIP
     [15496, 995]
 
-Imports: the standard library and `regex` only (GPT-2's pattern needs `\\p{L}`, which `re`
-lacks); numpy arrays of ids are accepted by duck typing.
+This module holds encoding and decoding; the file formats are in bpe_files.py and training
+in bpe_train.py (their names are re-exported here). Imports: the standard library, `regex`
+(GPT-2's pattern needs `\\p{L}`, which `re` lacks), tinygpt.files, tinygpt.validate, the
+two modules above; numpy arrays of ids are accepted by duck typing.
 """
 
-import base64
 import heapq
-import itertools
 import json
 import operator
-import os
 import sys
-from collections import Counter
-from pathlib import Path
 
 import regex
 
-from ..files import atomic_write_text, cache_dir
+from .. import validate
+from ..files import atomic_write_text
+from . import bpe_files
+from .bpe_files import FORMAT, FORMAT_VERSION, bytes_to_unicode, find_gpt2_vocab  # noqa: F401
+from .bpe_train import learn_ranks
 
 # GPT-2's pre-tokenizer pattern: contractions, letters, digits and other symbols (each with an
 # optional leading space), then whitespace. `\s+(?!\S)` leaves the last space of a run to start
@@ -47,8 +48,6 @@ from ..files import atomic_write_text, cache_dir
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 ENDOFTEXT = "<|endoftext|>"
-FORMAT = "tinygpt-bpe"  # marker in files written by `save`, so `load` can reject foreign JSON
-FORMAT_VERSION = 1
 
 # Pieces longer than this (in bytes) are merged with a heap in O(n log n); shorter ones with a
 # plain list, whose min()/index() run in C and beat the heap's Python bookkeeping.
@@ -58,52 +57,6 @@ _HEAP_THRESHOLD = 128
 _CACHE_SIZE = 1 << 17
 _CACHE_MAX_PIECE = 256
 _NO_RANK = sys.maxsize  # "this pair does not merge": larger than any real rank
-
-
-def bytes_to_unicode():
-    """GPT-2's map from the 256 byte values to 256 printable unicode characters.
-
-    `encoder.json` and `vocab.bpe` write tokens as strings; GPT-2 makes every byte printable by
-    keeping the printable Latin-1 bytes as themselves and moving the rest (control characters,
-    space, 0x7F-0xA0, 0xAD) to chr(256), chr(257), ... in byte order. So space is "Ġ" (U+0120).
-    The insertion order of the dict (printable bytes first) is also GPT-2's id order of the 256
-    byte tokens.
-    """
-    bs = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-          + list(range(ord("®"), ord("ÿ") + 1)))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
-
-
-def find_gpt2_vocab():
-    """Path of GPT-2's gpt2.tiktoken rank file on this machine; nothing is downloaded.
-
-    Looks at $TINYGPT_GPT2_VOCAB (a path to the file), then at gpt2.tiktoken in the cache folder
-    ($TINYGPT_CACHE, else $XDG_CACHE_HOME/tinygpt, else ~/.cache/tinygpt). Raises
-    FileNotFoundError saying how to supply the file.
-    """
-    env = os.environ.get("TINYGPT_GPT2_VOCAB")
-    if env:
-        path = Path(env).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"TINYGPT_GPT2_VOCAB is set to {env!r}, but no file is there; point it at "
-                f"GPT-2's gpt2.tiktoken rank file")
-        return path
-    path = cache_dir() / "gpt2.tiktoken"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"GPT-2's vocabulary file gpt2.tiktoken was not found at {path}. Supply it by setting "
-            f"TINYGPT_GPT2_VOCAB=/path/to/gpt2.tiktoken, or copy the file to {path}. It ships "
-            f"with the openai-whisper package as whisper/assets/gpt2.tiktoken (835,554 bytes); "
-            f"tinygpt downloads nothing.")
-    return path
 
 
 def byte_pair_merge(ranks, data, max_rank=_NO_RANK):
@@ -162,8 +115,7 @@ class BPETokenizer:
             if not isinstance(name, str) or not name:
                 raise TypeError(f"special token names must be non-empty strings, got {name!r}")
         for token, i in [*ids.items(), *special_tokens.items()]:
-            if not isinstance(i, int) or isinstance(i, bool) or i < 0:
-                raise ValueError(f"token {token!r} has id {i!r}; expected an int >= 0")
+            validate.integer(f"the id of token {token!r}", i, minimum=0)
 
         self.pattern = pattern
         try:
@@ -200,27 +152,7 @@ class BPETokenizer:
         special_tokens defaults to {"<|endoftext|>": max rank + 1}, which for GPT-2's file is
         50256, GPT-2's end-of-text id. Pass {} for none.
         """
-        path = Path(path)
-        ranks = {}
-        with open(path, "rb") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                fields = line.split()
-                try:
-                    if len(fields) != 2:
-                        raise ValueError(f"expected 2 fields, found {len(fields)}")
-                    token = base64.b64decode(fields[0], validate=True)
-                    rank = int(fields[1])
-                except ValueError as e:  # binascii.Error is a ValueError
-                    raise ValueError(
-                        f"{path}:{lineno}: not a tiktoken rank file line "
-                        f"('base64(token) rank'): {line[:60]!r} ({e})") from None
-                if token in ranks:
-                    raise ValueError(f"{path}:{lineno}: token {token!r} appears twice")
-                ranks[token] = rank
-        if not ranks:
-            raise ValueError(f"{path}: no tokens found; is it a tiktoken rank file?")
+        ranks = bpe_files.read_tiktoken(path)
         if special_tokens is None:
             special_tokens = {ENDOFTEXT: max(ranks.values()) + 1}
         return cls(ranks, special_tokens)
@@ -228,48 +160,11 @@ class BPETokenizer:
     @classmethod
     def from_encoder_files(cls, encoder_json, vocab_bpe, special_tokens=(ENDOFTEXT,)):
         """Load OpenAI's original GPT-2 files: `encoder.json` (token string -> id) and
-        `vocab.bpe` (one merge `a b` per line, in rank order).
-
-        Token strings are bytes written through `bytes_to_unicode`. As tiktoken does, the 256
-        byte tokens take ranks 0..255 and the i-th merge makes the token of rank 256 + i; ids
-        come from encoder.json. Names in `special_tokens` found in encoder.json are special.
-        """
-        byte_decoder = {c: b for b, c in bytes_to_unicode().items()}
-
-        def to_bytes(s, where):
-            try:
-                return bytes(byte_decoder[c] for c in s)
-            except KeyError as e:
-                raise ValueError(f"{where}: {s!r} has a character outside GPT-2's byte "
-                                 f"alphabet: {e.args[0]!r}") from None
-
-        try:
-            with open(encoder_json, encoding="utf-8") as f:
-                encoder = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-            raise ValueError(f"{encoder_json}: not a JSON encoder file ({e})") from None
-        if not isinstance(encoder, dict):
-            raise ValueError(f"{encoder_json}: expected a JSON object token -> id")
-
-        specials = {s: encoder.pop(s) for s in special_tokens if s in encoder}
-        ids = {to_bytes(s, encoder_json): i for s, i in encoder.items()}
-
-        ranks = {bytes([b]): r for r, b in enumerate(bytes_to_unicode())}
-        with open(vocab_bpe, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if line.startswith("#version") or not line.strip():
-                    continue
-                fields = line.split()
-                if len(fields) != 2:
-                    raise ValueError(f"{vocab_bpe}:{lineno}: expected a merge 'a b', "
-                                     f"found {line.rstrip()!r}")
-                merged = to_bytes(fields[0], vocab_bpe) + to_bytes(fields[1], vocab_bpe)
-                # A merge that rebuilds an existing token adds nothing: the first rank stands.
-                ranks.setdefault(merged, len(ranks))
-        unranked = [t for t in ids if t not in ranks]
-        if unranked:
-            raise ValueError(f"{encoder_json} has {len(unranked)} tokens that {vocab_bpe} never "
-                             f"builds, e.g. {unranked[0]!r}")
+        `vocab.bpe` (one merge `a b` per line, in rank order); see
+        `bpe_files.read_encoder_files`. Names in `special_tokens` found in encoder.json are
+        special."""
+        ranks, specials, ids = bpe_files.read_encoder_files(encoder_json, vocab_bpe,
+                                                            special_tokens)
         return cls(ranks, specials, ids=ids)
 
     @classmethod
@@ -457,139 +352,27 @@ class BPETokenizer:
 
     @classmethod
     def train(cls, text, vocab_size, verbose=False, pattern=GPT2_PATTERN):
-        """Learn a byte-level BPE vocabulary of `vocab_size` regular tokens from `text`.
+        """Learn a byte-level BPE vocabulary of `vocab_size` regular tokens from `text`
+        (`bpe_train.learn_ranks`: the most frequent adjacent pair within pre-tokens merged
+        first, ties to the smallest (left id, right id)). "<|endoftext|>" is then appended
+        as special token id `vocab_size`, so `tok.vocab_size == vocab_size + 1`, as GPT-2
+        has 50256 regular tokens plus end-of-text (fewer when no pair is left to merge)."""
+        ranks = learn_ranks(text, vocab_size, pattern, verbose=verbose)
+        return cls(ranks, {ENDOFTEXT: len(ranks)}, pattern=pattern)
 
-        Starts from the 256 byte tokens and repeatedly merges the most frequent adjacent pair
-        within pre-tokens, until `vocab_size` tokens exist or no pair is left (the vocabulary is
-        then smaller). Ties go to the pair with the smallest (left id, right id). "<|endoftext|>"
-        is then appended as special token id `vocab_size`, so `tok.vocab_size == vocab_size + 1`,
-        as GPT-2 has 50256 regular tokens plus end-of-text.
-
-        Pre-token frequencies are counted first and pairs counted per distinct pre-token times its
-        frequency; each merge updates only the pre-tokens that contain the pair.
-        """
-        if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
-            raise TypeError(f"vocab_size must be an int, got {vocab_size!r}")
-        if vocab_size < 256:
-            raise ValueError(f"vocab_size {vocab_size} is below 256: a byte-level BPE needs the "
-                             f"256 byte tokens before any merge")
-        if not isinstance(text, str):
-            raise TypeError(f"train expects a str, got {type(text).__name__}")
-
-        counts = Counter(regex.findall(pattern, text))
-        words = [list(piece.encode("utf-8")) for piece in counts]   # token ids, bytes at first
-        freqs = list(counts.values())
-        vocab = [bytes([b]) for b in range(256)]                     # id -> bytes
-        known = set(vocab)
-
-        pair_counts = Counter()
-        where = {}  # pair -> indices of words that contain it (may hold stale indices)
-        for w, word in enumerate(words):
-            for pair in itertools.pairwise(word):
-                pair_counts[pair] += freqs[w]
-                where.setdefault(pair, set()).add(w)
-        # Max-heap by count through negation; (left, right) in the key makes ties deterministic.
-        heap = [(-c, a, b) for (a, b), c in pair_counts.items()]
-        heapq.heapify(heap)
-        banned = set()
-
-        while len(vocab) < vocab_size and heap:
-            negcount, a, b = heapq.heappop(heap)
-            if pair_counts.get((a, b)) != -negcount or (a, b) in banned:
-                continue  # stale entry: the count changed and a fresher entry was pushed
-            merged = vocab[a] + vocab[b]
-            if merged in known:
-                # Two different pairs can spell the same bytes; a rank file holds each byte
-                # string once, so the later pair is not learned.
-                banned.add((a, b))
-                continue
-            new_id = len(vocab)
-            vocab.append(merged)
-            known.add(merged)
-            if verbose:
-                print(f"merge {new_id - 255}/{vocab_size - 256}: {a} + {b} -> {new_id} "
-                      f"{merged!r} ({-negcount} occurrences)")
-
-            delta = Counter()
-            for w in where.pop((a, b), ()):
-                word = words[w]
-                new_word, i = [], 0
-                while i < len(word):    # merge left to right, non-overlapping ("aaa" -> aa a)
-                    if i + 1 < len(word) and word[i] == a and word[i + 1] == b:
-                        new_word.append(new_id)
-                        i += 2
-                    else:
-                        new_word.append(word[i])
-                        i += 1
-                if len(new_word) == len(word):
-                    continue            # stale index: this word no longer has the pair
-                f = freqs[w]
-                for pair in itertools.pairwise(word):
-                    delta[pair] -= f
-                for pair in itertools.pairwise(new_word):
-                    delta[pair] += f
-                    where.setdefault(pair, set()).add(w)
-                words[w] = new_word
-            for pair, d in delta.items():
-                if d == 0:
-                    continue
-                c = pair_counts[pair] + d
-                if c > 0:
-                    pair_counts[pair] = c
-                    heapq.heappush(heap, (-c, *pair))
-                else:
-                    del pair_counts[pair]
-        if verbose and len(vocab) < vocab_size:
-            print(f"stopped at {len(vocab)} tokens: no pair left to merge")
-        ranks = {token: i for i, token in enumerate(vocab)}
-        return cls(ranks, {ENDOFTEXT: len(vocab)}, pattern=pattern)
 
     # ----------------------------------------------------------------------------- saving
 
     def to_dict(self):
-        """A JSON-serialisable dict of this tokenizer (embedded in training checkpoints).
-
-        "tokens" lists the token bytes (base64) in merge-rank order; a token's id is its index
-        unless an "ids" list is present.
-        """
-        tokens = sorted(self._ranks, key=self._ranks.__getitem__)
-        d = {"format": FORMAT, "version": FORMAT_VERSION, "pattern": self.pattern,
-             "tokens": [base64.b64encode(t).decode("ascii") for t in tokens],
-             "special_tokens": dict(self.special_tokens)}
-        ids = [self._ids[t] for t in tokens]
-        if ids != list(range(len(ids))):
-            d["ids"] = ids
-        return d
+        """A JSON-serialisable dict of this tokenizer (embedded in training checkpoints):
+        "tokens" lists the token bytes (base64) in merge-rank order; a token's id is its
+        index unless an "ids" list is present."""
+        return bpe_files.to_dict(self._ranks, self._ids, self.special_tokens, self.pattern)
 
     @classmethod
     def from_dict(cls, d):
         """Rebuild a tokenizer from `to_dict()`'s output; a foreign dict raises ValueError."""
-        if not isinstance(d, dict) or d.get("format") != FORMAT:
-            found = d.get("format") if isinstance(d, dict) else type(d).__name__
-            raise ValueError(f"not a tinygpt BPE tokenizer: expected format {FORMAT!r}, "
-                             f"found {found!r}")
-        if d.get("version") != FORMAT_VERSION:
-            raise ValueError(f"tinygpt BPE format version {d.get('version')!r} is not supported "
-                             f"(this tinygpt reads version {FORMAT_VERSION})")
-        tokens, specials = d.get("tokens"), d.get("special_tokens", {})
-        pattern = d.get("pattern", GPT2_PATTERN)
-        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
-            raise ValueError("tinygpt BPE tokenizer: 'tokens' must be a list of base64 strings")
-        if not isinstance(specials, dict) or not isinstance(pattern, str):
-            raise ValueError("tinygpt BPE tokenizer: 'special_tokens' must be an object and "
-                             "'pattern' a string")
-        try:
-            token_bytes = [base64.b64decode(t, validate=True) for t in tokens]
-        except ValueError as e:  # binascii.Error is a ValueError
-            raise ValueError(f"tinygpt BPE tokenizer: a token is not valid base64 ({e})") from None
-        if len(set(token_bytes)) != len(token_bytes):
-            raise ValueError("tinygpt BPE tokenizer: a token appears twice in 'tokens'")
-        ranks = {t: r for r, t in enumerate(token_bytes)}
-        ids = None
-        if "ids" in d:
-            if not isinstance(d["ids"], list) or len(d["ids"]) != len(tokens):
-                raise ValueError("tinygpt BPE tokenizer: 'ids' must be a list as long as 'tokens'")
-            ids = dict(zip(token_bytes, d["ids"]))
+        ranks, specials, ids, pattern = bpe_files.from_dict(d, GPT2_PATTERN)
         return cls(ranks, specials, ids=ids, pattern=pattern)
 
     def save(self, path, overwrite=True):
@@ -601,12 +384,7 @@ class BPETokenizer:
     @classmethod
     def load(cls, path):
         """Read a tokenizer written by `save`."""
-        try:
-            with open(path, encoding="utf-8") as f:
-                d = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-            raise ValueError(f"{path} is not a tinygpt BPE tokenizer file: not JSON "
-                             f"({e})") from None
+        d = bpe_files.read_json(path)
         try:
             return cls.from_dict(d)
         except ValueError as e:

@@ -5,10 +5,12 @@ i-th smallest character (by code point) and `vocab_size` is the number of distin
 characters (65 for tiny Shakespeare). It is saved with each checkpoint (`to_dict`), since
 a model only understands the ids of the vocabulary it was trained with.
 
-Imports: numpy and the standard library.
+Imports: numpy, the standard library, validate.
 """
 
 import numpy as np
+
+from .. import validate
 
 
 class CharTokenizer:
@@ -105,8 +107,7 @@ class CharTokenizer:
         chars, n = self.chars, len(self.chars)
         out = []
         for i in ids:
-            if isinstance(i, bool) or not isinstance(i, int):
-                raise TypeError(f"token ids must be integers, got {i!r}")
+            validate.integer("each token id", i)
             if not 0 <= i < n:
                 raise ValueError(f"token id {i} is out of range for a vocabulary of size {n}")
             out.append(chars[i])

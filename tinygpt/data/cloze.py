@@ -32,7 +32,7 @@ counts).
     >>> len(task.train), len(task.test), task.test[0].label
     (2800, 658, 1)
 
-Imports: numpy and the standard library.
+Imports: numpy, the standard library, files, validate.
 """
 
 import json
@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import validate
 from ..files import atomic_write_text, read_json
 
 SPLITS = ("train", "val", "test")
@@ -91,10 +92,9 @@ def speeches(text):
 
 def make_cloze(text, n_context=3, n_choices=2, seed=0, fractions=(0.7, 0.1, 0.2)):
     """The cloze task of a play text (see the module docstring); returns a ClozeTask."""
-    for name, value, low in (("n_context", n_context, 1), ("n_choices", n_choices, 2),
-                             ("seed", seed, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    validate.integer("n_context", n_context, minimum=1)
+    validate.integer("n_choices", n_choices, minimum=2)
+    validate.integer("seed", seed, minimum=0)
     if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-9:
         raise ValueError(f"fractions must be three positive numbers summing to 1 (train, "
                          f"validation, test), got {fractions!r}")
@@ -227,10 +227,8 @@ def _check_example(e, path, number):
         raise ValueError(f"{where}: 'story' and each of 'endings' must be strings")
     if len(e.endings) < 2:
         raise ValueError(f"{where}: an example needs at least 2 endings, got {len(e.endings)}")
-    if isinstance(e.label, bool) or not isinstance(e.label, int) \
-            or not 0 <= e.label < len(e.endings):
-        raise ValueError(f"{where}: 'label' must be an index into the {len(e.endings)} endings, "
-                         f"got {e.label!r}")
+    validate.integer(f"{where}: 'label' (an index into the {len(e.endings)} endings)", e.label,
+                     minimum=0, maximum=len(e.endings) - 1)
 
 
 def load_task(folder):

@@ -1,6 +1,6 @@
 """A conversation with a GPT that remembers the earlier turns (floor 5): the text so far is
 one token sequence, and its keys and values stay in the model's KV cache from turn to
-turn, so a new turn runs only its own tokens. Imports: autograd, model.gpt.
+turn, so a new turn runs only its own tokens. Imports: autograd, validate, model.gpt.
 
 Each turn appends `user_prefix + text + bot_prefix` and then the reply, token by token,
 until the reply ends with a stop string (or a stop token, or max_new_tokens). The reply's
@@ -16,6 +16,7 @@ the model computes is what a fresh run on the kept text would compute.
 
 import numpy as np
 
+from .. import validate
 from ..autograd import backend
 from ..autograd.tensor import Tensor
 from .generation import KVCache, Sampler
@@ -44,9 +45,8 @@ class Conversation:
         block_size = model.config.block_size
         if max_new_tokens is None:
             max_new_tokens = max(1, min(200, block_size // 2))
-        if not isinstance(max_new_tokens, int) or not 0 < max_new_tokens < block_size:
-            raise ValueError(f"max_new_tokens must be an int in [1, {block_size - 1}] "
-                             f"(below the model's block_size), got {max_new_tokens!r}")
+        validate.integer("max_new_tokens (below the model's block_size)", max_new_tokens,
+                         minimum=1, maximum=block_size - 1)
         self.max_new_tokens = max_new_tokens
         self.sampler = Sampler(model.config.vocab_size, temperature, top_k, top_p, do_sample,
                                seed)

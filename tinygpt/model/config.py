@@ -1,11 +1,11 @@
 """`GPTConfig`: the sizes of a GPT, with nanoGPT's field names and named presets (floor 5).
 
-Imports: the standard library only.
+Imports: the standard library and tinygpt.validate.
 """
 
-import math
-import numbers
 from dataclasses import asdict, dataclass, fields
+
+from .. import validate
 
 # name -> the fields it sets. minGPT's small models keep the default vocabulary and block
 # size (set them for your data); GPT-2's are the published models (OpenAI's vocabulary of
@@ -71,27 +71,15 @@ class GPTConfig:
 
     def __post_init__(self):
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-                raise TypeError(f"GPTConfig: {name} must be an int, got {type(value).__name__} "
-                                f"{value!r}")
-            if value <= 0:
-                raise ValueError(f"GPTConfig: {name} must be positive, got {value}")
-            setattr(self, name, int(value))     # NumPy ints become plain ints (JSON-safe)
+            value = validate.positive_integer(f"GPTConfig: {name}", getattr(self, name))
+            setattr(self, name, value)          # NumPy ints become plain ints (JSON-safe)
         if self.n_embd % self.n_head:
             raise ValueError(
                 f"GPTConfig: n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
                 f"each head gets n_embd / n_head channels")
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, numbers.Real) \
-                or not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"GPTConfig: dropout must be in [0, 1), got {self.dropout!r}")
-        self.dropout = float(self.dropout)
-        if not isinstance(self.bias, bool):
-            raise TypeError(f"GPTConfig: bias must be True or False, got {self.bias!r}")
-        if self.gelu_approximate not in GELU_APPROXIMATIONS:
-            raise ValueError(
-                f"GPTConfig: gelu_approximate must be one of {GELU_APPROXIMATIONS}, got "
-                f"{self.gelu_approximate!r}")
+        self.dropout = validate.probability("GPTConfig: dropout", self.dropout, include_one=False)
+        validate.boolean("GPTConfig: bias", self.bias)
+        validate.choice("GPTConfig: gelu_approximate", self.gelu_approximate, GELU_APPROXIMATIONS)
         self._check_attention()
         self._check_experts()
         self._check_positions()
@@ -118,20 +106,13 @@ class GPTConfig:
         for name in ("n_expert", "expert_top_k", "moe_every"):
             value = getattr(self, name)
             low = 0 if name == "n_expert" else 1
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-                raise ValueError(f"GPTConfig: {name} must be an int >= {low}, got {value!r}")
-            setattr(self, name, int(value))
+            setattr(self, name, validate.integer(f"GPTConfig: {name}", value, minimum=low))
         if self.n_expert and self.expert_top_k > self.n_expert:
             raise ValueError(f"GPTConfig: expert_top_k ({self.expert_top_k}) must not exceed "
                              f"n_expert ({self.n_expert}): each token goes to distinct experts")
-        _check_optional_positive("expert_hidden", self.expert_hidden)
+        validate.positive_integer("GPTConfig: expert_hidden", self.expert_hidden, none_ok=True)
         for name in ("expert_capacity", "aux_loss_coef"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
-                    0 <= value < math.inf):
-                raise ValueError(f"GPTConfig: {name} must be a finite number >= 0, got "
-                                 f"{value!r}")
-            setattr(self, name, float(value))
+            setattr(self, name, validate.real(f"GPTConfig: {name}", getattr(self, name), minimum=0))
 
     def expert_hidden_size(self):
         """Each expert's hidden width: expert_hidden, else 4 * n_embd / expert_top_k."""
@@ -154,7 +135,7 @@ class GPTConfig:
             raise ValueError(f"GPTConfig: attn_pattern must be one of {ATTENTION_PATTERNS} or "
                              f"a list of 'dense' / 'banded' per layer, got {pattern!r}")
         window = self.attn_window
-        _check_optional_positive("attn_window", window)
+        validate.positive_integer("GPTConfig: attn_window", window, none_ok=True)
         banded = "banded" in self.layer_patterns()
         if banded and window is None:
             raise ValueError(f"GPTConfig: attn_pattern {pattern!r} has banded layers; give "
@@ -203,9 +184,3 @@ class GPTConfig:
                 f"{', '.join(sorted(known))}")
         return cls(**d)
 
-
-def _check_optional_positive(name, value):
-    """A ValueError unless value is None or a positive int."""
-    if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)
-                              or value <= 0):
-        raise ValueError(f"GPTConfig: {name} must be a positive int (or None), got {value!r}")

@@ -1,13 +1,11 @@
 """Generation's machinery (floor 5): the KV cache of one attention layer, and the sampler
 that turns next-token logits into token ids. `GPT.generate` and the chat use both.
-Imports: numpy, autograd.
+Imports: numpy, autograd, validate.
 """
-
-import math
-import numbers
 
 import numpy as np
 
+from .. import validate
 from ..autograd import backend
 from ..autograd.tensor import Tensor
 
@@ -106,24 +104,14 @@ class Sampler:
 
     def __init__(self, vocab_size, temperature=1.0, top_k=None, top_p=None, do_sample=True,
                  seed=None):
-        if not isinstance(do_sample, bool):
-            raise TypeError(f"do_sample must be True or False, got {do_sample!r}")
-        if do_sample and (isinstance(temperature, bool)
-                          or not isinstance(temperature, numbers.Real)
-                          or not 0 < temperature < math.inf):
-            raise ValueError(
-                f"temperature must be a finite number > 0 when sampling, got {temperature!r} "
-                f"(for the most likely token use do_sample=False)")
-        if top_k is not None:
-            if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral):
-                raise TypeError(f"top_k must be an int or None, got {top_k!r}")
-            if top_k < 1:
-                raise ValueError(f"top_k must be >= 1 (or None for no limit), got {top_k}")
-        if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, numbers.Real)
-                                  or not 0 < top_p <= 1):
-            raise ValueError(f"top_p must be in (0, 1] (or None), got {top_p!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-            raise TypeError(f"seed must be an int or None, got {seed!r}")
+        validate.boolean("do_sample", do_sample)
+        if do_sample:
+            validate.real("temperature (when sampling; for the most likely token use "
+                          "do_sample=False)", temperature, minimum=0, low_open=True)
+        validate.positive_integer("top_k", top_k, none_ok=True)    # None: no limit
+        if top_p is not None:
+            validate.probability("top_p (or None)", top_p, include_zero=False)
+        validate.integer("seed", seed, none_ok=True)
         self.vocab_size = vocab_size
         self.temperature, self.do_sample = float(temperature), do_sample
         # Filters that cannot remove anything are dropped, so they change nothing at all.

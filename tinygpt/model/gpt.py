@@ -11,17 +11,17 @@ Shape letters: B batch, T sequence length, C = n_embd channels, H = n_head heads
 hs = C / H head size, V vocabulary, S cached key positions. Generation keeps a KV cache:
 each new token runs the network on its one position and attends over the keys and values
 kept from the earlier ones (`KVCache`, `Sampler`: tinygpt/model/generation.py; sizes from a
-config alone: tinygpt/model/sizes.py). Imports: autograd, nn, model.config,
+config alone: tinygpt/model/sizes.py). Imports: autograd, nn, validate, model.config,
 model.generation, model.moe.
 """
 
 import math
-import numbers
 
-from .. import nn
+from .. import nn, validate
 from ..autograd import backend
 from ..autograd.function import no_grad
-from ..autograd.tensor import Tensor, cat
+from ..autograd.factories import cat
+from ..autograd.tensor import Tensor
 from ..nn import functional as F
 from ..nn import init
 from .config import GPTConfig
@@ -188,11 +188,8 @@ class GPT(nn.Module):
     def crop_block_size(self, block_size):
         """Shrink the context to `block_size` positions (keeps the first rows of wpe), e.g.
         to fine-tune a 1,024-position GPT-2 on short sequences."""
-        if isinstance(block_size, bool) or not isinstance(block_size, int) \
-                or not 0 < block_size <= self.config.block_size:
-            raise ValueError(
-                f"crop_block_size: block_size must be an int in [1, {self.config.block_size}], "
-                f"got {block_size!r}")
+        block_size = validate.integer("crop_block_size: block_size", block_size, minimum=1,
+                                      maximum=self.config.block_size)
         self.config.block_size = block_size
         if self.config.position != "learned":
             return                                  # rotary positions: no table to crop
@@ -240,10 +237,7 @@ class GPT(nn.Module):
         is the same Parameter, whose array is replaced here. Gradients are dropped, and an
         optimizer made before the resize holds state of the old shape: make it afterwards.
         """
-        if isinstance(new_num_tokens, bool) or not isinstance(new_num_tokens, numbers.Integral) \
-                or new_num_tokens < 1:
-            raise ValueError(f"resize_token_embeddings: new_num_tokens must be an int >= 1, got "
-                             f"{new_num_tokens!r}")
+        validate.positive_integer("resize_token_embeddings: new_num_tokens", new_num_tokens)
         wte = self.transformer.wte
         old, new = wte.weight.data, int(new_num_tokens)
         xp = backend.array_module(old)
@@ -298,14 +292,10 @@ class GPT(nn.Module):
         return idx
 
     def _check_ids(self, idx, what):
-        """Raise a ValueError naming an id of the host tensor `idx` outside the vocabulary."""
-        if idx.data.size and idx.dtype.kind in "iu":
-            low, high = int(idx.data.min()), int(idx.data.max())
-            vocab = self.config.vocab_size
-            if low < 0 or high >= vocab:
-                raise ValueError(
-                    f"token id {low if low < 0 else high} in {what} is outside the vocabulary: "
-                    f"ids must be in [0, {vocab - 1}] (vocab_size {vocab})")
+        """Raise a `validate.TokenIdError` (a ValueError) naming an id of the host tensor
+        `idx` outside the vocabulary and its position."""
+        if idx.dtype.kind in "iu":
+            validate.token_ids(idx.data, self.config.vocab_size, name=what)
 
     def hidden_states(self, idx, attention_mask=None):
         """The final hidden states (B, T, C): the blocks' output after ln_f, what lm_head
@@ -438,9 +428,7 @@ class GPT(nn.Module):
         Arguments are checked here, before the first token; see `generate`.
         """
         idx = self._as_tokens(idx)
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral) \
-                or max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+        validate.integer("max_new_tokens", max_new_tokens, minimum=0)
         key_mask = None if attention_mask is None else F.padding_mask(attention_mask, idx)
         sampler = Sampler(self.config.vocab_size, temperature, top_k, top_p, do_sample, seed)
         return self._generate(idx, int(max_new_tokens), sampler, key_mask)

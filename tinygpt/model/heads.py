@@ -27,14 +27,14 @@ out of the language-modelling loss. Left padding would need the mask inside atte
 and is refused with an error.
 
 Shape letters: B examples, K candidates, N rows, T positions, C channels, V vocabulary.
-Imports: autograd, nn, model.gpt.
+Imports: autograd, nn, validate, model.gpt.
 """
 
 from typing import NamedTuple
 
 import numpy as np
 
-from .. import nn
+from .. import nn, validate
 from ..autograd import backend
 from ..autograd.tensor import Tensor
 from ..nn import functional as F
@@ -223,8 +223,7 @@ class GPTForSequenceClassification(_TaskHeadGPT):
     """
 
     def _add_head(self, clf_dropout, num_labels=2):
-        if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 2:
-            raise ValueError(f"num_labels must be an int >= 2, got {num_labels!r}")
+        validate.integer("num_labels", num_labels, minimum=2)
         self.num_labels = num_labels
         self._add_score(clf_dropout, num_labels)
 

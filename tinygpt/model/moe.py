@@ -32,7 +32,8 @@ import numpy as np
 
 from .. import nn
 from ..autograd import backend
-from ..autograd.tensor import Tensor, cat
+from ..autograd.factories import cat
+from ..autograd.tensor import Tensor
 from ..nn import functional as F
 
 

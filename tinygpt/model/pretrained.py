@@ -29,8 +29,8 @@ this machine's memory, and every tensor's name, shape and dtype must be the conf
 `n_layer: 1000000` beside a 500 MB file is refused in microseconds, not after minutes
 of allocating.
 
-Imports: numpy, the standard library, data (tokenizers), nn, model (GPT, safetensors);
-PyTorch only inside `load_nanogpt_ckpt`.
+Imports: numpy, the standard library, data (tokenizers), nn, validate, model (GPT,
+safetensors); PyTorch only inside `load_nanogpt_ckpt`.
 """
 
 import json
@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import validate
 from ..autograd import backend
 from ..data.tokenizers import (GPT2_VOCAB_RANGE, HF_MERGES, HF_VOCAB, TOKENIZER_NAME,
                                find_tokenizer, hf_tokenizer_files)
@@ -163,8 +164,7 @@ def config_from_hf(hf, dropout=0.0, where=CONFIG_NAME):
         k, want = unsupported[0]
         raise ValueError(f"{where}: {k} is {hf[k]!r}; tinygpt's GPT supports {want} only")
     eps = hf.get("layer_norm_epsilon", 1e-5)
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
-        raise ValueError(f"{where}: layer_norm_epsilon must be a positive number, got {eps!r}")
+    validate.real(f"{where}: layer_norm_epsilon", eps, minimum=0, low_open=True)
     try:
         config = GPTConfig(block_size=hf["n_positions"], vocab_size=hf["vocab_size"],
                            n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"],

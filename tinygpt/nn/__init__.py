@@ -1,6 +1,6 @@
 """Layers (floor 3): `nn.functional` (stateless ops), `Module`, `Parameter`, the layers
 and `nn.init`; int8 weights for inference (`quantize_int8`, nn/quantize.py) and magnitude
-pruning (`prune`, `sparsity`, nn/pruning.py). Imports: autograd only.
+pruning (`prune`, `sparsity`, nn/pruning.py). Imports: autograd (and tinygpt.validate).
 
 >>> import tinygpt.nn as nn
 >>> layer = nn.Linear(4, 2)

@@ -2,7 +2,7 @@
 
 Each function checks its arguments (so a bad shape or option is named here, in the
 user's terms) and calls one fused op of `tinygpt.autograd.ops.fused`, where the forward
-and the backward sit side by side. Imports: autograd.
+and the backward sit side by side. Imports: autograd, validate.
 """
 
 import math
@@ -10,10 +10,11 @@ import numbers
 
 import numpy as np
 
+from .. import validate
 from ..autograd import backend
 from ..autograd.ops.attention import ScaledDotProductAttentionOp, SelfAttentionOp
 from ..autograd.ops.fused import (GELU_APPROXIMATIONS, REDUCTIONS, CrossEntropyOp, DropoutOp,
-                               EmbeddingOp, GeluOp, LayerNormOp, LinearOp)
+                                  EmbeddingOp, GeluOp, LayerNormOp, LinearOp)
 from ..autograd.ops.rotary import RotaryOp
 from ..autograd.tensor import Tensor
 
@@ -89,7 +90,7 @@ def cross_entropy(logits, targets, ignore_index=-100, reduction="mean"):
         flat_logits = logits.permute(*perm).reshape(-1, n_classes)
         flat_targets = targets.reshape(-1)
     loss = CrossEntropyOp.apply(flat_logits, flat_targets, ignore_index=ignore_index,
-                              reduction=reduction)
+                                reduction=reduction)
     if reduction == "none":
         loss = loss.reshape(out_shape)
     return loss
@@ -100,14 +101,9 @@ def _check_class_ids(targets, n_classes, ignore_index):
     checked: on a GPU the check would make the host wait for the device at every call
     (CuPy wraps an out-of-range index around instead of failing), so ids meant for a GPU
     are checked where they are made, on the host (`BatchSampler(vocab_size=...)`)."""
-    if targets.size == 0 or backend.device_of(targets) != "cpu":
-        return
-    bad = (targets != ignore_index) & ((targets < 0) | (targets >= n_classes))
-    if bool(bad.any()):
-        value = int(targets[bad].reshape(-1)[0])
-        raise IndexError(
-            f"cross_entropy: target {value} is out of range: class ids must be in "
-            f"[0, {n_classes - 1}] (or ignore_index={ignore_index})")
+    if backend.device_of(targets) == "cpu":
+        validate.token_ids(targets, n_classes, name="cross_entropy's targets", what="target",
+                           size_name="classes", ignore_index=ignore_index)
 
 
 def nll_loss(log_probs, targets, ignore_index=-100, reduction="mean"):
@@ -148,7 +144,7 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
                     f"layer_norm: {name} of shape {tuple(p.shape)}, expected {normalized_shape}")
             params.append(p)
     return LayerNormOp.apply(x, *params, n_axes=k, eps=float(eps),
-                           has_weight=weight is not None, has_bias=bias is not None)
+                             has_weight=weight is not None, has_bias=bias is not None)
 
 
 def embedding(idx, weight):
@@ -170,20 +166,15 @@ def embedding(idx, weight):
 
 def _check_indices(idx, v):
     """Name an index of `idx` outside [0, v) when it is an integer host array."""
-    if idx.size and idx.dtype.kind in "iu" and backend.device_of(idx) == "cpu":
-        low, high = int(idx.min()), int(idx.max())
-        if low < 0 or high >= v:
-            bad = high if high >= v else low
-            raise IndexError(
-                f"embedding: index {bad} is out of range for a table of {v} rows "
-                f"(valid range [0, {v - 1}])")
+    if idx.dtype.kind in "iu" and backend.device_of(idx) == "cpu":
+        validate.token_ids(idx, v, name="embedding's indices", what="index",
+                           size_name="num_embeddings")
 
 
 def dropout(x, p=0.5, training=True):
     """Inverted dropout: zero each element with probability p and scale the rest by
     1 / (1 - p). The identity (the same tensor) when not training or p == 0."""
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"dropout: p must be in [0, 1], got {p}")
+    p = validate.probability("dropout: p", p)
     if not training or p == 0.0:
         return x
     if p == 1.0:
@@ -205,8 +196,7 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, dropo
         raise ValueError(
             f"scaled_dot_product_attention: q {tuple(q.shape)}, k {tuple(k.shape)} and v "
             f"{tuple(v.shape)} do not fit: q and k need one head size, k and v one length")
-    if not 0.0 <= dropout_p < 1.0:
-        raise ValueError(f"scaled_dot_product_attention: dropout_p must be in [0, 1), got {dropout_p}")
+    validate.probability("scaled_dot_product_attention: dropout_p", dropout_p, include_one=False)
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
     inputs = [q, k, v]
@@ -221,7 +211,7 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, dropo
                 f"{attn_mask.dtype}")
         inputs.append(attn_mask)
     return ScaledDotProductAttentionOp.apply(*inputs, is_causal=bool(is_causal),
-                                           dropout_p=float(dropout_p), scale=float(scale))
+                                             dropout_p=float(dropout_p), scale=float(scale))
 
 
 def self_attention(qkv, n_head, dropout_p=0.0, scale=None, key_mask=None, window=None):
@@ -242,18 +232,15 @@ def self_attention(qkv, n_head, dropout_p=0.0, scale=None, key_mask=None, window
         raise ValueError(
             f"self_attention: qkv must be (B, T, 3C) with C divisible by n_head={n_head}, "
             f"got shape {tuple(qkv.shape)}")
-    if not 0.0 <= dropout_p < 1.0:
-        raise ValueError(f"self_attention: dropout_p must be in [0, 1), got {dropout_p}")
-    if window is not None and (isinstance(window, bool) or not isinstance(window, int)
-                               or window < 1):
-        raise ValueError(f"self_attention: window must be an int >= 1 or None, got {window!r}")
+    validate.probability("self_attention: dropout_p", dropout_p, include_one=False)
+    validate.positive_integer("self_attention: window", window, none_ok=True)
     if scale is None:
         scale = 1.0 / math.sqrt(qkv.shape[-1] // 3 // n_head)
     inputs = [qkv]
     if key_mask is not None:
         inputs.append(padding_mask(key_mask, qkv, "self_attention"))
     return SelfAttentionOp.apply(*inputs, n_head=int(n_head), dropout_p=float(dropout_p),
-                               scale=float(scale), window=window)
+                                 scale=float(scale), window=window)
 
 
 def rotary(x, positions, base=10000.0, scale=1.0):

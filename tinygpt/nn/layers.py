@@ -6,25 +6,18 @@ Names, argument orders, parameter shapes and default initialisations are PyTorch
 model written with these layers reads (and loads weights) like its PyTorch twin. Random
 initialisation goes through `nn.init` (the CPU generator seeded by `tg.manual_seed`).
 Optional `device=` and `dtype=` arguments place the parameters (float32 on the CPU by
-default). Imports: autograd, nn.functional, nn.module, nn.init.
+default). Imports: autograd, validate, nn.functional, nn.module,
+nn.init.
 """
 
 import math
-import numbers
 from collections import OrderedDict
 
+from .. import validate
 from ..autograd import backend
 from . import functional as F
 from . import init
 from .module import Module, Parameter
-
-
-def _positive_int(value, what, layer):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{layer}: {what} must be an int, got {type(value).__name__} {value!r}")
-    if value <= 0:
-        raise ValueError(f"{layer}: {what} must be positive, got {value}")
-    return int(value)
 
 
 def _empty_parameter(shape, dtype, device):
@@ -43,8 +36,9 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
         super().__init__()
-        self.in_features = in_features = _positive_int(in_features, "in_features", "Linear")
-        self.out_features = out_features = _positive_int(out_features, "out_features", "Linear")
+        in_features = validate.positive_integer("Linear: in_features", in_features)
+        out_features = validate.positive_integer("Linear: out_features", out_features)
+        self.in_features, self.out_features = in_features, out_features
         bound = 1.0 / math.sqrt(in_features)
         self.weight = init.uniform_(
             _empty_parameter((out_features, in_features), dtype, device), -bound, bound)
@@ -70,8 +64,8 @@ class Embedding(Module):
 
     def __init__(self, num_embeddings, embedding_dim, device=None, dtype=None):
         super().__init__()
-        self.num_embeddings = _positive_int(num_embeddings, "num_embeddings", "Embedding")
-        self.embedding_dim = _positive_int(embedding_dim, "embedding_dim", "Embedding")
+        self.num_embeddings = validate.positive_integer("Embedding: num_embeddings", num_embeddings)
+        self.embedding_dim = validate.positive_integer("Embedding: embedding_dim", embedding_dim)
         self.weight = init.normal_(
             _empty_parameter((self.num_embeddings, self.embedding_dim), dtype, device))
 
@@ -92,10 +86,8 @@ class LayerNorm(Module):
         if isinstance(normalized_shape, int):
             normalized_shape = (normalized_shape,)
         self.normalized_shape = tuple(
-            _positive_int(n, "normalized_shape", "LayerNorm") for n in normalized_shape)
-        if not eps > 0:
-            raise ValueError(f"LayerNorm: eps must be positive, got {eps}")
-        self.eps = float(eps)
+            validate.positive_integer("LayerNorm: normalized_shape", n) for n in normalized_shape)
+        self.eps = validate.real("LayerNorm: eps", eps, minimum=0, low_open=True)
         if elementwise_affine:
             self.weight = init.ones_(_empty_parameter(self.normalized_shape, dtype, device))
         else:
@@ -119,9 +111,7 @@ class Dropout(Module):
 
     def __init__(self, p=0.5):
         super().__init__()
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
-            raise ValueError(f"Dropout: p must be a probability in [0, 1], got {p!r}")
-        self.p = float(p)
+        self.p = validate.probability("Dropout: p", p)
 
     def forward(self, x):
         return F.dropout(x, self.p, self.training)

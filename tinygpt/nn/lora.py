@@ -22,12 +22,12 @@ every other parameter of the model (requires_grad False: no gradient is computed
 and `configure_param_groups` leaves them out of the optimizer). Saving and loading the
 adapters alone, in PEFT's file layout, is `tinygpt.model.adapters`.
 
-Imports: autograd, nn.
+Imports: autograd, validate, nn.
 """
 
-import numbers
 from dataclasses import dataclass
 
+from .. import validate
 from . import init
 from .layers import Dropout, Linear
 from .module import Module
@@ -108,15 +108,9 @@ class LoRALinear(Module):
 
 def check_lora_options(rank, alpha, dropout, targets=None):
     """Raise an error naming the first bad LoRA setting (see `apply_lora`)."""
-    if isinstance(rank, bool) or not isinstance(rank, numbers.Integral):
-        raise TypeError(f"LoRA rank must be an int, got {type(rank).__name__} {rank!r}")
-    if rank <= 0:
-        raise ValueError(f"LoRA rank must be a positive int, got {rank}")
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not alpha > 0:
-        raise ValueError(f"LoRA alpha must be a number > 0, got {alpha!r}")
-    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) \
-            or not 0 <= dropout < 1:
-        raise ValueError(f"LoRA dropout must be in [0, 1), got {dropout!r}")
+    validate.positive_integer("LoRA rank", rank)
+    validate.real("LoRA alpha", alpha, minimum=0, low_open=True, finite=False)
+    validate.probability("LoRA dropout", dropout, include_one=False)
     if targets is not None:
         if isinstance(targets, str) or not all(isinstance(t, str) and t for t in targets):
             raise TypeError(f"LoRA targets must be a tuple of layer names such as "

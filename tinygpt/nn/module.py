@@ -4,13 +4,14 @@ A `Module` holds `Parameter`s and sub-`Module`s, registered simply by assigning 
 attributes (`self.weight = Parameter(...)`, `self.ln_1 = LayerNorm(...)`), in the order
 they were assigned, as in PyTorch. Everything else follows from that registry: dotted
 parameter names (`transformer.h.0.attn.c_attn.weight`), `state_dict` and
-`load_state_dict`, moving to a device or dtype, train/eval mode. Imports: autograd.
+`load_state_dict`, moving to a device or dtype, train/eval mode. Imports: autograd, validate.
 """
 
 from collections import OrderedDict, namedtuple
 
 import numpy as np
 
+from .. import validate
 from ..autograd import backend
 from ..autograd.tensor import Tensor
 
@@ -215,8 +216,7 @@ class Module:
     # --- modes and gradients -----------------------------------------------------------
     def train(self, mode=True):
         """Set training mode (dropout active) on this module and every sub-module."""
-        if not isinstance(mode, bool):
-            raise TypeError(f"train(mode): mode must be a bool, got {type(mode).__name__}")
+        mode = validate.boolean("train(mode): mode", mode)
         for module in self.modules():
             object.__setattr__(module, "training", mode)
         return self

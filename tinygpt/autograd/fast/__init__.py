@@ -17,7 +17,7 @@ branch it has (tests/autograd/test_fast_kernels.py).
 | self_attention | SelfAttentionTiledOp | attention.py | flash-style tiles, no T x T array kept |
 
 The GPU's kernels (`fast/cuda/`, registered for "cuda") fuse each memory-bound op into
-one or a few CUDA kernels through `backend.fuse` (see that package's table).
+one or a few GPU launches through `backend.fuse` (see that package's table).
 
 The CPU machinery: `threads` (a worker pool, `parallel_map`, `for_blocks`), `blas`
 (NumPy's BLAS thread count), `products` (products shared out over the threads) and

@@ -47,7 +47,7 @@ def _tiles(xp, B, H, T, hs, itemsize):
     count cannot be set (`blas.can_limit_blas_threads`), only products below
     SERIAL_BLAS_MACS multiply-adds, which BLAS keeps on the calling thread anyway, run
     blocks on several threads; larger ones get BLAS's threads one block at a time, as
-    two blocks at once would only fight over them. A GPU gets one tile: one large kernel
+    two blocks at once would only fight over them. A GPU gets one tile: one large launch
     beats many small ones."""
     if xp.__name__ != "numpy":
         return [(slice(0, B), [slice(0, T)])], False

@@ -4,7 +4,7 @@ matmul.py's MatMulOp) to the last bit where the products are the same dot produc
 
 Two changes of layout, not of arithmetic: a stack of rows times one matrix runs as one
 (N, in) @ (in, out) product, which BLAS runs faster than a batch of small ones; and a
-Linear's backward hands dx and dW to the threads together (`products.matmuls`), one
+LinearOp's backward hands dx and dW to the threads together (`products.matmuls`), one
 product a thread. The bias gradient is a product with a vector of ones
 (`products.column_sums`), which BLAS runs 2-3x as fast as a sum over rows.
 """

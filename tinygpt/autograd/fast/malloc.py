@@ -3,12 +3,13 @@
 `keep_freed_memory()`; a program that merely imports tinygpt keeps its allocator as it was.
 
 By default glibc's malloc gives every allocation above ~128 KB its own fresh mapping from
-the kernel and returns it on free, so each new activation array pays a page fault per 4 KB
-page (and the kernel zeroes it). A training step allocates the same sizes every iteration;
-with malloc told to serve large arrays from its heap and never to trim it, the second
-iteration onwards reuses the first one's memory, as PyTorch's CPU allocator does by caching.
-Peak memory is unchanged; freed memory stays with the process instead of going back to the
-system (docs/performance.md has the measurements). Imports: the standard library only.
+the operating system and returns it on free, so each new activation array pays a page
+fault per 4 KB page (and the operating system zeroes it). A training step allocates the
+same sizes every iteration; with malloc told to serve large arrays from its heap and never
+to trim it, the second iteration onwards reuses the first one's memory, as PyTorch's CPU
+allocator does by caching. Peak memory is unchanged; freed memory stays with the process
+instead of going back to the system (docs/performance.md has the measurements). Imports:
+the standard library only.
 """
 
 import os

@@ -85,7 +85,7 @@ def for_blocks(fn, array, row_elements=None):
     BLOCK_ELEMENTS elements, and return the list of results in order.
 
     On the CPU the blocks run on `get_num_threads()` threads, the same number of blocks
-    on each; on a GPU fn runs once on all rows (one large kernel is what a GPU wants).
+    on each; on a GPU fn runs once on all rows (one large launch is what a GPU wants).
     fn must only write to its rows.
     """
     n = array.shape[0] if array.ndim else 1
@@ -101,7 +101,7 @@ def for_blocks(fn, array, row_elements=None):
 
 
 def as_rows(a):
-    """a as a 2-D (rows, last axis) view: the layout `for_blocks` kernels work on."""
+    """a as a 2-D (rows, last axis) view: the layout `for_blocks` row functions work on."""
     return a.reshape(-1, a.shape[-1]) if a.ndim else a.reshape(1, 1)
 
 

@@ -1,15 +1,15 @@
-"""Fused GPU kernels: the memory-bound layer ops of `tinygpt/autograd/ops/` again, each
+"""The GPU's fast kernels: the memory-bound layer ops of `tinygpt/autograd/ops/` again, each
 direction in as few passes over GPU memory as its formula allows (floor 2). Importing
 this package registers them for the "cuda" device.
 
-Each formula is plain array code compiled into one CUDA kernel by `backend.fuse`
-(`cupy.fuse`): elementwise operations and at most one reduction per kernel. On NumPy
+Each formula is plain array code compiled into one GPU function (one launch) by
+`backend.fuse` (`cupy.fuse`): elementwise operations and at most one reduction per launch. On NumPy
 arrays, and on the test suite's CuPy stand-in, the same functions run as array code, so
 each kernel is tested equal to its reference op without a GPU (tests/autograd/
 test_fast_kernels.py); the GPU check (`python -m bench gpu`) runs those tests on a
-real GPU, where the kernels are compiled.
+real GPU, where the GPU functions are compiled.
 
-| op | kernel | module | kernels forward / backward (reference's) |
+| op | kernel | module | launches forward / backward (reference's) |
 | --- | --- | --- | --- |
 | gelu | GeluFusedOp | gelu.py | 1 / 1 (about 10 / 15) |
 | layer_norm | LayerNormFusedOp | layer_norm.py | 4 / 5 (about 10 / 15) |
@@ -20,7 +20,7 @@ real GPU, where the kernels are compiled.
 
 import numpy as np
 
-# The dtypes the fused kernels run; float16 data runs the references, which sum in float32.
+# The dtypes these kernels run; float16 data runs the references, which sum in float32.
 FUSED_DTYPES = (np.float32, np.float64)
 
 from . import attention, gelu, layer_norm, softmax  # noqa: E402,F401

@@ -1,30 +1,30 @@
-"""Fused GPU kernels of `self_attention` and `scaled_dot_product_attention` (floor 2):
-ops/attention.py's ops with the masked softmax in three fused kernels and no T x S array
+"""GPU kernels of `self_attention` and `scaled_dot_product_attention` (floor 2):
+ops/attention.py's ops with the masked softmax in three fused launches and no T x S array
 kept for backward.
 
 The reference builds the causal mask, masks the scores, takes the row max, checks it,
-shifts, exps, sums, checks the sum and divides: a kernel and a (B, H, T, T) temporary per
+shifts, exps, sums, checks the sum and divides: a launch and a (B, H, T, T) temporary per
 step, and it keeps P until backward. Here the scores S = q k^T come from one batched
-product (cuBLAS), and three kernels read them:
+product (cuBLAS), and three GPU functions read them:
 
     m = row max of the allowed S * scale                     (a reduction)
     l = log of the row sum of exp(S * scale - m') over the allowed keys, m' = m where
         finite (a row with every key blocked has m = -inf), else 0      (a reduction)
     P = exp(S * scale - (m' + l)) where allowed, 0 where blocked          (elementwise)
 
-Which keys a query may see is computed inside each kernel from small index arrays, query
+Which keys a query may see is computed inside each launch from small index arrays, query
 i against key j: blocked when j > i, when j <= i - window (a banded layer), or when key j
 is padding; no mask array is built. Forward keeps qkv (kept for backward anyway), each
 row's log-sum-exp lse = m' + l (B, H, T) and the dropout mask; backward recomputes S with
-one more product and P from it in one kernel (as flash attention does), so the T x T
+one more product and P from it in one launch (as flash attention does), so the T x T
 arrays live only while one layer's forward or backward runs:
 
     dv = A^T dy,  dA = dy v^T,  dP = dA * D,
-    dS = P * (dP - rowsum(dP * P)) * scale      (a reduction, then one kernel)
+    dS = P * (dP - rowsum(dP * P)) * scale      (a reduction, then one launch)
     dq = dS k,  dk = dS^T q,  written into the thirds of dqkv (B, T, 3C).
 
 `scaled_dot_product_attention` (generation's attention over the KV cache) runs the same
-three kernels over its (..., T, S) scores, its boolean mask (True = may attend) or
+three GPU functions over its (..., T, S) scores, its boolean mask (True = may attend) or
 additive float mask passed to them as they are, and is_causal as key j > query i.
 """
 
@@ -100,7 +100,7 @@ SDPA_PROBABILITIES = backend.fuse(_sdpa_probabilities, "sdpa_probabilities")
 
 
 def _masks(xp, T, key_mask, window):
-    """The kernels' mask arguments: query and key indices (T, 1) and (1, T), the band
+    """The GPU functions' mask arguments: query and key indices (T, 1) and (1, T), the band
     width (T + 1: no band), and the padding as (B, 1, 1, T) booleans (or False)."""
     row = xp.arange(T).reshape(T, 1)
     col = xp.arange(T).reshape(1, T)
@@ -110,7 +110,7 @@ def _masks(xp, T, key_mask, window):
 
 @register_kernel("self_attention", devices=("cuda",), dtypes=FUSED_DTYPES)
 class SelfAttentionFusedOp(SelfAttentionOp):
-    """self_attention on a GPU: the masked softmax in three fused kernels, P recomputed
+    """self_attention on a GPU: the masked softmax in three fused launches, P recomputed
     in backward (equals ops/attention.py's SelfAttentionOp). Saves qkv, each row's
     log-sum-exp (B, H, T), the mask arguments and the dropout mask."""
 
@@ -159,7 +159,7 @@ class SelfAttentionFusedOp(SelfAttentionOp):
 
 @register_kernel("scaled_dot_product_attention", devices=("cuda",), dtypes=FUSED_DTYPES)
 class ScaledDotProductAttentionFusedOp(ScaledDotProductAttentionOp):
-    """scaled_dot_product_attention on a GPU: the masked softmax in three fused kernels,
+    """scaled_dot_product_attention on a GPU: the masked softmax in three fused launches,
     P recomputed in backward (equals ops/attention.py's ScaledDotProductAttentionOp). Saves
     q, k, v, each row's log-sum-exp, the mask arguments and the dropout mask."""
 

@@ -1,10 +1,10 @@
-"""Fused GPU kernel of `gelu` (floor 2): ops/fused.py's GeluOp with each direction one kernel.
+"""GPU kernel of `gelu` (floor 2): ops/fused.py's GeluOp with each direction one launch.
 
-The reference runs each line of its formula as its own kernel, and each writes a
+The reference runs each line of its formula as its own launch, and each writes a
 temporary the size of x to GPU memory and reads it back: about ten passes over memory
 forward and fifteen backward, for an op whose arithmetic costs nothing beside them. Here
 the forward reads x and writes y, the backward reads x and dy and writes dx (`backend.fuse`
-compiles each formula into one CUDA kernel; the erf, or the tanh, is recomputed in the
+compiles each formula into one GPU function; the erf, or the tanh, is recomputed in the
 backward, which costs arithmetic, not memory).
 """
 
@@ -36,13 +36,14 @@ def _tanh_grad(xp, x, dy):
 
 
 GPU_FUNCTIONS = {"none": (backend.fuse(_exact, "gelu_exact"),
-                    backend.fuse(_exact_grad, "gelu_exact_grad")),
-           "tanh": (backend.fuse(_tanh, "gelu_tanh"), backend.fuse(_tanh_grad, "gelu_tanh_grad"))}
+                          backend.fuse(_exact_grad, "gelu_exact_grad")),
+                 "tanh": (backend.fuse(_tanh, "gelu_tanh"),
+                          backend.fuse(_tanh_grad, "gelu_tanh_grad"))}
 
 
 @register_kernel("gelu", devices=("cuda",), dtypes=FUSED_DTYPES)
 class GeluFusedOp(GeluOp):
-    """gelu on a GPU, one fused kernel each way (equals ops/fused.py's GeluOp). Saves x."""
+    """gelu on a GPU, one fused launch each way (equals ops/fused.py's GeluOp). Saves x."""
 
     @staticmethod
     def forward(ctx, x, approximate):

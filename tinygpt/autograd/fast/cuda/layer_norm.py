@@ -1,17 +1,17 @@
-"""Fused GPU kernels of `layer_norm` (floor 2): ops/fused.py's LayerNormOp in four kernels
+"""GPU kernel of `layer_norm` (floor 2): ops/fused.py's LayerNormOp in four launches
 forward and five backward, where the reference runs about ten and fifteen.
 
 x is viewed as (N, D) rows. Forward: the row means (one reduction), the row sums of
-(x - mean)^2 (one reduction), rstd = 1 / sqrt(sum / D + eps) (a kernel over N numbers:
-after a reduction a fused kernel can use no argument but the reduced value), and
-y = (x - mean) rstd w + b (one elementwise kernel). Backward, with n = (x - mean) rstd
-recomputed inside each kernel and dn = dy w:
+(x - mean)^2 (one reduction), rstd = 1 / sqrt(sum / D + eps) (a launch over N numbers:
+after a reduction a fused GPU function can use no argument but the reduced value), and
+y = (x - mean) rstd w + b (one elementwise launch). Backward, with n = (x - mean) rstd
+recomputed inside each launch and dn = dy w:
 
     a = sum(dn) and b = sum(dn n) over each row        (two reductions)
-    dx = rstd (dn - a / D - n b / D)                   (one kernel: the reference's formula)
+    dx = rstd (dn - a / D - n b / D)                   (one launch: the reference's formula)
     dw = sum of dy n over the rows, db = sum of dy     (two column reductions)
 
-Each kernel reads its inputs once and writes one output; no temporary of x's size exists.
+Each launch reads its inputs once and writes one output; no temporary of x's size exists.
 """
 
 import math
@@ -61,7 +61,7 @@ WEIGHT_GRAD = backend.fuse(_weight_grad, "layer_norm_weight_grad")
 
 @register_kernel("layer_norm", devices=("cuda",), dtypes=FUSED_DTYPES)
 class LayerNormFusedOp(LayerNormOp):
-    """layer_norm on a GPU in fused kernels (equals ops/fused.py's LayerNormOp). Saves x,
+    """layer_norm on a GPU in fused launches (equals ops/fused.py's LayerNormOp). Saves x,
     w, the row means and rstd, as the reference."""
 
     @staticmethod

@@ -1,12 +1,12 @@
-"""Fused GPU kernels of `softmax`, `log_softmax` and `cross_entropy` (floor 2), along the
+"""GPU kernels of `softmax`, `log_softmax` and `cross_entropy` (floor 2), along the
 last axis: ops/fused.py's formulas with the row max (one reduction), the row sum of
 exp(x - max) (one reduction, the exp computed inside it) and the output (one elementwise
-kernel), instead of a kernel and a temporary array per line.
+launch), instead of a launch and a temporary array per line.
 
 Cross-entropy never forms the softmax in the forward pass: it needs only each row's
 log-sum-exp and the logit of the target, and saves the logits themselves (which the
 layer before made anyway) with the (N, 1) log-sum-exp. The backward makes
-dlogits = (exp(logits - lse) - onehot(t)) * scale in one kernel, the one-hot written as a
+dlogits = (exp(logits - lse) - onehot(t)) * scale in one launch, the one-hot written as a
 comparison of each column index with the row's target, not a scatter. Along an axis
 other than the last, softmax and log-softmax run the reference code.
 """
@@ -70,7 +70,7 @@ def _rows(x):
 
 @register_kernel("softmax", devices=("cuda",), dtypes=FUSED_DTYPES)
 class SoftmaxFusedOp(SoftmaxOp):
-    """softmax on a GPU along the last axis in three kernels, its backward in two (equals
+    """softmax on a GPU along the last axis in three launches, its backward in two (equals
     ops/fused.py's SoftmaxOp). Saves y."""
 
     @staticmethod
@@ -95,7 +95,7 @@ class SoftmaxFusedOp(SoftmaxOp):
 
 @register_kernel("log_softmax", devices=("cuda",), dtypes=FUSED_DTYPES)
 class LogSoftmaxFusedOp(LogSoftmaxOp):
-    """log_softmax on a GPU along the last axis in three kernels, its backward in two
+    """log_softmax on a GPU along the last axis in three launches, its backward in two
     (equals ops/fused.py's LogSoftmaxOp). Saves y."""
 
     @staticmethod
@@ -121,7 +121,7 @@ class LogSoftmaxFusedOp(LogSoftmaxOp):
 
 @register_kernel("cross_entropy", devices=("cuda",), dtypes=FUSED_DTYPES)
 class CrossEntropyFusedOp(CrossEntropyOp):
-    """cross_entropy on a GPU: two reductions over the logits forward, one kernel over
+    """cross_entropy on a GPU: two reductions over the logits forward, one launch over
     them backward, no softmax kept (equals ops/fused.py's CrossEntropyOp). Saves the logits,
     each row's log-sum-exp, the targets and which rows count; the count of those stays on
     the device."""
