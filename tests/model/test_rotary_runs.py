@@ -77,10 +77,11 @@ def test_sample_refuses_a_longer_context_for_learned_positions(runs, capsys):
 def test_chat_runs_a_rotary_model_on_a_longer_context(runs, capsys):
     args = SimpleNamespace(out_dir=str(runs / "rotary"), init_from="", device="cpu",
                            block_size=48, rope_scale=3.0, user_prefix="", bot_prefix=" ",
-                           stop="!", max_new_tokens=30, temperature=0.8, top_k=None,
+                           stop="ItItIt", max_new_tokens=30, temperature=0.8, top_k=None,
                            top_p=None, greedy=True, seed=1, stats=False)
     out = io.StringIO()
-    # A turn of 5 + 30 tokens fits in 48 positions, not in the trained 16.
+    # A turn of 5 + 30 tokens fits in 48 positions, not in the trained 16; the stop string
+    # (of the vocabulary, never in the text) does not end the reply early.
     assert chat.run(args, stdin=io.StringIO("It is\n"), out=out) == 0
     assert capsys.readouterr().err == "" and len(out.getvalue()) == 31   # reply + newline
     args.block_size, args.rope_scale = None, None

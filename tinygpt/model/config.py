@@ -88,14 +88,9 @@ class GPTConfig:
         if self.position not in POSITIONS:
             raise ValueError(f"GPTConfig: position must be one of {POSITIONS}, got "
                              f"{self.position!r}")
-        for name, low in (("rope_base", 1.0), ("rope_scale", 1.0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
-                    low <= value < math.inf) or (name == "rope_base" and value == low):
-                relation = "> 1" if name == "rope_base" else ">= 1"
-                raise ValueError(f"GPTConfig: {name} must be a finite number {relation}, got "
-                                 f"{value!r}")
-            setattr(self, name, float(value))
+        self.rope_base = validate.real("GPTConfig: rope_base", self.rope_base, minimum=1.0,
+                                       low_open=True)
+        self.rope_scale = validate.real("GPTConfig: rope_scale", self.rope_scale, minimum=1.0)
         if self.position == "rotary" and self.head_size % 2:
             raise ValueError(
                 f"GPTConfig: position 'rotary' needs an even head size (n_embd / n_head), got "
