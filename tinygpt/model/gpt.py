@@ -93,8 +93,9 @@ class Block(nn.Module):
 
     def forward(self, x, kv_cache=None, key_mask=None):
         x = x + self.attn(self.ln_1(x), kv_cache, key_mask)
-        x = x + self.mlp(self.ln_2(x))
-        return x
+        if isinstance(self.mlp, MoE):                   # padding is routed to no expert
+            return x + self.mlp(self.ln_2(x), key_mask)
+        return x + self.mlp(self.ln_2(x))
 
 
 class GPT(nn.Module):
