@@ -111,6 +111,8 @@ class GPT(nn.Module):
         super().__init__()
         if not isinstance(config, GPTConfig):
             raise TypeError(f"GPT(config): expected a GPTConfig, got {type(config).__name__}")
+        from .sizes import check_model_fits   # sizes imports this module
+        check_model_fits(config)               # before any parameter is allocated
         self.config = config
         C = config.n_embd
         self.transformer = nn.ModuleDict(dict(

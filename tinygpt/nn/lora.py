@@ -22,17 +22,22 @@ every other parameter of the model (requires_grad False: no gradient is computed
 and `configure_param_groups` leaves them out of the optimizer). Saving and loading the
 adapters alone, in PEFT's file layout, is `tinygpt.model.adapters`.
 
-Imports: autograd, nn.
+Imports: autograd, nn, memory.
 """
 
+import math
 import numbers
 from dataclasses import dataclass
 
+from .. import memory
 from . import init
 from .layers import Dropout, Linear
 from .module import Module
 
 DEFAULT_TARGETS = ("c_attn", "c_proj", "c_fc")     # every projection of a GPT-2 block
+# The largest scaling alpha / r: float16's largest number, so that the scale is finite in
+# every dtype tinygpt trains in (a larger one turns the first forward's activations to inf).
+MAX_SCALING = 65504.0
 
 
 @dataclass(frozen=True)
@@ -112,8 +117,13 @@ def check_lora_options(rank, alpha, dropout, targets=None):
         raise TypeError(f"LoRA rank must be an int, got {type(rank).__name__} {rank!r}")
     if rank <= 0:
         raise ValueError(f"LoRA rank must be a positive int, got {rank}")
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not alpha > 0:
-        raise ValueError(f"LoRA alpha must be a number > 0, got {alpha!r}")
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not alpha > 0 \
+            or not math.isfinite(alpha):
+        raise ValueError(f"LoRA alpha must be a finite number > 0, got {alpha!r}")
+    if alpha / rank > MAX_SCALING:
+        raise ValueError(f"LoRA alpha {alpha!r} with rank {rank} scales the adapters by "
+                         f"alpha / rank = {alpha / rank:.4g}, more than {MAX_SCALING:g} (float16's "
+                         f"largest number); LoRA's alpha is usually about the rank")
     if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) \
             or not 0 <= dropout < 1:
         raise ValueError(f"LoRA dropout must be in [0, 1), got {dropout!r}")
@@ -169,6 +179,7 @@ def apply_lora(model, rank=8, alpha=16, dropout=0.0, targets=DEFAULT_TARGETS):
                                  f"untie them")
             if name not in chosen:
                 chosen.append(name)
+    _check_adapters_fit(model, [modules[name] for name in chosen], rank)
     model.requires_grad_(False)
     for name in chosen:
         parent, _, child = name.rpartition(".")
@@ -177,6 +188,17 @@ def apply_lora(model, rank=8, alpha=16, dropout=0.0, targets=DEFAULT_TARGETS):
         setattr(owner, child, LoRALinear(base, rank, alpha, dropout).train(base.training))
     model.lora_config = LoraConfig(int(rank), float(alpha), float(dropout), targets)
     return model
+
+
+def _check_adapters_fit(model, linears, rank):
+    """Raise ValueError when the model's parameters plus adapters of `rank` on `linears`
+    need more memory than this machine has, from the sizes alone (before allocating)."""
+    adapter = sum(rank * (m.in_features + m.out_features) * m.weight.data.itemsize
+                  for m in linears)
+    present = sum(p.data.nbytes for p in model.parameters())
+    memory.check_fits(adapter + present, f"LoRA adapters of rank {rank} on {len(linears)} "
+                                         f"layer(s) ({memory.format_bytes(adapter)}) beside the "
+                                         f"model's parameters")
 
 
 def lora_parameter_shapes(shapes, config, tied=("lm_head",)):
