@@ -160,6 +160,23 @@ def apply_lora(model, rank=8, alpha=16, dropout=0.0, targets=DEFAULT_TARGETS):
         raise ValueError("the model already has LoRA adapters; merge_lora(model) folds them "
                          "in first")
     modules = dict(model.named_modules())
+    chosen = lora_targets(model, targets)
+    check_adapters_fit(model, [modules[name] for name in chosen], rank)
+    model.requires_grad_(False)
+    for name in chosen:
+        parent, _, child = name.rpartition(".")
+        owner = modules[parent] if parent else model
+        base = modules[name]
+        setattr(owner, child, LoRALinear(base, rank, alpha, dropout).train(base.training))
+    model.lora_config = LoraConfig(int(rank), float(alpha), float(dropout), targets)
+    return model
+
+
+def lora_targets(model, targets):
+    """The dotted names of the Linear layers of `model` that `apply_lora(..., targets)`
+    adapts, in order; raises the errors apply_lora raises for a bad target. Changes
+    nothing."""
+    modules = dict(model.named_modules())
     chosen = []
     for target in targets:
         named = [name for name in modules if name and _matches(name, target)]
@@ -179,18 +196,10 @@ def apply_lora(model, rank=8, alpha=16, dropout=0.0, targets=DEFAULT_TARGETS):
                                  f"untie them")
             if name not in chosen:
                 chosen.append(name)
-    _check_adapters_fit(model, [modules[name] for name in chosen], rank)
-    model.requires_grad_(False)
-    for name in chosen:
-        parent, _, child = name.rpartition(".")
-        owner = modules[parent] if parent else model
-        base = modules[name]
-        setattr(owner, child, LoRALinear(base, rank, alpha, dropout).train(base.training))
-    model.lora_config = LoraConfig(int(rank), float(alpha), float(dropout), targets)
-    return model
+    return chosen
 
 
-def _check_adapters_fit(model, linears, rank):
+def check_adapters_fit(model, linears, rank):
     """Raise ValueError when the model's parameters plus adapters of `rank` on `linears`
     need more memory than this machine has, from the sizes alone (before allocating)."""
     adapter = sum(rank * (m.in_features + m.out_features) * m.weight.data.itemsize
