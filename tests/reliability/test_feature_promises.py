@@ -312,3 +312,22 @@ def test_save_pretrained_refuses_a_task_head_model(tmp_path):
     with pytest.raises(TypeError, match="GPTForMultipleChoice.*score"):
         model.save_pretrained(tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("scale", [math.nan, 0.0, math.inf])
+def test_resuming_from_a_checkpoint_whose_loss_scale_is_not_usable_is_refused(tmp_path, scale):
+    from runs import corpus
+    from test_untrusted_files import rewrite
+    from tinygpt.model.checkpoint import CheckpointError
+    from tinygpt.train import TrainConfig, Trainer
+    settings = dict(data=corpus(tmp_path), out_dir=str(tmp_path / "run"), max_iters=1,
+                    eval_interval=1, eval_iters=1, n_layer=1, n_head=2, n_embd=8,
+                    block_size=8, batch_size=2, processes=1, dtype="float16")
+    Trainer(TrainConfig(**settings), log=lambda line: None).run()
+
+    def bad_scale(meta):
+        meta["grad_scaler"]["scale"] = scale
+    rewrite(tmp_path / "run" / "ckpt.npz", meta=bad_scale)
+    resumed = TrainConfig(**{**settings, "max_iters": 2, "resume": True})
+    with pytest.raises(CheckpointError, match="ckpt.npz.*loss scale"):
+        Trainer(resumed, log=lambda line: None).run()
