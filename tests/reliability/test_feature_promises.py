@@ -331,3 +331,11 @@ def test_resuming_from_a_checkpoint_whose_loss_scale_is_not_usable_is_refused(tm
     resumed = TrainConfig(**{**settings, "max_iters": 2, "resume": True})
     with pytest.raises(CheckpointError, match="ckpt.npz.*loss scale"):
         Trainer(resumed, log=lambda line: None).run()
+
+
+@pytest.mark.parametrize("alpha", [math.inf, 1e308, math.nan])
+def test_the_lora_alpha_flag_is_refused_before_training(tmp_path, alpha):
+    from tinygpt.train import TrainConfig
+    with pytest.raises(ValueError, match="alpha"):
+        TrainConfig(data=str(tmp_path / "x.txt"), out_dir=str(tmp_path / "run"),
+                    init_from=str(tmp_path / "gpt2"), lora_rank=8, lora_alpha=alpha)
