@@ -132,3 +132,24 @@ def test_a_task_heads_padding_takes_no_expert_capacity_in_training():
     assert int(model.moe_stats()["dropped"]) > 0       # capacity binds: drops happen
     np.testing.assert_allclose(model(padded, attention_mask=mask).logits.numpy(), alone,
                                rtol=1e-12, atol=1e-12)
+
+
+def test_training_with_experts_resumes_bit_for_bit(tmp_path):
+    from tinygpt.train import TrainConfig, Trainer
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("a truth universally acknowledged, that a single man " * 40)
+
+    def run(name, max_iters, resume=False):
+        config = TrainConfig(data=str(corpus), out_dir=str(tmp_path / name), n_layer=2,
+                             n_head=2, n_embd=16, block_size=16, batch_size=4, dropout=0.1,
+                             n_expert=4, expert_capacity=0.5, max_iters=max_iters,
+                             eval_interval=6, eval_iters=2, processes=1, resume=resume)
+        trainer = Trainer(config, log=lambda line: None)
+        trainer.run()
+        return {k: v.numpy() for k, v in trainer.model.state_dict().items()}
+
+    straight = run("a", 12)
+    run("b", 6)
+    resumed = run("b", 12, resume=True)
+    for key in straight:
+        np.testing.assert_array_equal(straight[key], resumed[key], err_msg=key)
