@@ -119,7 +119,7 @@ def check_lora_options(rank, alpha, dropout, targets=None):
         raise ValueError(f"LoRA rank must be a positive int, got {rank}")
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not alpha > 0 \
             or not math.isfinite(alpha):
-        raise ValueError(f"LoRA alpha must be a finite number > 0, got {alpha!r}")
+        raise ValueError(f"LoRA alpha must be a number > 0 and finite, got {alpha!r}")
     if alpha / rank > MAX_SCALING:
         raise ValueError(f"LoRA alpha {alpha!r} with rank {rank} scales the adapters by "
                          f"alpha / rank = {alpha / rank:.4g}, more than {MAX_SCALING:g} (float16's "
