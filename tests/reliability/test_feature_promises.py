@@ -339,3 +339,17 @@ def test_the_lora_alpha_flag_is_refused_before_training(tmp_path, alpha):
     with pytest.raises(ValueError, match="alpha"):
         TrainConfig(data=str(tmp_path / "x.txt"), out_dir=str(tmp_path / "run"),
                     init_from=str(tmp_path / "gpt2"), lora_rank=8, lora_alpha=alpha)
+
+
+def test_a_config_json_of_a_million_layers_is_refused_from_the_count_alone(tmp_path,
+                                                                           monkeypatch):
+    from tinygpt.model import pretrained
+    small_gpt().save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["n_layer"] = 10 ** 6
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    for module in (sizes, pretrained):
+        monkeypatch.setattr(module, "parameter_shapes",
+                            lambda *a: pytest.fail("shape table built"))
+    with pytest.raises(ValueError, match="describes .* parameters"):
+        GPT.from_pretrained(tmp_path)

@@ -47,7 +47,7 @@ from ..memory import check_fits, format_bytes
 from .. import nn
 from . import safetensors
 from .config import GPTConfig
-from ..nn.lora import lora_layers
+from ..nn.lora import merged_state
 from .gpt import GPT
 from .heads import _TaskHeadGPT as HEADS_BASE
 from .sizes import count_params, empty_gpt, parameter_shapes
@@ -332,7 +332,7 @@ def hf_state_dict(model):
     layout has no bias-free variant. Arrays already float32 on the CPU are not copied.
     """
     out = {}
-    for key, data in _merged_state(model).items():
+    for key, data in merged_state(model).items():
         if key == "lm_head.weight":
             continue
         array = backend.to_device(data, "cpu").astype(np.float32, copy=False)
@@ -346,27 +346,6 @@ def hf_state_dict(model):
             for name, width in widths.items():
                 out[f"transformer.h.{i}.{name}"] = np.zeros(width, np.float32)
         out["transformer.ln_f.bias"] = np.zeros(C, np.float32)
-    return out
-
-
-def _merged_state(model):
-    """{GPT state_dict key: backend array} of the model, each LoRA-adapted layer under its
-    plain names with the adapter merged into a float32 copy of its weight."""
-    layers = dict(lora_layers(model))
-    out = {}
-    for key, param in model.state_dict().items():
-        layer, _, kind = key.rpartition(".")
-        owner, _, part = layer.rpartition(".")
-        if owner not in layers:
-            out[key] = param.data
-        elif part == "base_layer":
-            data = param.data
-            if kind == "weight":
-                adapter = layers[owner]
-                A, B = (getattr(adapter, p).weight.data.astype(np.float32) for p in
-                        ("lora_A", "lora_B"))
-                data = data.astype(np.float32) + np.float32(adapter.scaling) * (B @ A)
-            out[f"{owner}.{kind}"] = data
     return out
 
 

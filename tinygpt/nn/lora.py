@@ -22,12 +22,14 @@ every other parameter of the model (requires_grad False: no gradient is computed
 and `configure_param_groups` leaves them out of the optimizer). Saving and loading the
 adapters alone, in PEFT's file layout, is `tinygpt.model.adapters`.
 
-Imports: autograd, nn, memory.
+Imports: numpy, autograd, nn, memory.
 """
 
 import math
 import numbers
 from dataclasses import dataclass
+
+import numpy as np
 
 from .. import memory
 from . import init
@@ -260,3 +262,25 @@ def merge_lora(model):
     model.requires_grad_(True)
     model.__dict__.pop("lora_config", None)
     return model
+
+
+def merged_state(model):
+    """{state_dict key of the merged model: backend array}: the model's parameters as
+    `merge_lora` would leave them, without changing the model. Each adapted layer's
+    weight is a float32 copy, W + scaling * B A; every other array is the parameter's own."""
+    layers = dict(lora_layers(model))
+    out = {}
+    for key, param in model.state_dict().items():
+        layer, _, kind = key.rpartition(".")
+        owner, _, part = layer.rpartition(".")
+        if owner not in layers:
+            out[key] = param.data
+        elif part == "base_layer":
+            data = param.data
+            if kind == "weight":
+                adapter = layers[owner]
+                A, B = (getattr(adapter, p).weight.data.astype(np.float32) for p in
+                        ("lora_A", "lora_B"))
+                data = data.astype(np.float32) + np.float32(adapter.scaling) * (B @ A)
+            out[f"{owner}.{kind}"] = data
+    return out
