@@ -1,10 +1,9 @@
 """A GPT's parameters from its config alone (floor 5): their names and shapes, their
-number, and an uninitialised model to fill from a file. A file's tensors (or a config
-asking for a million layers) are checked against these before any model is built.
+number (arithmetic: no per-layer table), whether they fit in memory, and an
+uninitialised model to fill from a file. A file's tensors (or a config asking for a
+million layers) are checked against these before any model is built.
 Imports: numpy, memory, nn, model.config, model.gpt.
 """
-
-import math
 
 import numpy as np
 
