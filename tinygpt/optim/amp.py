@@ -23,7 +23,7 @@ stops, so that 1 / scale stays finite). A saved scale outside [2^-126, float32's
 (0, NaN, inf, a negative number) is refused when loaded.
 
 Sums over many elements (layer norm, softmax, cross-entropy) run in float32 inside the ops
-(see tinygpt/autograd/ops/nn.py), and the loss is float32.
+(see tinygpt/autograd/ops/fused.py), and the loss is float32.
 """
 
 import copy
