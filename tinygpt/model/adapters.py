@@ -22,19 +22,22 @@ Imports: the standard library, numpy, nn (LoRA), model (GPT, safetensors).
 """
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 
 from ..autograd import backend
 from ..files import atomic_write_text
-from ..nn.lora import LoraConfig, apply_lora, lora_layers
+from ..nn.lora import (LoraConfig, apply_lora, check_adapters_fit, check_lora_options,
+                       lora_layers, lora_targets)
 from . import safetensors
 from .gpt import GPT
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 PREFIX = "base_model.model."      # PeftModel -> LoraModel -> the wrapped model
+FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")
 
 
 def adapter_state_dict(model):
@@ -117,43 +120,114 @@ def read_adapter_config(path):
     if isinstance(targets, str):
         raise ValueError(f"{file}: target_modules is the pattern {targets!r}; tinygpt reads a "
                          f"list of layer names")
-    return LoraConfig(int(d["r"]), float(d["lora_alpha"]), float(d.get("lora_dropout", 0.0)),
-                      tuple(targets))
+    return _lora_config(d, targets, file)
+
+
+def _lora_config(d, targets, file):
+    """The LoraConfig of adapter_config.json's dict `d`, every value checked (JSON allows
+    Infinity, NaN, true and 8.9 where a rank or a scale belongs); errors name `file`."""
+    r = d["r"]
+    if isinstance(r, bool) or not (isinstance(r, int) or isinstance(r, float) and r.is_integer()) \
+            or r < 1:
+        raise ValueError(f"{file}: r must be a positive int (the adapters' rank), got {r!r}")
+    alpha = d["lora_alpha"]
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) \
+            or not 0 < alpha < math.inf:
+        raise ValueError(f"{file}: lora_alpha must be a finite number > 0, got {alpha!r}")
+    dropout = d.get("lora_dropout", 0.0)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
+            or not 0 <= dropout < 1:
+        raise ValueError(f"{file}: lora_dropout must be a number in [0, 1), got {dropout!r}")
+    if not isinstance(targets, list) or not targets \
+            or not all(isinstance(t, str) and t for t in targets):
+        raise ValueError(f"{file}: target_modules must be a list of layer names such as "
+                         f"[\"c_attn\"], got {targets!r}")
+    try:
+        check_lora_options(int(r), float(alpha), float(dropout), tuple(targets))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{file}: lora_alpha / r: {e}") from None
+    return LoraConfig(int(r), float(alpha), float(dropout), tuple(targets))
 
 
 def load_adapter(model, path):
     """Load the adapter in folder `path` into `model` (a GPT), in place; returns the model.
 
-    A model without adapters gets them first (`apply_lora` with the folder's settings);
-    one that has them must have the same layers and ranks. Every tensor is checked
-    (names, shapes) before any is copied, and all problems are named at once.
+    A model without adapters gets them (`apply_lora` with the folder's settings); one that
+    has them must have the same layers and ranks. Everything is checked before the model
+    is touched: the settings, the adapters' size against memory (from the sizes alone),
+    the file's tensor names, shapes and dtypes (from its header, before any tensor is
+    read), then the values (finite). All problems are named at once, and a load that
+    fails leaves the model exactly as it was.
     """
     config = read_adapter_config(path)
-    if not lora_layers(model):
-        apply_lora(model, config.r, config.lora_alpha, config.lora_dropout,
-                   config.target_modules)
+    file = Path(path) / WEIGHTS_NAME
     existing = model.__dict__.get("lora_config")
-    if existing is not None and (existing.r, existing.lora_alpha) != (config.r,
-                                                                      config.lora_alpha):
+    adapted = lora_layers(model)
+    if adapted and existing is not None and (existing.r, existing.lora_alpha) != (
+            config.r, config.lora_alpha):
         raise ValueError(f"{path} holds an adapter of rank {config.r} and alpha "
                          f"{config.lora_alpha:g}; the model's adapters have rank {existing.r} "
                          f"and alpha {existing.lora_alpha:g}")
-    file = Path(path) / WEIGHTS_NAME
+    if adapted:
+        shapes = {name: (layer.in_features, layer.out_features, layer.rank)
+                  for name, layer in adapted}
+    else:                                   # the layers apply_lora will adapt, unchanged yet
+        modules = dict(model.named_modules())
+        names = lora_targets(model, config.target_modules)
+        check_adapters_fit(model, [modules[n] for n in names], config.r)
+        shapes = {n: (modules[n].in_features, modules[n].out_features, config.r)
+                  for n in names}
     if not file.is_file():
         raise FileNotFoundError(f"no {WEIGHTS_NAME} in {path}")
-    stored = safetensors.load_file(file)
     wanted = {}
-    for name, layer in lora_layers(model):
-        for part in ("lora_A", "lora_B"):
-            wanted[f"{PREFIX}{name}.{part}.weight"] = getattr(layer, part).weight
-    problems = [f"missing tensor {k!r}" for k in wanted if k not in stored]
-    problems += [f"unexpected tensor {k!r}" for k in stored if k not in wanted]
-    problems += [f"tensor {k!r} has shape {tuple(stored[k].shape)}, the model's is "
-                 f"{tuple(p.shape)}" for k, p in wanted.items()
-                 if k in stored and tuple(stored[k].shape) != tuple(p.shape)]
+    for name, (fan_in, fan_out, rank) in shapes.items():
+        wanted[f"{PREFIX}{name}.lora_A.weight"] = (rank, fan_in)
+        wanted[f"{PREFIX}{name}.lora_B.weight"] = (fan_out, rank)
+    with open(file, "rb") as f:
+        entries, _, _ = safetensors.read_index(f, file)
+    problems = [f"missing tensor {k!r}" for k in wanted if k not in entries]
+    problems += [f"unexpected tensor {k!r}" for k in entries if k not in wanted]
+    problems += [f"tensor {k!r} has shape {entries[k].shape}, the model's is {shape}"
+                 for k, shape in wanted.items() if k in entries and entries[k].shape != shape]
+    problems += [f"tensor {k!r} has dtype {entries[k].dtype}; expected a float dtype (F32, "
+                 f"F16, BF16 or F64)" for k in wanted
+                 if k in entries and entries[k].dtype not in FLOAT_DTYPES]
+    if not problems:                        # the sizes are the model's: reading is safe
+        stored = safetensors.load_file(file)
+        problems = [f"tensor {k!r} holds values that are not finite (NaN or inf)"
+                    for k in wanted if not np.isfinite(stored[k]).all()]
     if problems:
         raise ValueError(f"{file} does not fit the model's adapters (nothing was loaded):\n  "
                          + "\n  ".join(problems))
-    for key, param in wanted.items():
-        param.data[...] = backend.to_device(stored[key].astype(param.dtype), param.device)
+    undo = None if adapted else _undo_record(model)
+    try:
+        if not adapted:
+            apply_lora(model, config.r, config.lora_alpha, config.lora_dropout,
+                       config.target_modules)
+        params = {f"{PREFIX}{name}.{part}.weight": getattr(layer, part).weight
+                  for name, layer in lora_layers(model) for part in ("lora_A", "lora_B")}
+        values = {key: backend.to_device(stored[key].astype(param.dtype), param.device)
+                  for key, param in params.items()}
+        for key, param in params.items():
+            param.data[...] = values[key]
+    except BaseException:
+        if undo is not None:
+            _undo_lora(model, undo)
+        raise
     return model
+
+
+def _undo_record(model):
+    """What apply_lora changes besides the layers it wraps: each parameter's requires_grad."""
+    return [(p, p.requires_grad) for p in model.parameters()]
+
+
+def _undo_lora(model, record):
+    """Undo apply_lora: the wrapped Linear layers back in place, requires_grad restored."""
+    modules = dict(model.named_modules())
+    for name, layer in lora_layers(model):
+        parent, _, child = name.rpartition(".")
+        setattr(modules[parent] if parent else model, child, layer.base_layer)
+    for param, requires_grad in record:
+        param.requires_grad = requires_grad
+    model.__dict__.pop("lora_config", None)

@@ -51,9 +51,10 @@ class GPTConfig:
     # A mixture of experts (tinygpt/model/moe.py) in place of the MLP of every moe_every-th
     # block (1: every block; 2: blocks 1, 3, 5, ...): n_expert experts (0: none), each token
     # routed to expert_top_k of them. Each expert's hidden width is expert_hidden (default
-    # 4 * n_embd / expert_top_k: a token's active parameters equal the dense MLP's). An
-    # expert takes at most expert_capacity * tokens * top_k / n_expert assignments of a
-    # batch (0: no limit); aux_loss_coef weighs the load-balancing loss.
+    # 4 * n_embd / expert_top_k: a token's active parameters equal the dense MLP's). In
+    # training an expert takes at most expert_capacity * tokens * top_k / n_expert
+    # assignments of a batch (0: no limit; in eval mode nothing is dropped, and padding is
+    # never routed); aux_loss_coef weighs the load-balancing loss.
     n_expert: int = 0
     expert_top_k: int = 2
     expert_hidden: int = None

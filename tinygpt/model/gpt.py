@@ -107,8 +107,9 @@ class Block(nn.Module):
 
     def forward(self, x, kv_cache=None, key_mask=None, rotary=None):
         x = x + self.attn(self.ln_1(x), kv_cache, key_mask, rotary)
-        x = x + self.mlp(self.ln_2(x))
-        return x
+        if isinstance(self.mlp, MoE):                   # padding is routed to no expert
+            return x + self.mlp(self.ln_2(x), key_mask)
+        return x + self.mlp(self.ln_2(x))
 
 
 class GPT(nn.Module):
@@ -124,6 +125,8 @@ class GPT(nn.Module):
         super().__init__()
         if not isinstance(config, GPTConfig):
             raise TypeError(f"GPT(config): expected a GPTConfig, got {type(config).__name__}")
+        from .sizes import check_model_fits   # sizes imports this module
+        check_model_fits(config)               # before any parameter is allocated
         self.config = config
         C = config.n_embd
         # Rotary positions have no table: the attention layers rotate q and k instead.
@@ -430,6 +433,8 @@ class GPT(nn.Module):
         idx = self._as_tokens(idx)
         validate.integer("max_new_tokens", max_new_tokens, minimum=0)
         key_mask = None if attention_mask is None else F.padding_mask(attention_mask, idx)
+        if key_mask is not None:
+            _check_left_padded(key_mask)
         sampler = Sampler(self.config.vocab_size, temperature, top_k, top_p, do_sample, seed)
         return self._generate(idx, int(max_new_tokens), sampler, key_mask)
 
@@ -485,7 +490,9 @@ class GPT(nn.Module):
         `tg.manual_seed` seeds. Dropout is off and no graph is built, whatever the mode.
 
         Prompts of different lengths go in one batch left-padded, with `attention_mask`
-        (B, T) of ones and zeros: each row then generates what it generates alone.
+        (B, T) of ones and zeros: each row then generates what it generates alone. New
+        tokens follow each row's last position, so a row with padding after a real token
+        (right padding) or with no real token raises ValueError naming the row.
 
         The prompt is run once (prefill) and each new token then costs one position, using
         cached keys and values (a banded layer keeps only its window's). A context that
@@ -496,3 +503,20 @@ class GPT(nn.Module):
                                           do_sample, seed, attention_mask))
         idx = self._as_tokens(idx)
         return cat([idx] + columns, dim=1) if columns else Tensor(idx.data.copy())
+
+
+def _check_left_padded(key_mask):
+    """Raise a ValueError naming the first row of the padding mask (B, T) that has no real
+    token, or padding after a real token: generation appends after the last position."""
+    real = backend.to_numpy(key_mask.data)
+    empty = ~real.any(axis=1)
+    if empty.any():
+        raise ValueError(f"attention_mask row {int(empty.argmax())} has no real token: "
+                         f"there is no prompt to continue")
+    # Left-padded: once a row has a real token, every later position is real.
+    right = (real.cumsum(axis=1) > 0) & ~real
+    if right.any():
+        row = int(right.any(axis=1).argmax())
+        raise ValueError(f"attention_mask row {row} has padding (0) after a real token (1): "
+                         f"generation continues after each row's last position, so pad "
+                         f"prompts on the left")

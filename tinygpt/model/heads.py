@@ -153,7 +153,10 @@ class _TaskHeadGPT(GPT):
             else xp.full(N, T, dtype=np.int64)                       # (N,) real tokens
         positions = lengths - 1 if clf_positions is None \
             else _as_positions(clf_positions, lengths, self.device)  # (N,)
-        hidden = self.hidden_states(idx)                             # (N, T, C)
+        # Right padding needs no mask in causal attention; experts need it, to route no
+        # padding token (tinygpt/model/moe.py).
+        hidden = self.hidden_states(idx, attention_mask if masked and self.config.n_expert
+                                    else None)                       # (N, T, C)
         pooled = hidden[xp.arange(N), positions]                     # (N, C)
         if lm_coef == 0:
             return pooled, None, None

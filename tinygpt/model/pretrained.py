@@ -29,7 +29,7 @@ this machine's memory, and every tensor's name, shape and dtype must be the conf
 `n_layer: 1000000` beside a 500 MB file is refused in microseconds, not after minutes
 of allocating.
 
-Imports: numpy, the standard library, data (tokenizers), nn, validate, model (GPT,
+Imports: numpy, the standard library, data (tokenizers), nn, validate, model (GPT, heads,
 safetensors); PyTorch only inside `load_nanogpt_ckpt`.
 """
 
@@ -48,7 +48,9 @@ from ..memory import check_fits, format_bytes
 from .. import nn
 from . import safetensors
 from .config import GPTConfig
+from ..nn.lora import merged_state
 from .gpt import GPT
+from .heads import _TaskHeadGPT as HEADS_BASE
 from .sizes import count_params, empty_gpt, parameter_shapes
 
 CONFIG_NAME = "config.json"
@@ -329,15 +331,17 @@ def hf_state_dict(model):
     """The model's weights as Hugging Face GPT-2 names -> float32 NumPy arrays.
 
     Names carry the `transformer.` prefix, as `GPT2LMHeadModel.save_pretrained` writes them;
-    the tied head is left out; the Conv1D weights are transposed to (in, out). A model built
+    the tied head is left out; the Conv1D weights are transposed to (in, out). LoRA adapters
+    are merged into copies of their layers' weights (W + alpha / r * B A; the model keeps
+    its adapters), since GPT-2's layout has no place for them. A model built
     with bias=False gets zero biases, which compute exactly the same thing, since GPT-2's
     layout has no bias-free variant. Arrays already float32 on the CPU are not copied.
     """
     out = {}
-    for key, param in model.state_dict().items():
+    for key, data in merged_state(model).items():
         if key == "lm_head.weight":
             continue
-        array = backend.to_device(param.data, "cpu").astype(np.float32, copy=False)
+        array = backend.to_device(data, "cpu").astype(np.float32, copy=False)
         out["transformer." + hf_name(key)] = np.ascontiguousarray(array.T) if is_conv1d(key) \
             else array
     if not model.config.bias:
@@ -358,7 +362,8 @@ def save_pretrained(model, path, overwrite=False, tokenizer=None):
     Files: config.json, model.safetensors (float32, Hugging Face names and layouts) and, when
     the model has a tokenizer (`tokenizer`, else `model.tokenizer`), tinygpt_tokenizer.json
     plus, for a byte-level BPE with GPT-2's pattern, vocab.json + merges.txt. The folder is
-    created if needed. An existing file of these names raises FileExistsError naming it,
+    created if needed. A LoRA-adapted model is saved with its adapters merged (the model
+    itself keeps them); a task-head model (tinygpt.model.heads) is refused. An existing file of these names raises FileExistsError naming it,
     before anything is written, unless overwrite=True (which also removes tokenizer files a
     previous save left that this model does not have). Each file is written to a temporary
     file and renamed into place, and the folder is locked meanwhile (`FolderLock`): a
@@ -366,6 +371,11 @@ def save_pretrained(model, path, overwrite=False, tokenizer=None):
     """
     if not isinstance(model, GPT):
         raise TypeError(f"save_pretrained expects a GPT, got {type(model).__name__}")
+    if isinstance(model, HEADS_BASE):
+        raise TypeError(
+            f"save_pretrained writes a GPT-2 language model (what GPT2LMHeadModel loads); a "
+            f"{type(model).__name__} also has a task head (score) that GPT-2's folder layout "
+            f"has no place for: keep it as the tinygpt checkpoint fine-tuning writes")
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise FileExistsError(f"{path} exists and is not a folder; save_pretrained writes a "

@@ -1,30 +1,51 @@
 """A GPT's parameters from its config alone (floor 5): their names and shapes, their
-number, and an uninitialised model to fill from a file. A file's tensors (or a config
-asking for a million layers) are checked against these before any model is built.
-Imports: numpy, nn, model.config, model.gpt.
+number (arithmetic: no per-layer table), whether they fit in memory, and an
+uninitialised model to fill from a file. A file's tensors (or a config asking for a
+million layers) are checked against these before any model is built.
+Imports: numpy, memory, nn, model.config, model.gpt.
 """
-
-import math
 
 import numpy as np
 
+from .. import memory
 from ..nn import init
 from .gpt import GPT
 
 
 def count_params(config, non_embedding=False):
-    """The number of parameters of GPT(config), computed from the sizes alone (the tied
-    head counts once); with non_embedding=True, without the position embedding, as
-    nanoGPT's `get_num_params`.
+    """The number of parameters of GPT(config), computed arithmetically from the sizes
+    alone, in time independent of n_layer and n_expert (the tied head counts once); with
+    non_embedding=True, without the position embedding, as nanoGPT's `get_num_params`.
 
     >>> count_params(GPTConfig.from_preset("gpt2"))
     124439808
     """
-    shapes = parameter_shapes(config)
-    shapes.pop("lm_head.weight")                               # it is wte.weight
-    if non_embedding:
-        shapes.pop("transformer.wpe.weight", None)
-    return sum(math.prod(shape) for shape in shapes.values())
+    C, V, T, b = config.n_embd, config.vocab_size, config.block_size, int(config.bias)
+
+    def linear(rows, columns):
+        return rows * columns + b * rows
+
+    norm = C + b * C
+    attention = linear(3 * C, C) + linear(C, C)
+    moe_blocks = config.n_layer // config.moe_every if config.n_expert else 0
+    hidden = config.expert_hidden_size()
+    experts = config.n_expert * C + config.n_expert * (linear(hidden, C) + linear(C, hidden))
+    dense = linear(4 * C, C) + linear(C, 4 * C)
+    blocks = config.n_layer * (2 * norm + attention) + moe_blocks * experts \
+        + (config.n_layer - moe_blocks) * dense
+    positions = T * C if config.position == "learned" else 0   # rotary: no table
+    return V * C + (0 if non_embedding else positions) + blocks + norm
+
+
+def check_model_fits(config, dtype="float32", what=None):
+    """Raise ValueError when GPT(config)'s parameters, in `dtype`, need more memory than
+    this machine has (`tinygpt.memory.check_fits`), from the sizes alone: called before
+    a model is allocated, so a flag or file asking for a huge model is refused at once."""
+    sizes = (f"n_layer={config.n_layer}, n_embd={config.n_embd}, block_size="
+             f"{config.block_size}, vocab_size={config.vocab_size}"
+             + (f", n_expert={config.n_expert}" if config.n_expert else ""))
+    memory.check_fits(count_params(config) * np.dtype(dtype).itemsize,
+                      what or f"a GPT of {sizes}")
 
 
 def parameter_shapes(config):

@@ -22,17 +22,24 @@ every other parameter of the model (requires_grad False: no gradient is computed
 and `configure_param_groups` leaves them out of the optimizer). Saving and loading the
 adapters alone, in PEFT's file layout, is `tinygpt.model.adapters`.
 
-Imports: autograd, validate, nn.
+Imports: numpy, autograd, validate, nn, memory.
 """
 
+import math
+import numbers
 from dataclasses import dataclass
 
-from .. import validate
+import numpy as np
+
+from .. import memory, validate
 from . import init
 from .layers import Dropout, Linear
 from .module import Module
 
 DEFAULT_TARGETS = ("c_attn", "c_proj", "c_fc")     # every projection of a GPT-2 block
+# The largest scaling alpha / r: float16's largest number, so that the scale is finite in
+# every dtype tinygpt trains in (a larger one turns the first forward's activations to inf).
+MAX_SCALING = 65504.0
 
 
 @dataclass(frozen=True)
@@ -109,7 +116,13 @@ class LoRALinear(Module):
 def check_lora_options(rank, alpha, dropout, targets=None):
     """Raise an error naming the first bad LoRA setting (see `apply_lora`)."""
     validate.positive_integer("LoRA rank", rank)
-    validate.real("LoRA alpha", alpha, minimum=0, low_open=True, finite=False)
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not alpha > 0 \
+            or not math.isfinite(alpha):
+        raise ValueError(f"LoRA alpha must be a number > 0 and finite, got {alpha!r}")
+    if alpha / rank > MAX_SCALING:
+        raise ValueError(f"LoRA alpha {alpha!r} with rank {rank} scales the adapters by "
+                         f"alpha / rank = {alpha / rank:.4g}, more than {MAX_SCALING:g} (float16's "
+                         f"largest number); LoRA's alpha is usually about the rank")
     validate.probability("LoRA dropout", dropout, include_one=False)
     if targets is not None:
         if isinstance(targets, str) or not all(isinstance(t, str) and t for t in targets):
@@ -144,6 +157,23 @@ def apply_lora(model, rank=8, alpha=16, dropout=0.0, targets=DEFAULT_TARGETS):
         raise ValueError("the model already has LoRA adapters; merge_lora(model) folds them "
                          "in first")
     modules = dict(model.named_modules())
+    chosen = lora_targets(model, targets)
+    check_adapters_fit(model, [modules[name] for name in chosen], rank)
+    model.requires_grad_(False)
+    for name in chosen:
+        parent, _, child = name.rpartition(".")
+        owner = modules[parent] if parent else model
+        base = modules[name]
+        setattr(owner, child, LoRALinear(base, rank, alpha, dropout).train(base.training))
+    model.lora_config = LoraConfig(int(rank), float(alpha), float(dropout), targets)
+    return model
+
+
+def lora_targets(model, targets):
+    """The dotted names of the Linear layers of `model` that `apply_lora(..., targets)`
+    adapts, in order; raises the errors apply_lora raises for a bad target. Changes
+    nothing."""
+    modules = dict(model.named_modules())
     chosen = []
     for target in targets:
         named = [name for name in modules if name and _matches(name, target)]
@@ -163,14 +193,18 @@ def apply_lora(model, rank=8, alpha=16, dropout=0.0, targets=DEFAULT_TARGETS):
                                  f"untie them")
             if name not in chosen:
                 chosen.append(name)
-    model.requires_grad_(False)
-    for name in chosen:
-        parent, _, child = name.rpartition(".")
-        owner = modules[parent] if parent else model
-        base = modules[name]
-        setattr(owner, child, LoRALinear(base, rank, alpha, dropout).train(base.training))
-    model.lora_config = LoraConfig(int(rank), float(alpha), float(dropout), targets)
-    return model
+    return chosen
+
+
+def check_adapters_fit(model, linears, rank):
+    """Raise ValueError when the model's parameters plus adapters of `rank` on `linears`
+    need more memory than this machine has, from the sizes alone (before allocating)."""
+    adapter = sum(rank * (m.in_features + m.out_features) * m.weight.data.itemsize
+                  for m in linears)
+    present = sum(p.data.nbytes for p in model.parameters())
+    memory.check_fits(adapter + present, f"LoRA adapters of rank {rank} on {len(linears)} "
+                                         f"layer(s) ({memory.format_bytes(adapter)}) beside the "
+                                         f"model's parameters")
 
 
 def lora_parameter_shapes(shapes, config, tied=("lm_head",)):
@@ -223,3 +257,25 @@ def merge_lora(model):
     model.requires_grad_(True)
     model.__dict__.pop("lora_config", None)
     return model
+
+
+def merged_state(model):
+    """{state_dict key of the merged model: backend array}: the model's parameters as
+    `merge_lora` would leave them, without changing the model. Each adapted layer's
+    weight is a float32 copy, W + scaling * B A; every other array is the parameter's own."""
+    layers = dict(lora_layers(model))
+    out = {}
+    for key, param in model.state_dict().items():
+        layer, _, kind = key.rpartition(".")
+        owner, _, part = layer.rpartition(".")
+        if owner not in layers:
+            out[key] = param.data
+        elif part == "base_layer":
+            data = param.data
+            if kind == "weight":
+                adapter = layers[owner]
+                A, B = (getattr(adapter, p).weight.data.astype(np.float32) for p in
+                        ("lora_A", "lora_B"))
+                data = data.astype(np.float32) + np.float32(adapter.scaling) * (B @ A)
+            out[f"{owner}.{kind}"] = data
+    return out

@@ -15,15 +15,44 @@ step is float16 (Micikevicius et al., 2018, "Mixed Precision Training"):
   `growth_interval` steps without an overflow it is doubled again. PyTorch's GradScaler
   does the same, with the same defaults.
 
+The scale is a float32 number, as PyTorch's (its `_amp_update_scale` multiplies in float32):
+a growth whose product is not finite in float32 is refused (the scale stays, at most
+2^127), and a back-off never takes it below float32's smallest normal number, 2^-126
+(there PyTorch would go on into subnormals and reach 0, whose inverse is inf; tinygpt
+stops, so that 1 / scale stays finite). A saved scale outside [2^-126, float32's largest]
+(0, NaN, inf, a negative number) is refused when loaded.
+
 Sums over many elements (layer norm, softmax, cross-entropy) run in float32 inside the ops
 (see tinygpt/autograd/ops/fused.py), and the loss is float32.
 """
 
 import copy
 import math
+import numbers
+
+import numpy as np
 
 from ..autograd import backend
 from ..autograd.tensor import Tensor
+
+
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)       # 2^-126, the smallest normal float32
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _float32(value):
+    """value rounded to float32, as a Python float."""
+    return float(np.float32(value))
+
+
+def check_scale(value, what):
+    """`value` as a float32-valued float; a ValueError unless it is a number in float32's
+    normal range [2^-126, 3.4e38] (not 0, NaN, inf or negative)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+            or not FLOAT32_TINY <= value <= FLOAT32_MAX:
+        raise ValueError(f"{what} must be a number in float32's normal range [2^-126, "
+                         f"{FLOAT32_MAX:.4g}], got {value!r}")
+    return _float32(value)
 
 
 def master_copy(model):
@@ -51,13 +80,13 @@ class GradScaler:
 
     def __init__(self, init_scale=2.0 ** 16, growth_factor=2.0, backoff_factor=0.5,
                  growth_interval=2000, dynamic=True):
-        for name, value, ok in (("init_scale", init_scale, init_scale > 0),
-                                ("growth_factor", growth_factor, growth_factor > 1),
+        init_scale = check_scale(init_scale, "GradScaler: init_scale")
+        for name, value, ok in (("growth_factor", growth_factor, growth_factor > 1),
                                 ("backoff_factor", backoff_factor, 0 < backoff_factor < 1),
                                 ("growth_interval", growth_interval, growth_interval >= 1)):
             if not (ok and math.isfinite(value)):
                 raise ValueError(f"GradScaler: bad {name} {value!r}")
-        self.scale = float(init_scale)
+        self.scale = init_scale                     # a float32 value (see the module docstring)
         self.growth_factor, self.backoff_factor = float(growth_factor), float(backoff_factor)
         self.growth_interval, self.dynamic = int(growth_interval), bool(dynamic)
         self.good_steps = 0
@@ -89,18 +118,30 @@ class GradScaler:
         if not finite:
             self.good_steps = 0
             if self.dynamic:
-                self.scale *= self.backoff_factor
+                product = np.float32(self.scale) * np.float32(self.backoff_factor)
+                self.scale = max(float(product), FLOAT32_TINY)
                 return "backoff"
             return None
         self.good_steps += 1
         if self.dynamic and self.good_steps >= self.growth_interval:
             self.good_steps = 0
-            self.scale *= self.growth_factor
-            return "growth"
+            with np.errstate(over="ignore"):
+                product = np.float32(self.scale) * np.float32(self.growth_factor)
+            if np.isfinite(product):                 # else the scale stays, as PyTorch's
+                self.scale = float(product)
+                return "growth"
         return None
 
     def state_dict(self):
         return {"scale": self.scale, "good_steps": self.good_steps}
 
     def load_state_dict(self, state):
-        self.scale, self.good_steps = float(state["scale"]), int(state["good_steps"])
+        """Restore `state_dict()`'s values; a ValueError for a loss scale outside float32's
+        normal range (0, NaN, inf: no step could be taken with it) or a bad step count."""
+        scale = check_scale(state["scale"], "the saved loss scale")
+        good_steps = state["good_steps"]
+        if isinstance(good_steps, bool) or not isinstance(good_steps, numbers.Integral) \
+                or good_steps < 0:
+            raise ValueError(f"the saved loss scale's good_steps must be an int >= 0, got "
+                             f"{good_steps!r}")
+        self.scale, self.good_steps = scale, int(good_steps)
