@@ -56,3 +56,27 @@ def test_the_forked_workers_run_the_references_too(corpus, tmp_path, monkeypatch
         with pytest.raises(Exception, match="a fast kernel ran"):
             trainer.run()
     assert not reference_ops_enabled()
+
+
+def test_train_and_sample_take_the_switch_on_the_command_line(corpus, tmp_path, capsys):
+    from tinygpt.autograd import use_reference_ops
+    from tinygpt.cli import main as cli_main
+    out = str(tmp_path / "run")
+    with use_reference_ops(False):          # the process's ops restored afterwards
+        assert cli_main(["train", "--data", corpus, "--out_dir", out, "--n_layer", "1",
+                         "--n_head", "2", "--n_embd", "16", "--block_size", "16",
+                         "--batch_size", "4", "--max_iters", "4", "--eval_interval", "4",
+                         "--eval_iters", "1", "--processes", "1",
+                         "--reference_ops", "true"]) == 0
+        assert "ops: reference" in capsys.readouterr().out
+    _, meta = load_checkpoint(tmp_path / "run" / "ckpt.npz")
+    assert meta["train_config"]["reference_ops"] is True
+    texts = []
+    for flag in ("false", "true"):
+        with use_reference_ops(False):
+            assert cli_main(["sample", "--out_dir", out, "--prompt", "It is", "--greedy",
+                             "--num_tokens", "12", "--reference_ops", flag]) == 0
+        captured = capsys.readouterr()
+        assert captured.err.startswith("ops: reference" if flag == "true" else "ops: fast")
+        texts.append(captured.out)
+    assert texts[0] == texts[1] and texts[0].startswith("It is")

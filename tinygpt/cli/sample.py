@@ -23,6 +23,9 @@ def add_model_arguments(parser):
                         help="a pretrained GPT-2 folder (config.json + model.safetensors) "
                              "instead of --out_dir")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    add_bool(parser, "--reference_ops", "run every op on its reference code "
+             "(tinygpt/autograd/ops): slower, the same numbers to float rounding (default: "
+             "false)")
 
 
 def add_sampling_arguments(parser):
@@ -35,6 +38,11 @@ def add_sampling_arguments(parser):
 
 
 def load(args):
+    if getattr(args, "reference_ops", None) is not None:
+        from ..autograd import use_reference_ops
+        from ..train.trainer import describe_ops
+        use_reference_ops(args.reference_ops)
+        print(describe_ops(), file=sys.stderr, flush=True)
     if args.init_from:
         from ..data.tokenizers import require_tokenizer
         from ..model import GPT
