@@ -80,3 +80,16 @@ def test_train_and_sample_take_the_switch_on_the_command_line(corpus, tmp_path, 
         assert captured.err.startswith("ops: reference" if flag == "true" else "ops: fast")
         texts.append(captured.out)
     assert texts[0] == texts[1] and texts[0].startswith("It is")
+
+
+def test_a_resumed_run_keeps_the_switch_of_its_checkpoint(corpus, tmp_path):
+    Trainer(tiny(corpus, tmp_path, processes=1, max_iters=4, eval_interval=4,
+                 reference_ops=True), log=quiet).run()
+    lines = []
+    resumed = Trainer(tiny(corpus, tmp_path, processes=1, max_iters=8, eval_interval=4,
+                           lr_decay_iters=8, resume=True), log=lines.append,
+                      given={"max_iters", "lr_decay_iters", "resume", "out_dir", "data"})
+    assert resumed.config.reference_ops is True and reference_ops_enabled()
+    resumed.run()
+    assert not reference_ops_enabled()
+    assert any(line.startswith("ops: reference") for line in lines)

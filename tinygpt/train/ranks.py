@@ -45,14 +45,12 @@ def start_rank(trainer):
 
 def make_parallel(trainer, n_micro):
     """The run's data parallelism (parallel_api.py), made at its first step: DDP over the
-    ranks of a group, DataParallel over `processes` forked processes, or None."""
+    ranks of a group, else DataParallel over `processes` forked processes."""
     if trainer.group.world_size > 1:
         interrupts = trainer.interrupts
         return DistributedDataParallel(
             trainer.model, trainer.group,
             lambda batches: trainer.local_forward_backward(batches, n_micro),
             stop_requested=lambda: interrupts.requested is not None)
-    if trainer.processes > 1:
-        # Forked before the statistics hooks are switched on: only this process's run.
-        return DataParallel(trainer.model, trainer.processes)
-    return None
+    # Forked before the statistics hooks are switched on: only this process's run.
+    return DataParallel(trainer.model, trainer.processes)

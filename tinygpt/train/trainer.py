@@ -28,11 +28,11 @@ from ..optim import clip_grad_norm_, get_schedule
 from .config import TrainConfig, non_default_fields
 from .distributed import init_process_group
 from .evaluation import evaluate
-from .inference import load_for_inference  # noqa: F401  (the public API)
+from .inference import load_for_inference  # noqa: F401  (finetune.py imports it here)
 from .interrupts import Interrupted, Interrupts  # noqa: F401
-from .metrics import Metrics, TrainingError  # noqa: F401
+from .metrics import Metrics, TrainingError  # noqa: F401  (finetune.py: TrainingError)
 from .ranks import make_parallel
-from .run_folder import CHECKPOINT, RunFolder  # noqa: F401
+from .run_folder import CHECKPOINT, RunFolder  # noqa: F401  (finetune.py: CHECKPOINT)
 from .saving import Saving
 from .start import start
 
@@ -63,12 +63,14 @@ class Trainer:
         self.saving = Saving(self.folder.ckpt_path, self.folder.adapter_path)
         self.interrupts = Interrupts(self.group)
         self.parallel = None        # DataParallel or DDP (parallel_api.py), made at a step
-        self._references = use_reference_ops(True) if config.reference_ops else None
+        self._references = None     # use_reference_ops(True) with config.reference_ops
         try:
             start(self)         # config, model, tokenizer, data, precision, optimizer, ...
         except BaseException:
             self.close()
             raise
+        if self.config.reference_ops:       # (on resume, maybe the checkpoint's setting)
+            self._references = use_reference_ops(True)
         self.metrics = Metrics(self.config, self.model, self.log, self.ckpt_path)
         self.processes = self.config.resolved_processes()
 
@@ -110,7 +112,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         n_micro = cfg.gradient_accumulation_steps
-        if self.parallel is None:
+        if self.parallel is None and (self.processes > 1 or self.group.world_size > 1):
             self.parallel = make_parallel(self, n_micro)
         stats = self.stats if self.stats is not None and self.metrics.logs(self.iter_num) \
             else None
@@ -193,7 +195,7 @@ class Trainer:
         """Train from the current iteration to max_iters; returns the history of evals.
 
         Raises Interrupted after a Ctrl-C or SIGTERM, WorkerError when a data-parallel
-        worker is lost, TrainingError on a non-finite loss (see interrupts.py)."""
+        worker is lost (interrupts.py), TrainingError on a non-finite loss (metrics.py)."""
         cfg, metrics, interrupts = self.config, self.metrics, self.interrupts
         self.folder.acquire()               # again, after a previous run() released it
         if cfg.reference_ops and self._references is None:     # again, after close()
