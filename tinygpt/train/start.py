@@ -43,7 +43,7 @@ def start(trainer):
 
 def _set_up(trainer):
     cfg, folder = trainer.config, trainer.folder
-    backend.get_array_module(backend.normalize_device(cfg.device))   # CuPy there?
+    backend.array_module_for_device(backend.normalize_device(cfg.device))   # CuPy there?
     use_rank_gpu(trainer.group, cfg.device)
     folder.check()                  # a run in progress there is named at once
     if cfg.resume:
@@ -96,7 +96,7 @@ def resume(trainer, state):
     trainer.config, changed = resumed_config(trainer.config, meta.get("train_config"),
                                              trainer.given)
     cfg, group = trainer.config, trainer.group
-    backend.get_array_module(cfg.device)    # the saved run's device, if not told another
+    backend.array_module_for_device(cfg.device)    # the saved run's device, if not told another
     use_rank_gpu(group, cfg.device)
     if state.tokenizer is None or state.optimizer_state is None:
         raise CheckpointError(f"{state.path} holds no tokenizer or optimizer state; it "
