@@ -24,6 +24,7 @@ import time
 import numpy as np
 
 import tinygpt as tg
+from tinygpt.autograd import reference_ops_enabled
 from tinygpt.optim import AdamW, clip_grad_norm_, configure_param_groups, get_schedule
 
 SPLIT_SEED = 1337   # the held-out problems are the same whatever --seed says
@@ -97,12 +98,21 @@ def training_flags(description, iters, eval_every):
                         help="steps between two evaluations")
     parser.add_argument("--seed", type=int, default=1337,
                         help="seeds the weights and the batches (not the train/test split)")
+    parser.add_argument("--reference_ops", choices=("true", "false"), default="false",
+                        help="run every op and AdamW on their reference code "
+                             "(tinygpt/autograd/ops, tinygpt/optim/adamw.py)")
     return parser
 
 
 def make_model(args, vocab_size, sequence_length):
     """A GPT of the sizes in args for sequences of sequence_length tokens (it reads all
-    but the last)."""
+    but the last). With --reference_ops true, every op and AdamW from now on run their
+    reference code."""
+    if args.reference_ops == "true":
+        tg.use_reference_ops()          # the code you read, not the fast kernels
+    print("ops: reference (tinygpt/autograd/ops, optimizer: AdamW reference)"
+          if reference_ops_enabled() else
+          "ops: fast kernels (tinygpt/autograd/fast, optimizer: AdamW fast paths)")
     tg.manual_seed(args.seed)
     config = tg.GPTConfig(vocab_size=vocab_size, block_size=sequence_length - 1,
                           n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,

@@ -15,9 +15,17 @@ import sys
 import numpy as np
 
 import tinygpt as tg
+from tinygpt.autograd import reference_ops_enabled
 from tinygpt.data import BatchSampler, train_val_split
 from tinygpt.model import GPT
 from tinygpt.optim import AdamW, clip_grad_norm_, configure_param_groups
+
+
+def describe_ops():
+    """Which implementation of the ops and of AdamW runs, in words."""
+    if reference_ops_enabled():
+        return "ops: reference (tinygpt/autograd/ops, optimizer: AdamW reference)"
+    return "ops: fast kernels (tinygpt/autograd/fast, optimizer: AdamW fast paths)"
 
 
 def main(argv=None):
@@ -36,7 +44,13 @@ def main(argv=None):
     parser.add_argument("--out", default=None, help="save the fine-tuned model to this folder")
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--reference_ops", choices=("true", "false"), default="false",
+                        help="run every op and AdamW on their reference code "
+                             "(tinygpt/autograd/ops, tinygpt/optim/adamw.py)")
     args = parser.parse_args(argv)
+    if args.reference_ops == "true":
+        tg.use_reference_ops()          # the code you read, not the fast kernels
+    print(describe_ops())
     tg.manual_seed(args.seed)
 
     model = GPT.from_pretrained(args.model)

@@ -18,7 +18,15 @@ import sys
 import time
 
 import tinygpt as tg
+from tinygpt.autograd import reference_ops_enabled
 from tinygpt.model import GPT
+
+
+def describe_ops():
+    """Which implementation of the ops and of AdamW runs, in words."""
+    if reference_ops_enabled():
+        return "ops: reference (tinygpt/autograd/ops, optimizer: AdamW reference)"
+    return "ops: fast kernels (tinygpt/autograd/fast, optimizer: AdamW fast paths)"
 
 
 def main(argv=None, out=sys.stdout):
@@ -34,7 +42,13 @@ def main(argv=None, out=sys.stdout):
     parser.add_argument("--greedy", action="store_true")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--reference_ops", choices=("true", "false"), default="false",
+                        help="run every op and AdamW on their reference code "
+                             "(tinygpt/autograd/ops, tinygpt/optim/adamw.py)")
     args = parser.parse_args(argv)
+    if args.reference_ops == "true":
+        tg.use_reference_ops()          # the code you read, not the fast kernels
+    print(describe_ops(), file=sys.stderr)
 
     start = time.perf_counter()
     model = GPT.from_pretrained(args.model)

@@ -6,6 +6,7 @@ AdamW with a warm-up + cosine learning rate, evaluation, sampling.
 
     python examples/train_chargpt.py                          # the embedded corpus
     python examples/train_chargpt.py --data shakespeare --iters 2000
+    python examples/train_chargpt.py --reference_ops true   # the ops' reference code
 """
 
 import argparse
@@ -13,8 +14,16 @@ import time
 
 import tinygpt as tg
 from tinygpt import GPT, GPTConfig
+from tinygpt.autograd import reference_ops_enabled
 from tinygpt.data import BatchSampler, CharTokenizer, load_text, train_val_split
 from tinygpt.optim import AdamW, clip_grad_norm_, configure_param_groups, get_schedule
+
+
+def describe_ops():
+    """Which implementation of the ops and of AdamW runs, in words."""
+    if reference_ops_enabled():
+        return "ops: reference (tinygpt/autograd/ops, optimizer: AdamW reference)"
+    return "ops: fast kernels (tinygpt/autograd/fast, optimizer: AdamW fast paths)"
 
 
 def main(argv=None):
@@ -24,7 +33,13 @@ def main(argv=None):
     parser.add_argument("--eval_every", type=int, default=100)
     parser.add_argument("--eval_iters", type=int, default=20, help="batches per evaluation")
     parser.add_argument("--sample_tokens", type=int, default=300)
+    parser.add_argument("--reference_ops", choices=("true", "false"), default="false",
+                        help="run every op and AdamW on their reference code "
+                             "(tinygpt/autograd/ops, tinygpt/optim/adamw.py)")
     args = parser.parse_args(argv)
+    if args.reference_ops == "true":
+        tg.use_reference_ops()          # the code you read, not the fast kernels
+    print(describe_ops())
 
     tg.manual_seed(1337)
     text = load_text(args.data)

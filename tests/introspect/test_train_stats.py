@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from tinygpt.cli.train import add_arguments, config_from_args
+from tinygpt.cli.train import add_arguments, given_values
 from tinygpt.train import TrainConfig, Trainer
 from tinygpt.train.stats import StatsCollector, read_log
 
@@ -163,8 +163,8 @@ def test_cli_stats_option():
     import argparse
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    assert config_from_args(parser.parse_args(["--stats", "true"])).stats is True
-    assert config_from_args(parser.parse_args([])).stats is False
+    assert TrainConfig(**given_values(parser.parse_args(["--stats", "true"]))).stats is True
+    assert TrainConfig(**given_values(parser.parse_args([]))).stats is False
 
 
 def test_stats_on_each_device(corpus, tmp_path, device):

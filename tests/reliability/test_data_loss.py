@@ -14,7 +14,7 @@ import pytest
 from runs import REPO, TINY, corpus, env, leftovers, start, tinygpt, wait_for_line
 
 from tinygpt.cli import COMMANDS
-from tinygpt.cli.train import add_arguments, config_from_args
+from tinygpt.cli.train import add_arguments, given_values
 from tinygpt.train import TrainConfig, Trainer, train
 
 linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
@@ -130,12 +130,12 @@ def test_every_boolean_training_flag_reaches_the_config_both_ways():
         args = [flag, str(other).lower()]
         if field.name == "resume":
             continue        # needs a checkpoint; its parsing is checked below
-        config = config_from_args(train_parser.parse_args(args))
+        config = TrainConfig(**given_values(train_parser.parse_args(args)))
         assert getattr(config, field.name) is other, flag
         assert [f for f in TrainConfig.__dataclass_fields__.values()
                 if getattr(config, f.name) != f.default] == [field]
-        assert getattr(config_from_args(train_parser.parse_args([flag, str(field.default)])),
-                       field.name) is field.default
+        default = TrainConfig(**given_values(train_parser.parse_args([flag, str(field.default)])))
+        assert getattr(default, field.name) is field.default
     assert train_parser.parse_args(["--resume"]).resume is True
     assert train_parser.parse_args(["--resume", "false"]).resume is False
     assert train_parser.parse_args(["--save_checkpoints", "no"]).save_checkpoints is False

@@ -41,12 +41,12 @@ def test_a_run_reads_the_loss_once_per_logged_iteration(corpus, tmp_path):
         trainer.run()
     by_function = {}
     for line, n in counted.by_line.items():
-        assert line.startswith("tinygpt/train/trainer.py:"), counted.report()
+        assert line.startswith("tinygpt/train/metrics.py:"), counted.report()
         function = line.rsplit("(", 1)[1].rstrip(")")
         by_function[function] = by_function.get(function, 0) + n
     # Logged: iterations 0, 4, 8 and the last, 11. Before the evaluation at 6, iteration
     # 5's loss is still unread: one more read. At 12, none is.
-    assert by_function == {"_read_loss": 4, "_check_unread": 1}, counted.report()
+    assert by_function == {"read_loss": 4, "check_unread": 1}, counted.report()
 
 
 def test_resume_continues_the_gpu_dropout_stream_exactly(corpus, tmp_path):

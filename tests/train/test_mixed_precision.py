@@ -145,7 +145,7 @@ def test_master_gradients_are_the_float32_gradients_to_float16_precision(tmp_pat
     expected = [p.grad.numpy().copy() for p in reference.parameters()]
     reference.zero_grad()
     _, loss16 = t.model(x, y)
-    t._backward(loss16, 1)
+    t.precision.scaled_backward(loss16, 1)
     assert t.scaler.unscale(t.model, t.master)
     for got, want in zip((p.grad.numpy() for p in t.master.parameters()), expected):
         scale = np.abs(want).max()

@@ -38,6 +38,9 @@ def add_model_arguments(parser):
                              "the model's)")
     parser.add_argument("--quantize", default=None, choices=["int8"],
                         help="run with int8 weights (per-row scales), quantised after loading")
+    add_bool(parser, "--reference_ops", "run every op on its reference code "
+             "(tinygpt/autograd/ops): slower, the same numbers to float rounding (default: "
+             "false)")
 
 
 def add_sampling_arguments(parser):
@@ -52,6 +55,11 @@ def add_sampling_arguments(parser):
 def load(args):
     """The model and its tokenizer, on the context --block_size / --rope_scale ask for
     (`GPT.extend_context`)."""
+    if getattr(args, "reference_ops", None) is not None:
+        from ..autograd import use_reference_ops
+        from ..train.trainer import describe_ops
+        use_reference_ops(args.reference_ops)
+        print(describe_ops(), file=sys.stderr, flush=True)
     if args.init_from:
         from ..data.tokenizers import require_tokenizer
         from ..model import GPT

@@ -51,6 +51,9 @@ HELP = {"processes": "CPU processes each batch is split over, gradients summed; 
         "overwrite": "replace an existing run in --out_dir",
         "allow_data_change": "resume even though the training data changed",
         "grad_clip": "the gradient norm clipped to; 0 turns clipping off",
+        "reference_ops": "run every op and the optimizer on its reference code "
+                         "(tinygpt/autograd/ops, optim/adamw.py): slower, the same losses "
+                         "to float rounding",
         "distributed": "mpi: one rank of `mpiexec -n N`, each training on batch_size rows "
                        "of its own; auto: mpi under mpiexec with 2+ ranks; none"}
 
@@ -67,11 +70,6 @@ def add_arguments(parser):
         kind = {int: int, float: float, str: str}[type(f.default)]
         parser.add_argument(f"--{f.name}", type=kind, default=None,
                             help=(help + " " if help else "") + f"(default: {f.default})")
-
-
-def config_from_args(args):
-    """The TrainConfig of the parsed command line."""
-    return TrainConfig(**given_values(args))
 
 
 def given_values(args):

@@ -12,17 +12,17 @@ For each parameter p with gradient g, at step t = 1, 2, ...:
 The decay is "decoupled": it shrinks p directly rather than being added to g (which Adam
 would then rescale by 1/sqrt(v_hat), decaying rarely-updated weights the most).
 
-On a GPU the update runs over flat buffers, one fused kernel per group (adamw_flat.py).
-Imports: numpy, autograd (backend, fast.threads), optim.optimizer, optim.adamw_flat.
+`adamw_reference` below is these lines, one for one: the update under
+`tg.use_reference_ops()` (`--reference_ops true`). By default a step runs the fast
+versions beside it (adamw_fast.py: the bias corrections folded into two scalars, blocks
+on tinygpt's threads on the CPU, one fused kernel over flat buffers on a GPU, see
+adamw_flat.py), each tested equal to the reference (tests/optim/test_adamw_fast.py).
+Imports: autograd (backend, function), optim.optimizer, optim.adamw_fast, optim.adamw_flat.
 """
 
-import math
-
-import numpy as np
-
 from ..autograd import backend
-from ..autograd.fast import threads
 from ..autograd.function import reference_ops_enabled
+from . import adamw_fast
 from .adamw_flat import FlatAdamW
 from .optimizer import Optimizer, _check_number, int8_hint
 
@@ -58,10 +58,12 @@ class AdamW(Optimizer):
         group["betas"] = tuple(betas)
 
     def _update(self, group, p, g, state, scratch):
-        """The update of one parameter (the reference; see `_update_all`)."""
+        """The update of one parameter: the reference, `adamw_reference`."""
         self._init_state(p.data, state)
-        _adamw(backend.array_module(p.data), p.data, g, state["exp_avg"], state["exp_avg_sq"],
-               scratch, *self._coefficients(group, state["step"]))
+        beta1, beta2 = group["betas"]
+        adamw_reference(backend.array_module(p.data), p.data, g, state["exp_avg"],
+                        state["exp_avg_sq"], state["step"], float(group["lr"]), float(beta1),
+                        float(beta2), float(group["eps"]), float(group["weight_decay"]))
 
     @staticmethod
     def _init_state(w, state):
@@ -74,76 +76,22 @@ class AdamW(Optimizer):
         state["step"] += 1
 
     def _update_all(self, items):
-        """Every parameter's update. On the CPU (unless `tg.use_reference_ops()`), the
-        large parameters' arithmetic runs in blocks of threads.BLOCK_ELEMENTS (the dozen
-        passes of `_adamw` over a block stay in cache) on tinygpt's threads; small ones
-        (biases, gains) run one at a time on this thread, as `_update` does: threads passing
-        tiny ufuncs back and forth lose more to the GIL than they gain. On a GPU: one fused
-        kernel per group over flat buffers (`FlatAdamW`), where it applies. Elsewhere:
-        `_update` for each parameter. The arithmetic of every element is the same."""
+        """Every parameter's update: the reference (`_update` for each) under
+        `tg.use_reference_ops()`, else the fast versions (adamw_fast.py)."""
         if reference_ops_enabled() or not items:
             return super()._update_all(items)
-        if backend.device_of(items[0][2]) != "cpu":
-            if self._flat.step(self, items):
-                return None
-            return super()._update_all(items)
-        jobs = []
-        for group, p, g in items:
-            w, state = p.data, self._state(p)
-            if w.size < PARALLEL_ELEMENTS:
-                self._update(group, p, g, state, self._scratch_for(w))
-                continue
-            self._init_state(w, state)
-            arrays = (w, g, state["exp_avg"], state["exp_avg_sq"])
-            coefficients = self._coefficients(group, state["step"])
-            if all(a.flags.c_contiguous for a in arrays):
-                flat = [a.reshape(-1) for a in arrays]
-                for i in range(0, w.size, threads.BLOCK_ELEMENTS):
-                    block = slice(i, i + threads.BLOCK_ELEMENTS)
-                    jobs.append(([a[block] for a in flat], coefficients))
-            else:
-                jobs.append((arrays, coefficients))
-        threads.parallel_map(
-            lambda job: _adamw(np, *job[0], np.empty_like(job[0][0]), *job[1]), jobs)
-
-    @staticmethod
-    def _coefficients(group, t):
-        """(decay factor, beta1, beta2, eps', step size) of step t: Python floats, never
-        NumPy float64 scalars, which would turn each float32 ufunc into a float64 loop
-        plus a cast back."""
-        lr, eps = float(group["lr"]), float(group["eps"])
-        weight_decay = float(group["weight_decay"])
-        beta1, beta2 = float(group["betas"][0]), float(group["betas"][1])
-        # lr m_hat / (sqrt(v_hat) + eps) with m_hat = m / bc1, v_hat = v / bc2 equals
-        # (lr sqrt(bc2) / bc1) m / (sqrt(v) + eps sqrt(bc2)): the bias corrections become
-        # two scalars, which saves a pass over the array (Adam paper, section 2).
-        bias_correction1 = 1.0 - beta1 ** t
-        sqrt_bias_correction2 = math.sqrt(1.0 - beta2 ** t)
-        return (1.0 - lr * weight_decay, beta1, beta2, eps * sqrt_bias_correction2,
-                lr * sqrt_bias_correction2 / bias_correction1)
+        return adamw_fast.update_all(self, items)
 
 
-# Parameters of at least this many elements are updated on tinygpt's threads.
-PARALLEL_ELEMENTS = 1 << 14
-
-
-def _adamw(xp, w, g, m, v, scratch, decay, beta1, beta2, eps, step_size):
-    """One AdamW update of w, m, v from g, in place. Every line is one in-place ufunc: no
-    temporaries beyond `scratch`."""
-    if decay != 1.0:
-        w *= decay                                          # p <- p (1 - lr wd)
-    m *= beta1
-    xp.multiply(g, 1.0 - beta1, out=scratch)
-    m += scratch                                            # m <- b1 m + (1 - b1) g
-    v *= beta2
-    xp.multiply(g, g, out=scratch)
-    scratch *= 1.0 - beta2
-    v += scratch                                            # v <- b2 v + (1 - b2) g^2
-    xp.sqrt(v, out=scratch)
-    scratch += eps
-    xp.divide(m, scratch, out=scratch)
-    scratch *= step_size
-    w -= scratch                                # p <- p - lr m_hat / (sqrt(v_hat) + eps)
+def adamw_reference(xp, p, g, m, v, t, lr, beta1, beta2, eps, weight_decay):
+    """Step t of AdamW for the array p with gradient g and moments m, v, in place: the
+    module docstring's formula, one line per equation (as PyTorch's AdamW orders them)."""
+    p *= 1.0 - lr * weight_decay                        # decoupled decay, first
+    m[...] = beta1 * m + (1.0 - beta1) * g
+    v[...] = beta2 * v + (1.0 - beta2) * g * g
+    m_hat = m / (1.0 - beta1 ** t)
+    v_hat = v / (1.0 - beta2 ** t)
+    p -= lr * (m_hat / (xp.sqrt(v_hat) + eps))
 
 
 def configure_param_groups(named_params, weight_decay):

@@ -7,14 +7,14 @@ optimizer lives in one flat buffer, and so do its two moments: on the first step
 whenever a parameter's array has been replaced since) the parameters' values are copied
 into the buffer and each `p.data` becomes a view of its part of it, as each moment in
 `optimizer.state[p]` does. A step then gathers the gradients into one flat array (one
-kernel) and applies `_adamw`'s update to every element of a run of parameter groups with
-the same hyper-parameters in one fused kernel: two kernels for a GPT's decayed and
-undecayed groups, one where every group agrees. The arithmetic per element is
-`_adamw`'s, operation for operation.
+kernel) and applies `adamw_folded`'s update (adamw_fast.py) to every element of a run
+of parameter groups with the same hyper-parameters in one fused kernel: two kernels for
+a GPT's decayed and undecayed groups, one where every group agrees. The arithmetic per element is
+`adamw_folded`'s, operation for operation.
 
 The fused path needs every parameter of the optimizer to have a gradient of its dtype
 and the same step count within a run; otherwise the step falls back to the update one
-parameter at a time (the reference), which gives the same numbers.
+parameter at a time (`adamw_fast.update_one`), which gives the same numbers.
 Imports: autograd (backend).
 """
 
@@ -22,7 +22,8 @@ from ..autograd import backend
 
 
 def _adamw_step(xp, w, g, m, v, decay, beta1, beta2, eps, step_size):
-    """`_adamw`'s update of w, m, v from g, in place, as one kernel (same operations)."""
+    """`adamw_folded`'s update of w, m, v from g, in place, as one kernel (same
+    operations)."""
     w *= decay                                                  # p <- p (1 - lr wd)
     m *= beta1
     m += g * (1.0 - beta1)                                      # m <- b1 m + (1 - b1) g
@@ -42,9 +43,10 @@ class FlatAdamW:
         self.views = None           # (p.data view, exp_avg view, exp_avg_sq view) each
         self.w = self.m = self.v = None
 
-    def step(self, optimizer, items):
-        """Update every parameter of `items` ((group, p, g) in the optimizer's order);
-        returns False (nothing done) when the fused path does not apply."""
+    def step(self, optimizer, items, coefficients):
+        """Update every parameter of `items` ((group, p, g) in the optimizer's order) with
+        the folded `coefficients(group, t)`; returns False (nothing done) when the fused
+        path does not apply."""
         params = [p for group in optimizer.param_groups for p in group["params"]]
         if len(items) != len(params) or any(p is not q for (_, p, _), q in zip(items, params)):
             return False                # some parameter has no gradient this step
@@ -62,9 +64,9 @@ class FlatAdamW:
         t = steps.pop() + 1
         for state in states:
             state["step"] = t
-        for start, end, coefficients in self._runs(optimizer, t):
+        for start, end, folded in self._runs(optimizer, t, coefficients):
             ADAMW_STEP(self.w[start:end], g[start:end], self.m[start:end], self.v[start:end],
-                       *coefficients)
+                       *folded)
         return True
 
     def _in_place(self, params, states):
@@ -96,16 +98,16 @@ class FlatAdamW:
             self.views.append(views)
             start = end
 
-    def _runs(self, optimizer, t):
+    def _runs(self, optimizer, t, coefficients):
         """(start, end, coefficients) of each run of consecutive groups whose update has
         the same coefficients at step t."""
         runs, start = [], 0
         for group in optimizer.param_groups:
             end = start + sum(p.data.size for p in group["params"])
-            coefficients = optimizer._coefficients(group, t)
-            if runs and runs[-1][2] == coefficients and runs[-1][1] == start:
-                runs[-1] = (runs[-1][0], end, coefficients)
+            folded = coefficients(group, t)
+            if runs and runs[-1][2] == folded and runs[-1][1] == start:
+                runs[-1] = (runs[-1][0], end, folded)
             elif end > start:
-                runs.append((start, end, coefficients))
+                runs.append((start, end, folded))
             start = end
         return runs

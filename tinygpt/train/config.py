@@ -102,6 +102,8 @@ class TrainConfig:
     loss_scale: float = 65536.0
     loss_scale_window: int = 2000
     seed: int = 1337
+    reference_ops: bool = False     # every op and AdamW on their reference code (slower;
+                                    # the same losses to rounding): tg.use_reference_ops()
     processes: int = 0              # CPU processes sharing each batch; 0: auto (2 on Linux
                                     # with 2+ cores, else 1); see tinygpt/train/parallel.py
     distributed: str = "auto"       # "mpi": this process is one rank of an MPI launch (each

@@ -1,0 +1,52 @@
+"""A run's checkpoint (floor 6): out_dir/ckpt.npz with everything needed to resume, the
+other ranks' streams, and a LoRA run's adapters. Imports: autograd (backend), model
+(checkpoint, adapters), train.ddp.
+
+Exact resume: the checkpoint written at iteration `it` holds the state *before* step `it`
+(parameters, or the float32 master under mixed precision; optimizer moments; the batch
+sampler's and the random generators' states; the loss scaler), the config, the history
+of evaluations and the data's fingerprint. start.py reads it back.
+"""
+
+from dataclasses import asdict
+
+from ..autograd import backend
+from ..model.adapters import save_adapter
+from ..model.checkpoint import save_training_state
+from .ddp import check_same_state, gather_rank_states
+
+
+class Saving:
+    """path: the checkpoint's path; saved_at: the iteration of the last checkpoint written
+    (or resumed from), None before any; saved_ranks: the streams of ranks 1, 2, ... as the
+    checkpoint resumed holds them ([] for a new run)."""
+
+    def __init__(self, path, adapter_path):
+        self.path = path
+        self.adapter_path = adapter_path
+        self.saved_at = None
+        self.saved_ranks = []
+
+    def save(self, trainer):
+        """Write the checkpoint (atomically). In a group every rank calls it: the ranks'
+        streams are gathered, their states checked equal, and rank 0 alone writes."""
+        group, cfg = trainer.group, trainer.config
+        ranks = self.saved_ranks
+        if group.world_size > 1:
+            ranks = gather_rank_states(group, trainer.sampler, self.saved_ranks)
+            check_same_state(group, trainer.model, trainer.optimizer,
+                             f"at iteration {trainer.iter_num}")
+        if not group.is_main:
+            self.saved_at = trainer.iter_num
+            return
+        precision = trainer.precision
+        save_training_state(
+            self.path, precision.weights(trainer.model), trainer.optimizer, trainer.tokenizer,
+            train_config=asdict(cfg), sampler=trainer.sampler.state_dict(),
+            rng=backend.get_rng_state(), cuda_rng=backend.get_rng_state("cuda"),
+            iter_num=trainer.iter_num, history=trainer.history, data=trainer.data_info,
+            world_size=group.world_size, ranks=ranks, **precision.state())
+        if cfg.lora_rank:       # the adapters alone too, for PEFT and load_adapter
+            save_adapter(trainer.model, self.adapter_path, overwrite=True,
+                         base_model_name_or_path=cfg.init_from)
+        self.saved_at = trainer.iter_num
