@@ -8,7 +8,7 @@ import pytest
 
 import tinygpt as tg
 from tinygpt import GPT, GPTConfig
-from tinygpt.model.gpt import MLP
+from tinygpt.model.blocks import MLP
 from tinygpt.model.sizes import count_params
 from tinygpt.model.moe import MoE
 

@@ -9,7 +9,7 @@ import pytest
 
 import tinygpt as tg
 from tinygpt import GPT, GPTConfig
-from tinygpt.model.gpt import MLP
+from tinygpt.model.blocks import MLP
 from tinygpt.model.moe import MoE
 
 CONFIG = dict(vocab_size=23, block_size=24, n_layer=2, n_head=2, n_embd=16, n_expert=4,
