@@ -96,7 +96,7 @@ class ZeroAdamW:
 
     # --- the step -----------------------------------------------------------------------
     def reduce_gradients(self, reached, scale):
-        """Steps 2 of the module docstring: every parameter's `.grad` (zeros for None)
+        """Step 2 of the module docstring: every parameter's `.grad` (zeros for None)
         times `scale` into the flat buffer, reduce-scattered into this rank's piece; the
         `.grad`s freed. reached: per parameter of `params`, whether any rank's batch gave
         it a gradient."""
