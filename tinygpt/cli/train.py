@@ -55,7 +55,9 @@ HELP = {"processes": "CPU processes each batch is split over, gradients summed; 
                          "(tinygpt/autograd/ops, optim/adamw.py): slower, the same losses "
                          "to float rounding",
         "distributed": "mpi: one rank of `mpiexec -n N`, each training on batch_size rows "
-                       "of its own; auto: mpi under mpiexec with 2+ ranks; none"}
+                       "of its own; auto: mpi under mpiexec with 2+ ranks; none",
+        "zero": "1: ZeRO stage 1 under mpiexec, each rank keeping and updating 1/N of "
+                "AdamW's moments; 0: off"}
 
 
 def add_arguments(parser):

@@ -22,7 +22,7 @@ from ..autograd.fast import threads
 from ..model import GPTConfig
 from ..optim import get_schedule
 from ..nn.lora import check_lora_options
-from .distributed import resolve as resolve_distributed
+from .distributed import launched_size, resolve as resolve_distributed
 from .parallel import auto_processes, check_processes
 
 # Fixed when a run is resumed: the model's shape and what defines its weights and streams.
@@ -31,7 +31,8 @@ FIXED_ON_RESUME = ("n_layer", "n_head", "n_embd", "block_size", "bias", "gelu_ap
                    "moe_every", "lora_rank", "lora_targets", "tokenizer", "dtype",
                    "init_from", "seed", "position", "rope_base", "rope_scale")
 # Fields of one invocation only, never taken from a checkpoint.
-INVOCATION = ("out_dir", "resume", "overwrite", "allow_data_change", "distributed")
+# (zero too: how this launch lays out the optimizer state; its checkpoints are AdamW's.)
+INVOCATION = ("out_dir", "resume", "overwrite", "allow_data_change", "distributed", "zero")
 
 
 @dataclass
@@ -109,6 +110,8 @@ class TrainConfig:
     distributed: str = "auto"       # "mpi": this process is one rank of an MPI launch (each
                                     # rank trains on batch_size rows of its own); "auto":
                                     # mpi when mpiexec started 2+ ranks; see distributed.py
+    zero: int = 0                   # 1: ZeRO stage 1 over the MPI ranks, AdamW's moments
+                                    # sharded (train/zero.py); 0: every rank holds them all
 
     def __post_init__(self):
         for f in fields(self):
@@ -163,6 +166,7 @@ class TrainConfig:
             raise ValueError(f"processes={self.processes} forks processes inside each MPI "
                              "rank; with distributed 'mpi' start more ranks instead "
                              "(mpiexec -n N) and leave processes at 0 or 1")
+        self._check_zero(ranks)
         if self.processes != 0:
             check_processes(self.processes, self.device)
             if self.processes > self.batch_size:
@@ -175,6 +179,33 @@ class TrainConfig:
             if not (self.init_from or self.resume):
                 raise ValueError("lora_rank adapts a pre-trained model: give --init_from too")
             check_lora_options(**self.lora_options())
+
+    def _check_zero(self, ranks):
+        if self.zero not in (0, 1):
+            raise ValueError(f"zero must be 0 (off) or 1 (ZeRO stage 1: AdamW's moments "
+                             f"sharded over the MPI ranks), got {self.zero!r}; stage 2 is "
+                             "not offered (stage 1 frees the whole gradients after their "
+                             "reduce-scatter already)")
+        if not self.zero:
+            return
+        refused = []
+        if ranks != "mpi" or launched_size() == 1:
+            refused.append("one process (start 2 or more ranks: mpiexec -n N python -m "
+                           "tinygpt train --zero 1)")
+        if self.processes > 1:
+            refused.append(f"--processes {self.processes} (forked processes share one "
+                           "optimizer: leave processes at 0 or 1)")
+        if self.dtype == "float16":
+            refused.append("dtype float16 (mixed precision's float32 master weights and "
+                           "loss scale are not sharded: use float32 or float64)")
+        if backend.normalize_device(self.device) != "cpu":
+            refused.append(f"device {self.device!r} (the shards travel by MPI on the host: "
+                           "train on the CPU, or without --zero on GPUs)")
+        if self.stats:
+            refused.append("--stats (it reads every parameter's whole gradient, which no "
+                           "rank keeps under ZeRO)")
+        if refused:
+            raise ValueError("zero 1 cannot run with " + "; ".join(refused))
 
     def lora_options(self):
         """apply_lora's keyword arguments for this run's LoRA settings."""

@@ -8,6 +8,9 @@ run. Each runs the whole training loop on batches of its own; they meet in colle
     all_reduce_(array)      every rank's array summed, in place, on every rank
     broadcast_(array, root) root's array copied into every rank's
     all_gather(obj)         [rank 0's obj, rank 1's obj, ...] on every rank (small objects)
+    reduce_scatter_(array, shard)   the sum of every rank's array, cut in world_size equal
+                            pieces: piece r into rank r's `shard` (ZeRO, zero.py)
+    all_gather_(array)      piece r of rank r's array into every rank's, in place
     broadcast(obj, root)    root's obj on every rank
 
 A collective returns once every rank has called it, so each rank must call the same ones
@@ -108,6 +111,17 @@ class ProcessGroup:
         """root's obj, on every rank."""
         return obj
 
+    def reduce_scatter_(self, array, shard, what="a reduce-scatter"):
+        """Sum `array` (world_size pieces of shard's size) over the ranks and write this
+        rank's piece of the sum into `shard`; returns shard."""
+        shard[...] = array
+        return shard
+
+    def all_gather_(self, array, what="an all-gather"):
+        """In place: piece r of `array` (world_size equal pieces) from rank r, on every
+        rank; returns it."""
+        return array
+
     def describe(self):
         """One line saying who the ranks are."""
         return "1 process"
@@ -168,6 +182,16 @@ class MPIGroup(ProcessGroup):
     def broadcast(self, obj, root=0, what="a broadcast"):
         with self._collective(what):
             return self.comm.bcast(obj, root=root)
+
+    def reduce_scatter_(self, array, shard, what="a reduce-scatter"):
+        with self._collective(what):
+            self.comm.Reduce_scatter_block(array, shard, op=self.MPI.SUM)
+        return shard
+
+    def all_gather_(self, array, what="an all-gather"):
+        with self._collective(what):
+            self.comm.Allgather(self.MPI.IN_PLACE, array)
+        return array
 
     @contextlib.contextmanager
     def _collective(self, what):

@@ -1,7 +1,8 @@
 """What a run does because it is one of several processes (floor 6): the rank's GPU, the
 start of rank r > 0 (its own streams, the checks that every rank holds rank 0's settings,
 data and state), and the data-parallel object a step runs through (parallel_api.py).
-Imports: autograd (backend), data, train.config, train.ddp, train.parallel, train.nccl.
+Imports: autograd (backend), data, train.config, train.ddp, train.parallel, train.nccl,
+train.zero.
 """
 
 from dataclasses import asdict
@@ -12,6 +13,7 @@ from .config import INVOCATION
 from .ddp import (DistributedDataParallel, check_same_settings, check_same_state,
                   load_rank_state, rank_streams)
 from .parallel import DataParallel
+from .zero import ZeroDataParallel, optimizer_state_bytes
 
 
 def use_rank_gpu(group, device):
@@ -31,6 +33,7 @@ def start_rank(trainer):
     if group.world_size == 1:
         return
     settings = {k: v for k, v in asdict(cfg).items() if k not in INVOCATION}
+    settings["zero"] = cfg.zero
     check_same_settings(group, {**settings, "data sha256": trainer.data_info["sha256"]})
     if group.rank > 0:
         batch_seed, random_seed = rank_streams(cfg.seed, group.rank)
@@ -41,6 +44,13 @@ def start_rank(trainer):
         if group.rank <= len(saved_ranks):
             load_rank_state(saved_ranks[group.rank - 1], trainer.sampler)
     check_same_state(group, trainer.model, trainer.optimizer, "at the start")
+    if cfg.zero:
+        each = group.all_gather(optimizer_state_bytes(trainer.optimizer),
+                                what="the optimizer state's size")
+        whole = trainer.optimizer.whole_state_bytes()
+        trainer.log(f"ZeRO stage 1: AdamW's moments sharded over {group.world_size} ranks, "
+                    f"optimizer state per rank: {', '.join(f'{b:,}' for b in each)} bytes "
+                    f"(AdamW's m and v of the whole run: {whole:,})")
 
 
 def make_parallel(trainer, n_micro):
@@ -48,6 +58,11 @@ def make_parallel(trainer, n_micro):
     ranks of a group, else DataParallel over `processes` forked processes."""
     if trainer.group.world_size > 1:
         interrupts = trainer.interrupts
+        if trainer.config.zero:     # gradients reduce-scattered to the optimizer's shards
+            return ZeroDataParallel(
+                trainer.model, trainer.group,
+                lambda batches: trainer.local_forward_backward(batches, n_micro),
+                trainer.optimizer, stop_requested=lambda: interrupts.requested is not None)
         return DistributedDataParallel(
             trainer.model, trainer.group,
             lambda batches: trainer.local_forward_backward(batches, n_micro),

@@ -31,7 +31,9 @@ class Saving:
         """Write the checkpoint (atomically). In a group every rank calls it: the ranks'
         streams are gathered, their states checked equal, and rank 0 alone writes."""
         group, cfg = trainer.group, trainer.config
-        ranks = self.saved_ranks
+        ranks, optimizer = self.saved_ranks, trainer.optimizer
+        if cfg.zero:        # every rank sends its shard of the moments (zero.py)
+            optimizer = GatheredState(optimizer.state_dict())
         if group.world_size > 1:
             ranks = gather_rank_states(group, trainer.sampler, self.saved_ranks)
             check_same_state(group, trainer.model, trainer.optimizer,
@@ -41,7 +43,7 @@ class Saving:
             return
         precision = trainer.precision
         save_training_state(
-            self.path, precision.weights(trainer.model), trainer.optimizer, trainer.tokenizer,
+            self.path, precision.weights(trainer.model), optimizer, trainer.tokenizer,
             train_config=asdict(cfg), sampler=trainer.sampler.state_dict(),
             rng=backend.get_rng_state(), cuda_rng=backend.get_rng_state("cuda"),
             iter_num=trainer.iter_num, history=trainer.history, data=trainer.data_info,
@@ -50,3 +52,13 @@ class Saving:
             save_adapter(trainer.model, self.adapter_path, overwrite=True,
                          base_model_name_or_path=cfg.init_from)
         self.saved_at = trainer.iter_num
+
+
+class GatheredState:
+    """An optimizer's state_dict, gathered from the ranks, standing for the optimizer."""
+
+    def __init__(self, state):
+        self.state = state
+
+    def state_dict(self):
+        return self.state

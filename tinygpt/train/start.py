@@ -2,7 +2,7 @@
 pretrained model with LoRA) or a resumed one (the config merged with the checkpoint's, the
 data checked against its fingerprint, every state restored). Imports: numpy, autograd
 (backend, fast.malloc), data, model, nn.lora, optim, train.config, train.precision,
-train.ranks.
+train.ranks, train.zero.
 
 `start(trainer)` fills the trainer's run state: config (on resume, merged with the
 checkpoint's), model, tokenizer, train_data, val_data, data_info, precision, optimizer,
@@ -27,6 +27,7 @@ from .config import resumed_config
 from .ddp import agree
 from .precision import Precision
 from .ranks import start_rank, use_rank_gpu
+from .zero import ZeroAdamW
 
 
 def start(trainer):
@@ -189,3 +190,5 @@ def _make_optimizer(trainer):
     weights = trainer.precision.weights(trainer.model)
     groups = configure_param_groups(weights.named_parameters(), cfg.weight_decay)
     trainer.optimizer = AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2))
+    if cfg.zero:        # AdamW's moments sharded over the ranks (zero.py)
+        trainer.optimizer = ZeroAdamW(trainer.optimizer, trainer.group, cfg.grad_clip)

@@ -146,7 +146,7 @@ class Trainer:
             return loss, lr                 # the gradients overflowed: no update this step
         weights = self.precision.weights(self.model)
         interrupts.consistent = False
-        if cfg.grad_clip > 0:
+        if cfg.grad_clip > 0 and not cfg.zero:      # ZeRO clips in its step (zero.py)
             clip_grad_norm_(weights.parameters(), cfg.grad_clip)
         self.optimizer.step()
         self.precision.copy_back(self.model)
