@@ -187,13 +187,16 @@ def apply_adapters(model, size, targets=DEFAULT_TARGETS, trainable=(), features=
     if lora_layers(model):
         raise ValueError("the model has LoRA layers: LoRA and bottleneck adapters are not "
                          "used together; merge_lora(model) first gives a plain model")
+    width = getattr(getattr(model, "config", None), "n_embd", None)
     if features is None:
-        config = getattr(model, "config", None)
-        if config is None or not hasattr(config, "n_embd"):
+        if width is None:
             raise ValueError("apply_adapters: give features= (the adapted modules' output "
                              "width); the model has no config.n_embd")
-        features = config.n_embd
+        features = width
     _check_positive("bottleneck features", features)
+    if width is not None and features != width:
+        raise ValueError(f"bottleneck features {features} must be the model's width: its "
+                         f"sublayers output n_embd = {width} channels")
     modules = dict(model.named_modules())
     tied = _tied_names(model)
     adapted = _named(modules, targets, "target")

@@ -44,7 +44,9 @@ from ..data.tokenizers import load_tokenizer, require_tokenizer
 from ..files import FolderLock, atomic_write_text, remove_stale_temp_files
 from ..model import GPT
 from ..model.adapters import save_adapter
+from ..model.bottleneck import save_bottleneck
 from ..model.checkpoint import CheckpointError, load_training_state, save_training_state
+from ..nn.bottleneck import apply_adapters
 from ..nn.lora import apply_lora, lora_layers, merge_lora
 from ..optim import (AdamW, GradScaler, clip_grad_norm_, configure_param_groups, copy_to,
                      get_schedule, master_copy)
@@ -57,6 +59,7 @@ from .stats import StatsCollector
 
 CHECKPOINT = "ckpt.npz"
 ADAPTER = "adapter"         # out_dir/adapter: a LoRA run's adapters in PEFT's layout
+BOTTLENECK = "bottleneck"   # out_dir/bottleneck: a run's bottleneck adapters alone
 LOG = "log.jsonl"
 
 
@@ -194,6 +197,8 @@ class Trainer:
             cfg.bias, cfg.gelu_approximate = mc.bias, mc.gelu_approximate
             if cfg.lora_rank:
                 apply_lora(self.model, **cfg.lora_options())
+            if cfg.adapter_size:
+                apply_adapters(self.model, cfg.adapter_size)
         else:
             self.tokenizer = (CharTokenizer.from_text(text) if cfg.tokenizer == "char"
                               else load_tokenizer(cfg.tokenizer))
@@ -369,6 +374,9 @@ class Trainer:
         if self.config.lora_rank:       # the adapters alone too, for PEFT and load_adapter
             save_adapter(self.model, os.path.join(self.out_dir, ADAPTER), overwrite=True,
                          base_model_name_or_path=self.config.init_from)
+        if self.config.adapter_size:
+            save_bottleneck(self.master if self.master is not None else self.model,
+                            os.path.join(self.out_dir, BOTTLENECK), overwrite=True)
         self._saved_at = self.iter_num
 
     # --- the loop -------------------------------------------------------------------------
@@ -580,7 +588,10 @@ class Trainer:
         trainable = self.model.num_parameters(only_trainable=True)
         self.log(f"model: {n_params / 1e6:.2f}M parameters"
                  + (f" ({trainable / 1e6:.2f}M trainable: LoRA rank {cfg.lora_rank})"
-                    if cfg.lora_rank else "") + f", {cfg.n_layer} layers, "
+                    if cfg.lora_rank else "")
+                 + (f" ({trainable / 1e6:.2f}M trainable: bottleneck adapters of width "
+                    f"{cfg.adapter_size})" if cfg.adapter_size else "")
+                 + f", {cfg.n_layer} layers, "
                  f"{cfg.n_head} heads, {cfg.n_embd} channels, vocabulary "
                  f"{self.model.config.vocab_size}; {len(self.train_data):,} training tokens; "
                  f"{tokens_per_iter:,} tokens per iteration"
