@@ -205,3 +205,17 @@ def test_adapters_twice_lora_and_tied_heads_are_refused():
             apply_adapters(fresh, 2, **options)
         assert not bottleneck_adapters(fresh)
         assert all(p.requires_grad for p in fresh.parameters())
+
+
+def test_adapters_on_each_device_train_and_start_equal(device):
+    model = small_gpt("float32", device)
+    idx = np.random.default_rng(6).integers(0, 11, (2, 8))
+    before = model(idx)[0].numpy()
+    apply_adapters(model, 4)
+    adapter = model.transformer.h[1].mlp.bottleneck
+    assert adapter.up.weight.device == model.device == device
+    np.testing.assert_array_equal(model(idx)[0].numpy(), before)
+    _, loss = model(idx, idx)
+    loss.backward()
+    assert adapter.up.weight.grad is not None and model.transformer.wte.weight.grad is None
+    assert np.abs(adapter.up.weight.grad.numpy()).max() > 0

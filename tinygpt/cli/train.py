@@ -51,6 +51,8 @@ HELP = {"processes": "CPU processes each batch is split over, gradients summed; 
         "overwrite": "replace an existing run in --out_dir",
         "allow_data_change": "resume even though the training data changed",
         "grad_clip": "the gradient norm clipped to; 0 turns clipping off",
+        "adapter_size": "width of bottleneck adapters after each block's attention and MLP, "
+                        "the rest frozen (with --init_from; 0: none)",
         "distributed": "mpi: one rank of `mpiexec -n N`, each training on batch_size rows "
                        "of its own; auto: mpi under mpiexec with 2+ ranks; none"}
 
