@@ -20,8 +20,9 @@ adapters, on one small multiple-choice task, from one pre-trained GPT.
    time of a training step, the peak resident memory of the subprocess.
 
 The text is tiny Shakespeare from ../shared/data when that file exists, else the
-embedded corpus (--data overrides). Timings on a shared machine are inflated; compare the
-rows of one run. Imports: tinygpt.
+embedded corpus (--data overrides). `--out FOLDER` keeps the runs; a second run into the
+same folder reuses its pre-trained GPT (e.g. `--methods bottleneck --lr_bottleneck 1e-2`).
+Timings on a shared machine are inflated; compare the rows of one run. Imports: tinygpt.
 """
 
 import argparse
@@ -187,11 +188,11 @@ def parse(argv):
     p.add_argument("--adapter_size", type=int, default=16)
     p.add_argument("--lr_full", type=float, default=2.5e-4)
     p.add_argument("--lr_lora", type=float, default=2e-3)
-    p.add_argument("--lr_bottleneck", type=float, default=2e-3)
+    p.add_argument("--lr_bottleneck", type=float, default=1e-2)
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="", help="a folder to keep the runs in (default: a "
-                                             "temporary one)")
+                   "temporary one); a pre-trained GPT already there (base/) is reused")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -212,10 +213,13 @@ def main(argv=None):
     print(f"task: {' / '.join(str(len(s)) for s in (task.train, task.val, task.test))} "
           f"examples (2 choices: a line against it with three words' letters shuffled)",
           flush=True)
-    val = pretrain(text, folder, args)
-    print(f"pre-trained {args.n_layer} layers x {args.n_embd} channels, block "
-          f"{args.block_size}, {args.pretrain_iters} iterations: val loss {val:.3f} "
-          f"({time.perf_counter() - start:.0f} s)", flush=True)
+    if (Path(folder) / "base" / "ckpt.npz").is_file():
+        print(f"reusing the pre-trained GPT in {Path(folder) / 'base'}", flush=True)
+    else:
+        val = pretrain(text, folder, args)
+        print(f"pre-trained {args.n_layer} layers x {args.n_embd} channels, block "
+              f"{args.block_size}, {args.pretrain_iters} iterations: val loss {val:.3f} "
+              f"({time.perf_counter() - start:.0f} s)", flush=True)
     rows = []
     for method in args.methods:
         rows.append(run_method(method, folder, args))
