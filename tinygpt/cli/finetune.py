@@ -3,7 +3,8 @@
 Every field of `FinetuneConfig` (tinygpt/train/finetune.py) is an option of the same
 name: `--task cloze --init_from out-cloze-pre --lm_coef 0.5 --learning_rate 6.25e-5`.
 Without --init_from a new, randomly initialised GPT is fine-tuned (the baseline a
-pre-trained model should beat).
+pre-trained model should beat). `--lora_rank 8` or `--adapter_size 32` train LoRA or
+bottleneck adapters and the head only, the GPT frozen.
 """
 
 from dataclasses import fields
@@ -19,6 +20,11 @@ HELP = {
     "lm_coef": "weight of the auxiliary language-modelling loss (0 turns it off) ",
     "warmup": "fraction of the steps spent warming the learning rate up ",
     "clf_dropout": "dropout on the hidden state the classifier reads ",
+    "lora_rank": "LoRA's rank on the GPT's layers, which are frozen; the head is trained "
+                 "(0: fine-tune every parameter) ",
+    "lora_targets": "comma-separated names of the layers LoRA adapts ",
+    "adapter_size": "width of the bottleneck adapters after each block's attention and MLP; "
+                    "the GPT is frozen, the adapters and the head are trained (0: none) ",
 }
 
 

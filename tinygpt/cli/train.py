@@ -54,6 +54,8 @@ HELP = {"processes": "CPU processes each batch is split over, gradients summed; 
         "reference_ops": "run every op and the optimizer on its reference code "
                          "(tinygpt/autograd/ops, optim/adamw.py): slower, the same losses "
                          "to float rounding",
+        "adapter_size": "width of bottleneck adapters after each block's attention and MLP, "
+                        "the rest frozen (with --init_from; 0: none)",
         "distributed": "mpi: one rank of `mpiexec -n N`, each training on batch_size rows "
                        "of its own; auto: mpi under mpiexec with 2+ ranks; none",
         "zero": "1: ZeRO stage 1 under mpiexec, each rank keeping and updating 1/N of "

@@ -30,6 +30,7 @@ from ..data.tokenizers import tokenizer_from_dict
 from ..memory import check_fits, format_bytes
 from ..nn.init import skipping_init
 from ..nn.lora import LoraConfig, apply_lora, lora_parameter_shapes
+from ..nn.bottleneck import BottleneckConfig, apply_adapters, bottleneck_parameter_shapes
 from .checkpoint_file import (FORMAT, VERSION, CheckpointError, array_references,  # noqa: F401
                               join_arrays, load_checkpoint, save_checkpoint, split_arrays)
 from .config import GPTConfig
@@ -56,6 +57,8 @@ def save_training_state(path, model, optimizer=None, tokenizer=None, **state):
         meta["head_options"] = model.head_options()
     if getattr(model, "lora_config", None) is not None:     # the adapters' structure
         meta["lora"] = model.lora_config.to_dict()
+    if getattr(model, "bottleneck_config", None) is not None:   # bottleneck adapters too
+        meta["bottleneck"] = model.bottleneck_config.to_dict()
     if optimizer is not None:
         meta["optimizer"] = split_arrays(optimizer.state_dict(), arrays, OPTIM)
     if tokenizer is not None:
@@ -82,7 +85,7 @@ class TrainingState:
 
     def build_model(self, dtype=None, dropout=None):
         """The model with the saved parameters (a GPT, or the saved task head on one, with
-        its LoRA adapters when it was saved with them), in `dtype` (default: the saved
+        its LoRA or bottleneck adapters when it was saved with them), in `dtype` (default: the saved
         one), with the saved dropout unless `dropout` is given; in training mode, on the
         CPU."""
         config = self.config
@@ -90,7 +93,8 @@ class TrainingState:
             config = GPTConfig.from_dict({**config.to_dict(), "dropout": dropout})
         saved = self.model_state["transformer.wte.weight"].dtype
         model = empty_model(config, dtype or saved, self.meta.get("model_class", "GPT"),
-                            self.meta.get("head_options"), self.meta.get("lora"))
+                            self.meta.get("head_options"), self.meta.get("lora"),
+                            self.meta.get("bottleneck"))
         model.load_state_dict(self.model_state)
         return model
 
@@ -158,7 +162,7 @@ def _check_training_state(meta, headers, path):
     try:
         expected = _expected_shapes(config, meta)
     except (TypeError, ValueError, KeyError) as e:
-        refuse(f"its model_class, head_options or lora do not describe a model ({e})")
+        refuse(f"its model_class, head_options, lora or bottleneck do not describe a model ({e})")
     aliases = meta.get("model_aliases", {})
     if not isinstance(aliases, dict) or any(
             a not in expected or t not in model or a in model for a, t in aliases.items()):
@@ -208,16 +212,22 @@ def _expected_shapes(config, meta):
         if name not in HEADS:
             raise ValueError(f"unknown model_class {name!r}; known: GPT, {', '.join(HEADS)}")
         outputs = 1 if name == "GPTForMultipleChoice" else meta["head_options"]["num_labels"]
-        shapes.update({"score.weight": (int(outputs), config.n_embd),
-                       "score.bias": (int(outputs),)})
+        shapes["score.weight"] = (int(outputs), config.n_embd)
+        if (meta.get("head_options") or {}).get("score_bias", True):
+            shapes["score.bias"] = (int(outputs),)
     if meta.get("lora") is not None:
         shapes = lora_parameter_shapes(shapes, LoraConfig.from_dict(meta["lora"]))
+    if meta.get("bottleneck") is not None:
+        shapes = bottleneck_parameter_shapes(shapes, BottleneckConfig.from_dict(
+            meta["bottleneck"]))
     return shapes
 
 
-def empty_model(config, dtype, model_class="GPT", head_options=None, lora=None):
+def empty_model(config, dtype, model_class="GPT", head_options=None, lora=None,
+                bottleneck=None):
     """The model `_expected_shapes` describes, its parameters uninitialised, to be filled
-    from a file: `empty_gpt`, the task head on it, the LoRA adapters (a `LoraConfig` dict)."""
+    from a file: `empty_gpt`, the task head on it, the LoRA adapters (a `LoraConfig` dict)
+    or the bottleneck adapters (a `BottleneckConfig` dict)."""
     model = empty_gpt(config, dtype)
     if model_class != "GPT":
         from . import heads
@@ -231,6 +241,12 @@ def empty_model(config, dtype, model_class="GPT", head_options=None, lora=None):
         with skipping_init():
             apply_lora(model, options.r, options.lora_alpha, options.lora_dropout,
                        options.target_modules)
+        model.to(dtype)
+    if bottleneck is not None:
+        options = BottleneckConfig.from_dict(bottleneck)
+        with skipping_init():
+            apply_adapters(model, options.size, options.targets, options.trainable,
+                           options.features)
         model.to(dtype)
     return model
 

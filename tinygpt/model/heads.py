@@ -12,12 +12,15 @@ and a few special tokens, and keeps the language-modelling loss as an auxiliary 
     L1 = the language-modelling loss on the same rows (every row, wrong endings too)
     L3 = L2 + lm_coef * L1                                    (GPT-1: lm_coef = 0.5)
 
-The classifier weight is drawn from N(0, 0.02) and its bias is zero; GPT-1 applies
-dropout 0.1 to the pooled hidden state. `GPTForMultipleChoice` is that model;
+The classifier weight is drawn from N(0, 0.02) and its bias is zero (`score_bias=False`
+builds it without a bias, as Hugging Face's GPT2ForSequenceClassification has none);
+GPT-1 applies dropout 0.1 to the pooled hidden state. `GPTForMultipleChoice` is that model;
 `GPTForSequenceClassification` is the same head for one row per example and `num_labels`
 classes (Hugging Face's GPT2ForSequenceClassification shape: it scores the last real
 token). Both subclass `GPT`, so their parameters keep the GPT's names (`transformer.h.0...`,
 `lm_head.weight`) plus the head's (`score.weight`, `score.bias`), and `generate` still works.
+`save_pretrained` writes the Hugging Face folder of the matching transformers class
+(`tinygpt.model.head_files`).
 
 Padding. Rows of different lengths are padded on the right; `attention_mask` (1 for a
 real token, 0 for padding, as in Hugging Face) marks them. Attention is causal, so a
@@ -107,12 +110,12 @@ class _TaskHeadGPT(GPT):
     position per row, the linear head with GPT-1's initialisation, the loss. A subclass
     defines `_add_head(clf_dropout, **options)` (calling `_add_score`) and `forward`."""
 
-    def __init__(self, config, clf_dropout=0.1, **head):
+    def __init__(self, config, clf_dropout=0.1, score_bias=True, **head):
         super().__init__(config)
-        self._add_head(clf_dropout, **head)
+        self._add_head(clf_dropout, score_bias, **head)
 
     @classmethod
-    def from_gpt(cls, gpt, clf_dropout=0.1, **head):
+    def from_gpt(cls, gpt, clf_dropout=0.1, score_bias=True, **head):
         """This head on an existing GPT (pre-trained, or loaded with `GPT.from_pretrained`).
 
         The GPT's modules are shared, not copied: training the head model trains `gpt`.
@@ -125,18 +128,30 @@ class _TaskHeadGPT(GPT):
         model.config = gpt.config
         model.transformer, model.lm_head = gpt.transformer, gpt.lm_head
         model.tokenizer = gpt.tokenizer
-        model._add_head(clf_dropout, **head)
+        model._add_head(clf_dropout, score_bias, **head)
         return model.train(gpt.training)
 
-    def _add_score(self, clf_dropout, outputs):
+    def _add_score(self, clf_dropout, outputs, score_bias=True):
+        if not isinstance(score_bias, bool):
+            raise TypeError(f"score_bias must be True or False, got {score_bias!r}")
         self.clf_dropout = nn.Dropout(clf_dropout)
-        self.score = nn.Linear(self.config.n_embd, outputs, device=self.device, dtype=self.dtype)
+        self.score = nn.Linear(self.config.n_embd, outputs, bias=score_bias,
+                               device=self.device, dtype=self.dtype)
         init.normal_(self.score.weight, 0.0, 0.02)     # GPT-1's clf layer
-        init.zeros_(self.score.bias)
+        if score_bias:
+            init.zeros_(self.score.bias)
 
     def head_options(self):
         """The keyword arguments that rebuild this head (saved with checkpoints)."""
-        return {"clf_dropout": self.clf_dropout.p}
+        return {"clf_dropout": self.clf_dropout.p, "score_bias": self.score.bias is not None}
+
+    def save_pretrained(self, path, overwrite=False, tokenizer=None, **options):
+        """Write a Hugging Face folder of the matching transformers class
+        (GPT2DoubleHeadsModel, GPT2ForSequenceClassification); see
+        `tinygpt.model.head_files.save_head_pretrained`."""
+        from .head_files import save_head_pretrained   # head_files imports this module
+        return save_head_pretrained(self, path, overwrite=overwrite, tokenizer=tokenizer,
+                                    **options)
 
     # --- the shared forward ------------------------------------------------------------
     def _pool(self, idx, attention_mask, clf_positions, lm_coef):
@@ -195,8 +210,8 @@ class GPTForMultipleChoice(_TaskHeadGPT):
     ((4, 2), ())
     """
 
-    def _add_head(self, clf_dropout):
-        self._add_score(clf_dropout, 1)
+    def _add_head(self, clf_dropout, score_bias=True):
+        self._add_score(clf_dropout, 1, score_bias)
 
     def forward(self, input_ids, labels=None, attention_mask=None, clf_positions=None,
                 lm_coef=0.0):
@@ -225,10 +240,10 @@ class GPTForSequenceClassification(_TaskHeadGPT):
         clf_positions (B,)  -> ClassifierOutput(logits (B, num_labels), ...)
     """
 
-    def _add_head(self, clf_dropout, num_labels=2):
+    def _add_head(self, clf_dropout, score_bias=True, num_labels=2):
         validate.integer("num_labels", num_labels, minimum=2)
         self.num_labels = num_labels
-        self._add_score(clf_dropout, num_labels)
+        self._add_score(clf_dropout, num_labels, score_bias)
 
     def head_options(self):
         return {**super().head_options(), "num_labels": self.num_labels}

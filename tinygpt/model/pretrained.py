@@ -341,6 +341,10 @@ def hf_state_dict(model):
     for key, data in merged_state(model).items():
         if key == "lm_head.weight":
             continue
+        if ".bottleneck." in key:
+            raise ValueError(f"{key} is a bottleneck adapter's, and GPT-2's layout has no "
+                             f"adapters: save the model as a tinygpt checkpoint, or the "
+                             f"adapters alone with save_bottleneck")
         array = backend.to_device(data, "cpu").astype(np.float32, copy=False)
         out["transformer." + hf_name(key)] = np.ascontiguousarray(array.T) if is_conv1d(key) \
             else array

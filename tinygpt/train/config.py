@@ -22,13 +22,14 @@ from ..autograd.fast import threads
 from ..model import GPTConfig
 from ..optim import get_schedule
 from ..nn.lora import check_lora_options
+from ..nn.bottleneck import check_bottleneck_options
 from .distributed import launched_size, resolve as resolve_distributed
 from .parallel import auto_processes, check_processes
 
 # Fixed when a run is resumed: the model's shape and what defines its weights and streams.
 FIXED_ON_RESUME = ("n_layer", "n_head", "n_embd", "block_size", "bias", "gelu_approximate",
                    "attn_window", "attn_pattern", "n_expert", "expert_top_k", "expert_hidden",
-                   "moe_every", "lora_rank", "lora_targets", "tokenizer", "dtype",
+                   "moe_every", "lora_rank", "lora_targets", "adapter_size", "tokenizer", "dtype",
                    "init_from", "seed", "position", "rope_base", "rope_scale")
 # Fields of one invocation only, never taken from a checkpoint.
 # (zero too: how this launch lays out the optimizer state; its checkpoints are AdamW's.)
@@ -82,6 +83,8 @@ class TrainConfig:
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0
     lora_targets: str = "c_attn,c_proj,c_fc"    # comma-separated layer names
+    # bottleneck adapters (with init_from; see tinygpt/nn/bottleneck.py): their width, 0 = none
+    adapter_size: int = 0
     # optimisation
     batch_size: int = 12
     gradient_accumulation_steps: int = 1
@@ -179,6 +182,18 @@ class TrainConfig:
             if not (self.init_from or self.resume):
                 raise ValueError("lora_rank adapts a pre-trained model: give --init_from too")
             check_lora_options(**self.lora_options())
+        if isinstance(self.adapter_size, bool) or not isinstance(self.adapter_size, int) \
+                or self.adapter_size < 0:
+            raise ValueError(f"adapter_size must be 0 (no bottleneck adapters) or a positive "
+                             f"integer, got {self.adapter_size!r}")
+        if self.adapter_size:
+            if not (self.init_from or self.resume):
+                raise ValueError("adapter_size adapts a pre-trained model: give --init_from "
+                                 "too")
+            if self.lora_rank:
+                raise ValueError("lora_rank and adapter_size are not combined: choose LoRA or "
+                                 "bottleneck adapters")
+            check_bottleneck_options(self.adapter_size)
 
     def _check_zero(self, ranks):
         if self.zero not in (0, 1):

@@ -18,6 +18,16 @@
 6. validation accuracy after each epoch, test accuracy at the end; out_dir gets
    `ckpt.npz` (the classifier, `load_classifier` reads it) and `results.json`.
 
+Parameter-efficient fine-tuning: `lora_rank` > 0 adds LoRA to the GPT's layers named by
+`lora_targets` (tinygpt/nn/lora.py), `adapter_size` > 0 adds bottleneck adapters after
+each block's attention and MLP (tinygpt/nn/bottleneck.py); either way the GPT is frozen
+and only the adapters and the task head (`score`) are trained. The special tokens' new
+embedding rows stay as drawn (N(0, 0.02)): the embedding is the tied output head, part of
+the frozen base. The two methods are not combined (a run with both is refused). On a new
+GPT (no init_from) the frozen base is random: a baseline, not a recipe. The checkpoint
+rebuilds the adapters; with bottleneck adapters out_dir also gets `bottleneck/`, the
+adapters and the head alone (`tinygpt.model.bottleneck.load_bottleneck`).
+
 Like `train`, a run locks its out_dir (tinygpt.files.FolderLock) and runs in one process
 (MPI ranks are refused); Ctrl-C saves the classifier after the last finished step.
 
@@ -43,12 +53,16 @@ from ..data.cloze import SPLITS, load_task
 from ..files import FolderLock, atomic_write_text, remove_stale_temp_files
 from ..model import GPT, GPTConfig
 from ..model.checkpoint import load_training_state, save_training_state
+from ..model.bottleneck import save_bottleneck
 from ..model.heads import HEADS, GPTForMultipleChoice, add_special_tokens
+from ..nn.bottleneck import apply_adapters, check_bottleneck_options
+from ..nn.lora import apply_lora, check_lora_options
 from ..optim import AdamW, clip_grad_norm_, configure_param_groups, get_schedule
 from .distributed import launched_size
 from .trainer import CHECKPOINT, TrainingError, load_for_inference
 
 RESULTS = "results.json"
+BOTTLENECK = "bottleneck"       # the bottleneck adapters and the head alone, in out_dir
 
 
 @dataclass
@@ -78,6 +92,12 @@ class FinetuneConfig:
     grad_clip: float = 1.0
     beta1: float = 0.9
     beta2: float = 0.999
+    # parameter-efficient fine-tuning (see the module docstring): 0 turns each off
+    lora_rank: int = 0
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_targets: str = "c_attn,c_proj,c_fc"    # comma-separated layer names
+    adapter_size: int = 0           # bottleneck adapters' width m
     # system
     log_interval: int = 10
     seed: int = 1337
@@ -102,6 +122,32 @@ class FinetuneConfig:
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         backend.normalize_device(self.device)
+        for name in ("lora_rank", "adapter_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be 0 (off) or a positive integer, got "
+                                 f"{value!r}")
+        if self.lora_rank and self.adapter_size:
+            raise ValueError("lora_rank and adapter_size are two ways of fine-tuning few "
+                             "parameters; choose one (LoRA and bottleneck adapters are not "
+                             "combined)")
+        if self.lora_rank:
+            check_lora_options(**self.lora_options())
+        if self.adapter_size:
+            check_bottleneck_options(self.adapter_size)
+
+    def lora_options(self):
+        """apply_lora's keyword arguments for this run's LoRA settings."""
+        return dict(rank=self.lora_rank, alpha=self.lora_alpha, dropout=self.lora_dropout,
+                    targets=tuple(t.strip() for t in self.lora_targets.split(",") if t.strip()))
+
+    def method(self):
+        """What is trained: "full", "LoRA rank r" or "bottleneck adapters of width m"."""
+        if self.lora_rank:
+            return f"LoRA rank {self.lora_rank}"
+        if self.adapter_size:
+            return f"bottleneck adapters of width {self.adapter_size}"
+        return "full"
 
 
 # --- GPT-1's input transformation --------------------------------------------------------
@@ -212,6 +258,11 @@ def build_classifier(cfg, task):
     gpt, tokenizer = _base_model(cfg, task)
     special = add_special_tokens(gpt)
     model = GPTForMultipleChoice.from_gpt(gpt, clf_dropout=cfg.clf_dropout)
+    if cfg.lora_rank:
+        apply_lora(model, **cfg.lora_options())     # freezes all but A and B
+        model.score.requires_grad_(True)            # the head is trained too
+    elif cfg.adapter_size:
+        apply_adapters(model, cfg.adapter_size, trainable=("score",))
     model.to(cfg.dtype)
     model.to(cfg.device)
     return model.train(), tokenizer, special
@@ -290,7 +341,8 @@ def _run(cfg, log, task, model, tokenizer, special, data, ckpt_path):
                       lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2))
     K = len(task.train[0].endings)
     log(f"task {cfg.task}: {', '.join(f'{len(data[s])} {s}' for s in SPLITS)} examples of "
-        f"{K} choices; model {model.num_parameters() / 1e6:.2f}M parameters, block "
+        f"{K} choices; model {model.num_parameters() / 1e6:.2f}M parameters ("
+        f"{model.num_parameters(only_trainable=True):,} trained: {cfg.method()}), block "
         f"{block_size}, vocabulary {model.config.vocab_size} (3 special tokens added); "
         f"{total} steps ({cfg.epochs} epochs of {steps_per_epoch})")
     rng = np.random.default_rng(cfg.seed)
@@ -300,6 +352,8 @@ def _run(cfg, log, task, model, tokenizer, special, data, ckpt_path):
         os.makedirs(cfg.out_dir, exist_ok=True)
         save_classifier(ckpt_path, model, tokenizer, special,
                         {"finetune_config": asdict(cfg), "results": results})
+        if cfg.adapter_size:
+            save_bottleneck(model, os.path.join(cfg.out_dir, BOTTLENECK), overwrite=True)
         atomic_write_text(os.path.join(cfg.out_dir, RESULTS),
                           json.dumps(results, indent=2) + "\n")
 
@@ -344,6 +398,7 @@ def _run(cfg, log, task, model, tokenizer, special, data, ckpt_path):
         raise KeyboardInterrupt(f"interrupted at step {step}/{total}: the classifier so far is "
                                 f"saved in {ckpt_path} (not tested)") from None
     results = {"test_accuracy": test, "val_accuracy": history[-1]["val_accuracy"],
+               "trainable_parameters": model.num_parameters(only_trainable=True),
                "test_examples": len(data["test"]), "chance": 1 / K, "history": history,
                "seconds": time.perf_counter() - start, "config": asdict(cfg)}
     log(f"test accuracy {test:.4f} on {len(data['test'])} examples (chance {1 / K:.2f})")

@@ -56,7 +56,10 @@ class Metrics:
         trainable = model.num_parameters(only_trainable=True)
         self.log(f"model: {n_params / 1e6:.2f}M parameters"
                  + (f" ({trainable / 1e6:.2f}M trainable: LoRA rank {cfg.lora_rank})"
-                    if cfg.lora_rank else "") + f", {cfg.n_layer} layers, "
+                    if cfg.lora_rank else "")
+                 + (f" ({trainable / 1e6:.2f}M trainable: bottleneck adapters of width "
+                    f"{cfg.adapter_size})" if cfg.adapter_size else "")
+                 + f", {cfg.n_layer} layers, "
                  f"{cfg.n_head} heads, {cfg.n_embd} channels, vocabulary "
                  f"{model.config.vocab_size}; {len(trainer.train_data):,} training tokens; "
                  f"{self.tokens_per_iter:,} tokens per iteration"

@@ -15,6 +15,7 @@ from ..files import FolderLock, atomic_write_text, remove_stale_temp_files
 
 CHECKPOINT = "ckpt.npz"
 ADAPTER = "adapter"         # out_dir/adapter: a LoRA run's adapters in PEFT's layout
+BOTTLENECK = "bottleneck"   # out_dir/bottleneck: a run's bottleneck adapters alone
 LOG = "log.jsonl"
 
 
@@ -32,6 +33,7 @@ class RunFolder:
         self.ckpt_path = os.path.join(path, CHECKPOINT)
         self.log_path = os.path.join(path, LOG)
         self.adapter_path = os.path.join(path, ADAPTER)
+        self.bottleneck_path = os.path.join(path, BOTTLENECK)
         self.lock = FolderLock(path, hint=(
             "two runs writing one folder would overwrite each other's checkpoints and logs; "
             "wait for that run to end, or choose another --out_dir")) if main else _NoLock()

@@ -1,6 +1,6 @@
 """A run's checkpoint (floor 6): out_dir/ckpt.npz with everything needed to resume, the
-other ranks' streams, and a LoRA run's adapters. Imports: autograd (backend), model
-(checkpoint, adapters), train.ddp.
+other ranks' streams, and a LoRA run's or a bottleneck-adapter run's adapters alone.
+Imports: autograd (backend), model (checkpoint, adapters, bottleneck), train.ddp.
 
 Exact resume: the checkpoint written at iteration `it` holds the state *before* step `it`
 (parameters, or the float32 master under mixed precision; optimizer moments; the batch
@@ -12,6 +12,7 @@ from dataclasses import asdict
 
 from ..autograd import backend
 from ..model.adapters import save_adapter
+from ..model.bottleneck import save_bottleneck
 from ..model.checkpoint import save_training_state
 from .ddp import check_same_state, gather_rank_states
 
@@ -21,9 +22,10 @@ class Saving:
     (or resumed from), None before any; saved_ranks: the streams of ranks 1, 2, ... as the
     checkpoint resumed holds them ([] for a new run)."""
 
-    def __init__(self, path, adapter_path):
+    def __init__(self, path, adapter_path, bottleneck_path):
         self.path = path
         self.adapter_path = adapter_path
+        self.bottleneck_path = bottleneck_path
         self.saved_at = None
         self.saved_ranks = []
 
@@ -51,6 +53,9 @@ class Saving:
         if cfg.lora_rank:       # the adapters alone too, for PEFT and load_adapter
             save_adapter(trainer.model, self.adapter_path, overwrite=True,
                          base_model_name_or_path=cfg.init_from)
+        if cfg.adapter_size:    # the bottleneck adapters alone (float32 master under float16)
+            save_bottleneck(precision.weights(trainer.model), self.bottleneck_path,
+                            overwrite=True)
         self.saved_at = trainer.iter_num
 
 

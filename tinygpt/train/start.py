@@ -21,6 +21,7 @@ from ..data import BatchSampler, CharTokenizer, check_token_ids, load_text, trai
 from ..data.tokenizers import load_tokenizer, require_tokenizer
 from ..model import GPT
 from ..model.checkpoint import CheckpointError, load_training_state
+from ..nn.bottleneck import apply_adapters
 from ..nn.lora import apply_lora
 from ..optim import AdamW, configure_param_groups
 from .config import resumed_config
@@ -71,6 +72,8 @@ def _set_up(trainer):
         cfg.bias, cfg.gelu_approximate = mc.bias, mc.gelu_approximate
         if cfg.lora_rank:
             apply_lora(trainer.model, **cfg.lora_options())
+        if cfg.adapter_size:
+            apply_adapters(trainer.model, cfg.adapter_size)
     else:
         trainer.tokenizer = (CharTokenizer.from_text(text) if cfg.tokenizer == "char"
                              else load_tokenizer(cfg.tokenizer))

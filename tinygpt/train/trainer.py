@@ -60,7 +60,8 @@ class Trainer:
         self.log = (log or (lambda line: print(line, flush=True))) if main else _ignore
         self.given = set(given) if given is not None else non_default_fields(config)
         self.folder = RunFolder(config.out_dir, main)
-        self.saving = Saving(self.folder.ckpt_path, self.folder.adapter_path)
+        self.saving = Saving(self.folder.ckpt_path, self.folder.adapter_path,
+                             self.folder.bottleneck_path)
         self.interrupts = Interrupts(self.group)
         self.parallel = None        # DataParallel or DDP (parallel_api.py), made at a step
         self._references = None     # use_reference_ops(True) with config.reference_ops
