@@ -6,8 +6,9 @@ per second), `bpe` (tokenizer throughput), `quality` (final loss over seeds), `a
 checks, transfers and speed on CUDA), `lora` (LoRA against full fine-tuning), `moe` (a
 mixture of experts against the dense MLP), `parallel` (forked processes against MPI
 ranks), `context` (validation loss past the trained context: learned and rotary positions),
-`int8` (int8 weights against float32) or `prune` (validation loss against sparsity); ARGS
-go to that benchmark's `main(argv)` (`python -m bench ops --help`). Each benchmark module
+`int8` (int8 weights against float32), `prune` (validation loss against sparsity) or
+`peft_compare` (full fine-tuning, LoRA and bottleneck adapters on one task); ARGS go to
+that benchmark's `main(argv)` (`python -m bench ops --help`). Each benchmark module
 is imported only when asked for, so a missing optional dependency of one does not break
 the others.
 """
@@ -28,12 +29,13 @@ BENCHMARKS = {
     "context": "validation loss at T, 2T and 4T: learned positions, rotary, interpolation",
     "int8": "int8 weights against float32: bytes, peak RSS, tokens/s, validation loss",
     "prune": "validation loss against sparsity, with and without a recovery fine-tune",
+    "peft_compare": "full fine-tuning against LoRA and bottleneck adapters: accuracy, time, RSS",
 }
 
 
 def usage():
     lines = ["usage: python -m bench NAME [ARGS...]", "", "benchmarks:"]
-    lines += [f"  {name:<9} {text}" for name, text in BENCHMARKS.items()]
+    lines += [f"  {name:<13} {text}" for name, text in BENCHMARKS.items()]
     lines += ["", "`python -m bench NAME --help` lists a benchmark's options."]
     return "\n".join(lines)
 
