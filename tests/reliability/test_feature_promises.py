@@ -306,12 +306,23 @@ def test_transformers_reads_a_saved_lora_model(tmp_path):
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
-def test_save_pretrained_refuses_a_task_head_model(tmp_path):
+def test_a_task_head_model_is_never_written_as_a_language_model_folder(tmp_path):
+    """GPT-2's language-model layout has no place for a task head: the language-model
+    writer refuses one, and the model's own save_pretrained writes the matching Hugging
+    Face class (GPT2DoubleHeadsModel) with its head under that class's names."""
+    from tinygpt.model import pretrained
+    from tinygpt.model.safetensors import load_file
     tg.manual_seed(0)
     model = GPTForMultipleChoice(GPTConfig(**SMALL))
     with pytest.raises(TypeError, match="GPTForMultipleChoice.*score"):
-        model.save_pretrained(tmp_path / "out")
-    assert not (tmp_path / "out").exists()
+        pretrained.save_pretrained(model, tmp_path / "lm")
+    assert not (tmp_path / "lm").exists()
+    model.save_pretrained(tmp_path / "heads")
+    config = json.loads((tmp_path / "heads" / "config.json").read_text(encoding="utf-8"))
+    names = set(load_file(tmp_path / "heads" / "model.safetensors"))
+    assert config["architectures"] == ["GPT2DoubleHeadsModel"]
+    assert not any("score" in name for name in names)
+    assert {"multiple_choice_head.summary.weight", "multiple_choice_head.summary.bias"} <= names
 
 
 @pytest.mark.parametrize("scale", [math.nan, 0.0, math.inf])

@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 
 from ..autograd import backend
-from ..files import atomic_write_text
 from ..nn.lora import (LoraConfig, apply_lora, check_adapters_fit, check_lora_options,
                        lora_layers, lora_targets)
 from . import safetensors
@@ -78,19 +77,10 @@ def save_adapter(model, path, overwrite=False, base_model_name_or_path=None):
                         f"got a {type(model).__name__}")
     config = model.__dict__.get("lora_config")
     tensors = adapter_state_dict(model)
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise FileExistsError(f"{path} exists and is not a folder")
-    if not overwrite:
-        for name in (WEIGHTS_NAME, CONFIG_NAME):
-            if (path / name).exists():
-                raise FileExistsError(f"{path / name} already exists; pass overwrite=True to "
-                                      f"replace the adapter saved in {path}")
-    path.mkdir(parents=True, exist_ok=True)
-    safetensors.save_file(tensors, path / WEIGHTS_NAME, metadata={"format": "pt"})
-    # The config last: a folder that has one has its weights too.
-    atomic_write_text(path / CONFIG_NAME,
-                      json.dumps(adapter_config(config, base_model_name_or_path), indent=2) + "\n")
+    safetensors.save_folder(path, tensors, WEIGHTS_NAME, CONFIG_NAME,
+                            json.dumps(adapter_config(config, base_model_name_or_path),
+                                       indent=2) + "\n", overwrite, "the adapter",
+                            metadata={"format": "pt"})
 
 
 def read_adapter_config(path):

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..autograd import backend
-from ..files import atomic_write_text, read_json
+from ..files import read_json
 from ..nn.bottleneck import (BottleneckConfig, apply_adapters, bottleneck_adapters,
                               remove_adapters)
 from . import safetensors
@@ -63,18 +63,9 @@ def save_bottleneck(model, path, overwrite=False):
     config = model.bottleneck_config
     document = {"method": METHOD, **config.to_dict(), "model_class": type(model).__name__,
                 "n_layer": model.config.n_layer if hasattr(model, "config") else None}
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise FileExistsError(f"{path} exists and is not a folder")
-    if not overwrite:
-        for name in (WEIGHTS_NAME, CONFIG_NAME):
-            if (path / name).exists():
-                raise FileExistsError(f"{path / name} already exists; pass overwrite=True to "
-                                      f"replace the bottleneck adapters saved in {path}")
-    path.mkdir(parents=True, exist_ok=True)
-    safetensors.save_file(tensors, path / WEIGHTS_NAME, metadata={"format": "tinygpt"})
-    # The config last: a folder that has one has its weights too.
-    atomic_write_text(path / CONFIG_NAME, json.dumps(document, indent=2) + "\n")
+    safetensors.save_folder(path, tensors, WEIGHTS_NAME, CONFIG_NAME,
+                            json.dumps(document, indent=2) + "\n", overwrite,
+                            "the bottleneck adapters", metadata={"format": "tinygpt"})
 
 
 def read_bottleneck_config(path):

@@ -17,7 +17,7 @@ not hold.
 `load_file` reads a whole file; `read_index` + `read_tensor` read one tensor at a time, which
 is how a loader fills a model's parameters without a second copy of the weights.
 
-Imports: numpy and the standard library only.
+Imports: numpy, the standard library and tinygpt.files (atomic writes).
 """
 
 import json
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import atomic_open
+from ..files import atomic_open, atomic_write_text
 
 # safetensors dtype name -> NumPy dtype of the stored (little-endian) bytes. BF16 has no NumPy
 # dtype: it is read as uint16 and widened to float32 in `bf16_to_f32`.
@@ -287,3 +287,22 @@ def save_file(tensors, path, metadata=None):
         f.write(header_bytes)
         for name in order:
             f.write(arrays[name].reshape(-1).view(np.uint8))  # raw bytes, no copy
+
+
+def save_folder(path, tensors, weights_name, config_name, config_text, overwrite, what,
+                metadata=None):
+    """Write `tensors` to path/weights_name and `config_text` to path/config_name, the
+    config last (a folder that has one has its weights too). An existing file of either
+    name raises FileExistsError before anything is written unless overwrite=True; `what`
+    names the folder's contents in that message ("the adapter", ...)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{path} exists and is not a folder")
+    if not overwrite:
+        for name in (weights_name, config_name):
+            if (path / name).exists():
+                raise FileExistsError(f"{path / name} already exists; pass overwrite=True to "
+                                      f"replace {what} saved in {path}")
+    path.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, path / weights_name, metadata=metadata)
+    atomic_write_text(path / config_name, config_text)
