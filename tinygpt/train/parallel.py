@@ -31,8 +31,9 @@ No wait is unbounded. A worker that dies is noticed at once (its pipe closes); o
 stops answering (stopped with SIGSTOP, stuck, swapping) is given `timeout` seconds
 (default 60, or $TINYGPT_WORKER_TIMEOUT), or 20 times the time this process took for its
 own shard when that is longer; then it is killed, the others are stopped, and
-WorkerError names it. Workers ignore Ctrl-C (the calling process decides what to do) and
-end when the calling process does, however it ends: their pipe reads end of file.
+WorkerError names it. Workers ignore Ctrl-C and SIGTERM (the calling process decides what
+to do: a signal to the whole process group interrupts the run, not its workers) and end
+when the calling process does, however it ends: their pipe reads end of file.
 """
 
 import contextlib
@@ -196,8 +197,11 @@ class DataParallel(DataParallelBase):
                 ours.close()
                 for _, conn in self.workers:                # the other workers' pipes
                     conn.close()
-                signal.signal(signal.SIGINT, signal.SIG_IGN)    # Ctrl-C is the parent's
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)   # not the parent's handler
+                # Ctrl-C and SIGTERM (to the whole group: a terminal, `timeout`, `kill --
+                # -PGID`) are the calling process's to act on: it stops the run and then
+                # the workers, which end on their own with it in any case (end of file).
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
                 self._limit_threads(self.threads)
                 self._serve(theirs, self._slots[rank - 1])
             except BaseException:
