@@ -152,6 +152,10 @@ class TrainConfig:
                              f"an int >= 0, got {self.loss_scale} and {self.loss_scale_window}")
         backend.normalize_device(self.device)
         self.model_config(vocab_size=1)         # n_embd % n_head, gelu_approximate, ...
+        if self.n_expert and self.moe_every > self.n_layer:
+            raise ValueError(f"moe_every {self.moe_every} puts the experts in no layer of "
+                             f"n_layer {self.n_layer} (every moe_every-th block has them): "
+                             f"with n_expert > 0, give a moe_every of at most n_layer")
         if self.processes < 0:
             raise ValueError(f"processes must be 0 (auto) or a positive integer, got "
                              f"{self.processes!r}")
