@@ -194,3 +194,32 @@ def test_the_resume_hint_names_mpiexec_under_mpi():
     alone = types.SimpleNamespace(world_size=1, backend="none")
     hint = resume_hint(types.SimpleNamespace(out_dir="out", group=alone))
     assert hint.endswith(": python -m tinygpt train --out_dir out --resume")
+
+
+# --- the trainer's and the optimizer's arguments are checked by tinygpt.validate ----------
+@pytest.mark.parametrize("make", [
+    lambda: TrainConfig(learning_rate=True),
+    lambda: TrainConfig(n_layer=2.0),
+    lambda: TrainConfig(resume=1),
+    lambda: TrainConfig(out_dir=3),
+    lambda: tg.optim.AdamW([tg.ones(2, requires_grad=True)], lr="0.1"),
+    lambda: tg.optim.clip_grad_norm_([tg.ones(2, requires_grad=True)], max_norm=True),
+    lambda: tg.optim.get_schedule("cosine", max_lr=1e-3, warmup_iters=1.5, lr_decay_iters=9),
+    lambda: tg.optim.cosine_with_warmup(True, 1e-3, 0.0, 1, 9),
+])
+def test_a_value_of_the_wrong_type_is_an_argument_type_error(make):
+    from tinygpt.validate import ArgumentTypeError
+    with pytest.raises(ArgumentTypeError):
+        make()
+
+
+@pytest.mark.parametrize("make, named", [
+    (lambda: TrainConfig(dropout=float("nan")), "dropout"),
+    (lambda: TrainConfig(loss_scale_window=-1), "loss_scale_window must be an int >= 0"),
+    (lambda: tg.optim.AdamW([tg.ones(2, requires_grad=True)], lr=float("inf")), "lr"),
+    (lambda: tg.optim.SGD([tg.ones(2, requires_grad=True)], lr=0.1, momentum=float("inf")),
+     "momentum"),
+])
+def test_out_of_range_values_are_named(make, named):
+    with pytest.raises(ValueError, match=named):
+        make()

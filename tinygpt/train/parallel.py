@@ -50,6 +50,7 @@ from multiprocessing import Pipe
 
 import numpy as np
 
+from .. import validate
 from ..autograd import backend
 from ..autograd.fast import blas as fast_blas
 from ..autograd.fast import threads as fast_threads
@@ -97,8 +98,7 @@ def auto_processes(threads, batch_size, device="cpu"):
 
 def check_processes(processes, device="cpu"):
     """Raise a ValueError naming what is wrong with a `processes` setting."""
-    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
-        raise ValueError(f"processes must be a positive integer, got {processes!r}")
+    validate.positive_integer("processes", processes)
     if processes > 1 and backend.normalize_device(device) != "cpu":
         raise ValueError(
             f"processes={processes} splits batches over CPU processes; on device "
