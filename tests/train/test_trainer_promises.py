@@ -223,3 +223,21 @@ def test_a_value_of_the_wrong_type_is_an_argument_type_error(make):
 def test_out_of_range_values_are_named(make, named):
     with pytest.raises(ValueError, match=named):
         make()
+
+
+# --- a pruned model trained by the Trainer keeps its zeros across a resume -----------------
+def test_a_resumed_pruned_run_keeps_its_zeros_with_restore_masks(base):
+    from tinygpt.nn import prune, restore_masks
+    config = {"data": str(base / "text.txt"), "out_dir": str(base / "pruned"), "n_layer": 1,
+              "n_head": 2, "n_embd": 16, "block_size": 16, "batch_size": 4, "max_iters": 3,
+              "eval_interval": 3, "eval_iters": 1, "processes": 1, "dropout": 0.1}
+    trainer = Trainer(TrainConfig(**config), **QUIET)
+    masks = prune(trainer.model, 0.5)
+    trainer.run()
+    resumed = Trainer(TrainConfig(out_dir=str(base / "pruned"), resume=True, max_iters=6),
+                      **QUIET)
+    assert restore_masks(resumed.model).keys() == masks.keys()
+    resumed.run()
+    params = dict(resumed.model.named_parameters())
+    for name, mask in masks.items():
+        assert (params[name].numpy()[~mask] == 0).all(), name

@@ -8,6 +8,10 @@ train.ranks.
 checkpoint's), model, tokenizer, train_data, val_data, data_info, precision, optimizer,
 sampler, iter_num and history, and saving's saved_at and saved_ranks. A new run reads
 before it writes: everything that can be refused is refused before out_dir is taken.
+
+Pruning masks (tinygpt/nn/pruning.py) are not part of a checkpoint: a run whose model was
+pruned through the Python API is resumed with its masks by `restore_masks(trainer.model)`
+before `trainer.run()` (see docs/compression.md).
 """
 
 import hashlib
