@@ -241,3 +241,30 @@ def test_a_resumed_pruned_run_keeps_its_zeros_with_restore_masks(base):
     params = dict(resumed.model.named_parameters())
     for name, mask in masks.items():
         assert (params[name].numpy()[~mask] == 0).all(), name
+
+
+def test_lora_settings_on_resume_of_a_run_without_adapters_are_refused(base):
+    config = {"data": str(base / "text.txt"), "out_dir": str(base / "plain"), "n_layer": 1,
+              "n_head": 2, "n_embd": 16, "block_size": 16, "batch_size": 4, "max_iters": 2,
+              "eval_interval": 2, "eval_iters": 1, "processes": 1}
+    run(config)
+    with pytest.raises(ValueError, match="--lora_alpha changes nothing: .* no LoRA adapters"):
+        Trainer(TrainConfig(out_dir=str(base / "plain"), resume=True, lora_alpha=4.0), **QUIET)
+
+
+def test_the_command_line_refuses_experts_in_no_layer_and_unsticks_a_folder(base, capsys):
+    from tinygpt.cli import main as cli_main
+    common = ["--data", str(base / "text.txt"), "--out_dir", str(base / "cli"), "--n_layer",
+              "1", "--n_head", "2", "--n_embd", "16", "--block_size", "16", "--batch_size",
+              "4", "--max_iters", "2", "--eval_interval", "2", "--eval_iters", "1",
+              "--processes", "1"]
+    assert cli_main(["train", *common, "--n_expert", "8", "--moe_every", "5"]) == 1
+    assert "moe_every 5 puts the experts in no layer of n_layer 1" in capsys.readouterr().err
+    assert not (base / "cli").exists()
+    (base / "cli").mkdir()
+    (base / "cli" / "log.jsonl").write_text('{"event": "eval", "it')     # cut by a kill
+    assert cli_main(["train", "--out_dir", str(base / "cli"), "--resume"]) == 1
+    err = capsys.readouterr().err
+    assert "no checkpoint" in err and "start a new run" in err and "without --resume" in err
+    assert cli_main(["train", *common]) == 0
+    assert (base / "cli" / "ckpt.npz").exists()
