@@ -268,3 +268,29 @@ def test_the_command_line_refuses_experts_in_no_layer_and_unsticks_a_folder(base
     assert "no checkpoint" in err and "start a new run" in err and "without --resume" in err
     assert cli_main(["train", *common]) == 0
     assert (base / "cli" / "ckpt.npz").exists()
+
+
+def test_finetune_checks_the_memory_of_its_optimizer(tmp_path, monkeypatch, capsys):
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_finetune import SMALL, yes_no_task
+
+    from tinygpt import memory
+    from tinygpt.cli import main as cli_main
+    task = yes_no_task(tmp_path / "task", n=(16, 8, 8))
+    weights = []
+    real = memory.check_fits
+
+    def weights_only(nbytes, what):     # room for the weights alone: GPT() asks first
+        if not weights:
+            weights.append(nbytes)
+        real(nbytes, what)
+
+    monkeypatch.setattr(memory, "check_fits", weights_only)
+    monkeypatch.setattr(memory, "total_memory", lambda: weights[0] if weights else 1 << 40)
+    status = cli_main(["finetune", "--task", task, "--out_dir", str(tmp_path / "run"), *SMALL,
+                       "--epochs", "1"])
+    assert status == 1
+    assert "gradients and AdamW's moments" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "ckpt.npz").exists()

@@ -82,12 +82,12 @@ def _set_up(trainer):
             apply_lora(trainer.model, **cfg.lora_options())
         apply_settings(trainer.model, cfg)
         trainer.model.train()       # from_pretrained gives eval mode; a run trains
-        check_training_fits(cfg, trainer.model)
+        check_training_fits(cfg.dtype, trainer.model)
     else:
         trainer.tokenizer = (CharTokenizer.from_text(text) if cfg.tokenizer == "char"
                              else load_tokenizer(cfg.tokenizer))
         model_config = cfg.model_config(trainer.tokenizer.vocab_size)
-        check_training_fits(cfg, n_params=count_params(model_config))
+        check_training_fits(cfg.dtype, n_params=count_params(model_config))
         trainer.model = GPT(model_config)
     _prepare_data(trainer, text)
     trainer.model.to(cfg.device)
@@ -126,7 +126,7 @@ def resume(trainer, state):
             raise ValueError(f"--{moot[0]} changes nothing: the run in {trainer.out_dir} "
                              "has no LoRA adapters; leave it out to continue the saved run")
     apply_settings(trainer.model, cfg)      # the changed settings reach the model
-    check_training_fits(cfg, trainer.model)
+    check_training_fits(cfg.dtype, trainer.model)
     trainer.model.to(cfg.device)
     trainer.precision = Precision(cfg)
     trainer.precision.set_up(trainer.model)
@@ -210,7 +210,7 @@ def apply_settings(model, cfg):
                                        lora.target_modules)
 
 
-def check_training_fits(cfg, model=None, n_params=None):
+def check_training_fits(dtype, model=None, n_params=None):
     """Refuse (ValueError) a run whose weights, gradients and AdamW's two moments (and,
     under mixed precision, the float32 master weights and their gradients) need more
     memory than this machine has: from the sizes alone, before the optimizer (or, given
@@ -222,14 +222,14 @@ def check_training_fits(cfg, model=None, n_params=None):
         trained = sum(p.data.size for p in params if p.requires_grad)
     else:
         trained = n_params
-    if cfg.dtype == "float16":      # float16 weights and gradients, float32 master and moments
+    if dtype == "float16":      # float16 weights and gradients, float32 master and moments
         nbytes = 2 * n_params + 2 * trained + 4 * 4 * trained
     else:
-        size = np.dtype(cfg.dtype).itemsize
+        size = np.dtype(dtype).itemsize
         nbytes = size * n_params + 3 * size * trained
     memory.check_fits(nbytes, f"training a model of {n_params:,} parameters ({trained:,} "
-                      f"trained, {cfg.dtype}): its weights, gradients and AdamW's moments"
-                      + (" and the float32 master copy" if cfg.dtype == "float16" else ""))
+                      f"trained, {dtype}): its weights, gradients and AdamW's moments"
+                      + (" and the float32 master copy" if dtype == "float16" else ""))
 
 
 def data_fingerprint(source, text):
