@@ -294,3 +294,11 @@ def test_finetune_checks_the_memory_of_its_optimizer(tmp_path, monkeypatch, caps
     assert status == 1
     assert "gradients and AdamW's moments" in capsys.readouterr().err
     assert not (tmp_path / "run" / "ckpt.npz").exists()
+
+
+@pytest.mark.parametrize("timeout", [0, -1.0, float("inf"), True])
+def test_data_parallel_timeouts_are_checked(timeout):
+    from tinygpt.train import DataParallel
+    with pytest.raises(ValueError, match=r"timeout \(seconds\) must be a finite number > 0"):
+        DataParallel(GPT(GPTConfig(vocab_size=8, block_size=4, n_layer=1, n_head=1,
+                                   n_embd=4)), 1, timeout=timeout)

@@ -150,9 +150,8 @@ class DataParallel(DataParallelBase):
 
     def __init__(self, model, processes, threads=None, timeout=None):
         check_processes(processes)
-        self.timeout = worker_timeout() if timeout is None else float(timeout)
-        if not self.timeout > 0:
-            raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+        self.timeout = worker_timeout() if timeout is None else validate.real(
+            "timeout (seconds)", timeout, minimum=0, low_open=True)
         self.model = model
         self.processes = processes
         self.params = list(model.parameters())
