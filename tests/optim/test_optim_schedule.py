@@ -94,5 +94,5 @@ def test_bad_arguments_raise(args, error, match):
 def test_bad_iteration_raises():
     with pytest.raises(ValueError, match="-1"):
         cosine_with_warmup(-1, MAX, MIN, WARMUP, DECAY)
-    with pytest.raises(TypeError, match="integer"):
+    with pytest.raises(TypeError, match="the iteration must be an int"):
         cosine_with_warmup(1.5, MAX, MIN, WARMUP, DECAY)

@@ -97,8 +97,8 @@ def test_float32_stays_float32():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(lr=-0.1), "lr=-0.1"),
-    (dict(lr=0.1, momentum=-0.5), "momentum=-0.5"),
+    (dict(lr=-0.1), "lr must be .*, got -0.1"),
+    (dict(lr=0.1, momentum=-0.5), "momentum must be .*, got -0.5"),
     (dict(lr=0.1, weight_decay=-1), "weight_decay"),
     (dict(lr=0.1, nesterov=True), "nesterov"),
     (dict(lr=0.1, momentum=0.9, dampening=0.1, nesterov=True), "dampening=0.1"),

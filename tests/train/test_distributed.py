@@ -134,12 +134,14 @@ trainer.sampler.get_batch = get_batch
 try:
     trainer.run()
 except ValueError as e:
-    print(f"rank {{trainer.group.rank}} at {{trainer.iter_num}}: {{e}}", flush=True)
+    # A file per rank: two ranks' lines on one forwarded stdout may interleave.
+    with open(f"rank{{trainer.group.rank}}.txt", "w") as f:
+        f.write(f"rank {{trainer.group.rank}} at {{trainer.iter_num}}: {{e}}")
     sys.exit(3)
 """)
     run = subprocess.run([MPIEXEC, "-n", "2", sys.executable, str(script)], cwd=tmp_path,
                          env=env(tmp_path), capture_output=True, text=True, timeout=60)
-    lines = sorted(line for line in run.stdout.splitlines() if line.startswith("rank "))
+    lines = sorted(path.read_text() for path in tmp_path.glob("rank*.txt"))
     assert len(lines) == 2, (run.stdout, run.stderr)
     for rank, line in enumerate(lines):
         assert line.startswith(f"rank {rank} at 2: rank 1: token id 1000000"), line

@@ -205,7 +205,7 @@ def test_one_process_forks_nothing():
 
 @pytest.mark.parametrize("processes", [0, -2, True, 2.0, "2"])
 def test_bad_process_counts_are_named(processes):
-    with pytest.raises(ValueError, match="processes must be a positive integer"):
+    with pytest.raises(ValueError, match="processes must be a positive int, got "):
         DataParallel(model(), processes)
 
 

@@ -12,11 +12,12 @@ min(1, max_norm / (total + 1e-6)), computed on the device, in one kernel; each `
 then views its part of that buffer. (Reading the norm back to decide whether to scale
 would stop the host until the whole backward pass has run.)
 
-Imports: autograd (backend, fast.threads, Tensor).
+Imports: autograd (backend, fast.threads, Tensor), validate.
 """
 
 import math
 
+from .. import validate
 from ..autograd import backend
 from ..autograd.fast import threads
 from ..autograd.tensor import Tensor
@@ -36,13 +37,9 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     """
     if isinstance(parameters, Tensor):
         parameters = [parameters]
-    max_norm = float(max_norm)
-    norm_type = float(norm_type)
-    if math.isnan(max_norm) or max_norm < 0:
-        raise ValueError(f"clip_grad_norm_: max_norm must be >= 0, got {max_norm}")
-    if math.isnan(norm_type) or norm_type <= 0:
-        raise ValueError(
-            f"clip_grad_norm_: norm_type must be > 0 or inf, got {norm_type}")
+    max_norm = validate.real("clip_grad_norm_: max_norm", max_norm, minimum=0, finite=False)
+    norm_type = validate.real("clip_grad_norm_: norm_type (inf for the largest |x|)",
+                              norm_type, minimum=0, low_open=True, finite=False)
     with_grads = [p for p in parameters if p.grad is not None]
     grads = [p.grad.data for p in with_grads]
     if not grads:

@@ -13,29 +13,22 @@ parameter, is shared by every parameter, so a step allocates nothing after the f
 subclass may instead override `_update_all(items)` to update all parameters together
 (AdamW does, block by block on several threads).
 
-Imports: autograd (backend, Tensor).
+Imports: autograd (backend, Tensor), validate.
 """
 
 import math
 
+from .. import validate
 from ..autograd import backend
 from ..autograd.tensor import Tensor
 
 
 def _check_number(name, value, low=0.0, high=math.inf, high_open=False):
-    """float(value) when low <= value <= high (value < high when high_open); else ValueError
-    naming the hyper-parameter, its value and the allowed range."""
-    if isinstance(value, (bool, str)):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}") from None
-    too_high = value >= high if high_open else value > high
-    if math.isnan(value) or value < low or too_high:
-        bracket = ")" if high_open else "]"
-        raise ValueError(f"invalid {name}={value}: expected a value in [{low}, {high}{bracket}")
-    return value
+    """float(value) when it is a finite number with low <= value <= high (value < high
+    when high_open); else an error naming the hyper-parameter, its value and the allowed
+    range (`validate.real`: a TypeError for a value that is not a number)."""
+    return validate.real(name, value, minimum=low,
+                         maximum=None if high == math.inf else high, high_open=high_open)
 
 
 def int8_hint(p):

@@ -19,23 +19,22 @@ nanoGPT's `get_lr`. A trainer sets the rate before each step:
     >>> for group in optimizer.param_groups:
     ...     group["lr"] = schedule(it)
 
-Imports: the standard library only.
+Imports: tinygpt.validate.
 """
 
 import math
 
+from .. import validate
+
 
 def _check(it, max_lr, min_lr, warmup_iters, lr_decay_iters):
-    if isinstance(it, bool) or not isinstance(it, int) and not hasattr(it, "__index__"):
-        raise TypeError(f"the iteration must be an integer, got {it!r}")
-    if it < 0:
-        raise ValueError(f"the iteration must be >= 0, got {it}")
-    if not (max_lr >= 0 and math.isfinite(max_lr)):
-        raise ValueError(f"max_lr must be a finite number >= 0, got {max_lr}")
-    if not (0 <= min_lr <= max_lr):
+    validate.integer("the iteration", it, minimum=0)
+    validate.real("max_lr", max_lr, minimum=0)
+    validate.real("min_lr", min_lr, minimum=0)
+    if min_lr > max_lr:
         raise ValueError(f"min_lr must be in [0, max_lr={max_lr}], got {min_lr}")
-    if warmup_iters < 0:
-        raise ValueError(f"warmup_iters must be >= 0, got {warmup_iters}")
+    validate.integer("warmup_iters", warmup_iters, minimum=0)
+    validate.integer("lr_decay_iters", lr_decay_iters, minimum=0)
     if lr_decay_iters < warmup_iters:
         raise ValueError(
             f"lr_decay_iters ({lr_decay_iters}) must be >= warmup_iters ({warmup_iters})")
@@ -94,6 +93,7 @@ class Schedule:
             if name != "constant":
                 raise ValueError(f"the {name!r} schedule needs lr_decay_iters")
             lr_decay_iters = warmup_iters
+        _check(0, max_lr, min_lr, warmup_iters, lr_decay_iters)    # before any conversion
         self.name, self.fn = name, SCHEDULES[name]
         self.max_lr, self.min_lr = float(max_lr), float(min_lr)
         self.warmup_iters, self.lr_decay_iters = int(warmup_iters), int(lr_decay_iters)

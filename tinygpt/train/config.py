@@ -13,10 +13,9 @@ checkpoint. Settings the caller gives explicitly may change some of them:
   evaluation, the device, ...) may change, and the log says what changed.
 """
 
-import math
-import numbers
 from dataclasses import asdict, dataclass, fields
 
+from .. import validate
 from ..autograd import backend
 from ..autograd.fast import threads
 from ..model import GPTConfig
@@ -121,28 +120,18 @@ class TrainConfig:
             _check_type(f.name, getattr(self, f.name), type(f.default))
         for name in ("eval_interval", "eval_iters", "log_interval", "n_layer", "n_head",
                      "n_embd", "block_size", "batch_size", "gradient_accumulation_steps"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        for name in ("max_iters", "warmup_iters", "lr_decay_iters"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+            validate.positive_integer(name, getattr(self, name))
+        for name in ("max_iters", "warmup_iters", "lr_decay_iters", "loss_scale_window"):
+            validate.integer(name, getattr(self, name), minimum=0)
         for name in ("out_dir", "data", "tokenizer"):
             if not getattr(self, name):
                 raise ValueError(f"{name} must not be empty")
-        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0) \
-                or not (math.isfinite(self.min_lr) and self.min_lr >= 0):
-            raise ValueError(f"learning_rate must be a finite number > 0 and min_lr a finite "
-                             f"number >= 0, got {self.learning_rate} and {self.min_lr}")
-        for name, low, high in (("dropout", 0.0, 1.0), ("beta1", 0.0, 1.0),
-                                ("beta2", 0.0, 1.0)):
-            if not low <= getattr(self, name) < high:
-                raise ValueError(f"{name} must be in [{low}, {high}), got {getattr(self, name)}")
-        for name in ("weight_decay", "grad_clip"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0"
-                                 + (" (0 turns clipping off)" if name == "grad_clip" else "")
-                                 + f", got {value}")
+        validate.real("learning_rate", self.learning_rate, minimum=0, low_open=True)
+        validate.real("loss_scale", self.loss_scale, minimum=0, low_open=True)
+        for name in ("min_lr", "weight_decay", "grad_clip"):     # grad_clip 0: no clipping
+            validate.real(name, getattr(self, name), minimum=0)
+        for name in ("dropout", "beta1", "beta2"):
+            validate.real(name, getattr(self, name), minimum=0.0, maximum=1.0, high_open=True)
         # The schedule checks its own arguments (min_lr <= learning_rate, the decay span).
         get_schedule(self.schedule, max_lr=self.learning_rate, min_lr=self.min_lr,
                      warmup_iters=self.warmup_iters, lr_decay_iters=self.lr_decay_iters)
@@ -152,12 +141,12 @@ class TrainConfig:
         if self.dtype not in ("float32", "float64", "float16"):
             raise ValueError(f"dtype must be 'float32', 'float64' or 'float16' (mixed "
                              f"precision), got {self.dtype!r}")
-        if not (math.isfinite(self.loss_scale) and self.loss_scale > 0) \
-                or self.loss_scale_window < 0:
-            raise ValueError(f"loss_scale must be a finite number > 0 and loss_scale_window "
-                             f"an int >= 0, got {self.loss_scale} and {self.loss_scale_window}")
         backend.normalize_device(self.device)
         self.model_config(vocab_size=1)         # n_embd % n_head, gelu_approximate, ...
+        if self.n_expert and self.moe_every > self.n_layer:
+            raise ValueError(f"moe_every {self.moe_every} puts the experts in no layer of "
+                             f"n_layer {self.n_layer} (every moe_every-th block has them): "
+                             f"with n_expert > 0, give a moe_every of at most n_layer")
         if self.processes < 0:
             raise ValueError(f"processes must be 0 (auto) or a positive integer, got "
                              f"{self.processes!r}")
@@ -182,10 +171,8 @@ class TrainConfig:
             if not (self.init_from or self.resume):
                 raise ValueError("lora_rank adapts a pre-trained model: give --init_from too")
             check_lora_options(**self.lora_options())
-        if isinstance(self.adapter_size, bool) or not isinstance(self.adapter_size, int) \
-                or self.adapter_size < 0:
-            raise ValueError(f"adapter_size must be 0 (no bottleneck adapters) or a positive "
-                             f"integer, got {self.adapter_size!r}")
+        validate.integer("adapter_size (0: no bottleneck adapters)", self.adapter_size,
+                         minimum=0)
         if self.adapter_size:
             if not (self.init_from or self.resume):
                 raise ValueError("adapter_size adapts a pre-trained model: give --init_from "
@@ -250,19 +237,17 @@ class TrainConfig:
 
 
 def _check_type(name, value, kind):
-    """A field's value must have its default's type (an int is a fine float)."""
+    """A field's value must have its default's type (an int is a fine float; a float
+    field may be infinite here, its range is checked apart): validate.ArgumentTypeError."""
     if kind is bool:
-        ok = isinstance(value, bool)
+        validate.boolean(name, value)
     elif kind is int:
-        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        validate.integer(name, value)
     elif kind is float:
-        ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    else:
-        ok = isinstance(value, kind)
-    if not ok:
-        expected = {bool: "true or false", int: "an integer", float: "a number",
-                    str: "a string"}[kind]
-        raise TypeError(f"{name} must be {expected}, got {value!r}")
+        validate.real(name, value, finite=False)
+    elif not isinstance(value, kind):
+        raise validate.ArgumentTypeError(f"{name} must be a string, got "
+                                         f"{type(value).__name__} {value!r}")
 
 
 def non_default_fields(config):

@@ -31,7 +31,7 @@ adapters and the head alone (`tinygpt.model.bottleneck.load_bottleneck`).
 Like `train`, a run locks its out_dir (tinygpt.files.FolderLock) and runs in one process
 (MPI ranks are refused); Ctrl-C saves the classifier after the last finished step.
 
-Imports: autograd, nn, optim, data, model, train.trainer.
+Imports: autograd, nn, optim, data, model, train.trainer, train.start (the memory check).
 """
 
 import contextlib
@@ -59,6 +59,7 @@ from ..nn.bottleneck import apply_adapters, check_bottleneck_options
 from ..nn.lora import apply_lora, check_lora_options
 from ..optim import AdamW, clip_grad_norm_, configure_param_groups, get_schedule
 from .distributed import launched_size
+from .start import check_training_fits
 from .trainer import CHECKPOINT, TrainingError, load_for_inference
 
 RESULTS = "results.json"
@@ -337,6 +338,7 @@ def _run(cfg, log, task, model, tokenizer, special, data, ckpt_path):
     warmup = math.ceil(cfg.warmup * total)
     schedule = get_schedule("linear", max_lr=cfg.learning_rate, min_lr=0.0,
                             warmup_iters=warmup, lr_decay_iters=total)
+    check_training_fits(cfg.dtype, model)       # before AdamW's moments are allocated
     optimizer = AdamW(configure_param_groups(model.named_parameters(), cfg.weight_decay),
                       lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2))
     K = len(task.train[0].endings)

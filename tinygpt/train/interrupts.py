@@ -127,4 +127,10 @@ class Interrupts:
 
 
 def resume_hint(trainer):
-    return f"continue with: python -m tinygpt train --out_dir {trainer.out_dir} --resume"
+    """The command that continues the run: under MPI launched as this run was (mpiexec -n
+    N; the settings come from the checkpoint)."""
+    group = trainer.group
+    launch = (f"mpiexec -n {group.world_size} "
+              if group.world_size > 1 and getattr(group, "backend", None) == "mpi" else "")
+    return (f"continue with: {launch}python -m tinygpt train --out_dir {trainer.out_dir} "
+            "--resume")

@@ -31,8 +31,9 @@ No wait is unbounded. A worker that dies is noticed at once (its pipe closes); o
 stops answering (stopped with SIGSTOP, stuck, swapping) is given `timeout` seconds
 (default 60, or $TINYGPT_WORKER_TIMEOUT), or 20 times the time this process took for its
 own shard when that is longer; then it is killed, the others are stopped, and
-WorkerError names it. Workers ignore Ctrl-C (the calling process decides what to do) and
-end when the calling process does, however it ends: their pipe reads end of file.
+WorkerError names it. Workers ignore Ctrl-C and SIGTERM (the calling process decides what
+to do: a signal to the whole process group interrupts the run, not its workers) and end
+when the calling process does, however it ends: their pipe reads end of file.
 """
 
 import contextlib
@@ -49,6 +50,7 @@ from multiprocessing import Pipe
 
 import numpy as np
 
+from .. import validate
 from ..autograd import backend
 from ..autograd.fast import blas as fast_blas
 from ..autograd.fast import threads as fast_threads
@@ -96,8 +98,7 @@ def auto_processes(threads, batch_size, device="cpu"):
 
 def check_processes(processes, device="cpu"):
     """Raise a ValueError naming what is wrong with a `processes` setting."""
-    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
-        raise ValueError(f"processes must be a positive integer, got {processes!r}")
+    validate.positive_integer("processes", processes)
     if processes > 1 and backend.normalize_device(device) != "cpu":
         raise ValueError(
             f"processes={processes} splits batches over CPU processes; on device "
@@ -149,9 +150,8 @@ class DataParallel(DataParallelBase):
 
     def __init__(self, model, processes, threads=None, timeout=None):
         check_processes(processes)
-        self.timeout = worker_timeout() if timeout is None else float(timeout)
-        if not self.timeout > 0:
-            raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+        self.timeout = worker_timeout() if timeout is None else validate.real(
+            "timeout (seconds)", timeout, minimum=0, low_open=True)
         self.model = model
         self.processes = processes
         self.params = list(model.parameters())
@@ -196,8 +196,11 @@ class DataParallel(DataParallelBase):
                 ours.close()
                 for _, conn in self.workers:                # the other workers' pipes
                     conn.close()
-                signal.signal(signal.SIGINT, signal.SIG_IGN)    # Ctrl-C is the parent's
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)   # not the parent's handler
+                # Ctrl-C and SIGTERM (to the whole group: a terminal, `timeout`, `kill --
+                # -PGID`) are the calling process's to act on: it stops the run and then
+                # the workers, which end on their own with it in any case (end of file).
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
                 self._limit_threads(self.threads)
                 self._serve(theirs, self._slots[rank - 1])
             except BaseException:

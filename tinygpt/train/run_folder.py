@@ -55,15 +55,21 @@ class RunFolder:
         self.lock.release()
 
     def refuse_existing_run(self, overwrite):
-        """A new run never replaces another's checkpoint or log unless told to."""
+        """A new run never replaces another's checkpoint or log unless told to. A log
+        without a checkpoint that records nothing past iteration 0 is not a run: its run
+        stopped before its first checkpoint (killed in the first evaluation, or failed at
+        its start), there is nothing to resume, and a new run starts there."""
         if overwrite:
             return
-        found = [name for name in (CHECKPOINT, LOG)
-                 if os.path.exists(os.path.join(self.path, name))]
-        if found:
+        if os.path.exists(self.ckpt_path):
             raise FileExistsError(
-                f"{self.path} already holds a run ({', '.join(found)}): pass --resume to "
+                f"{self.path} already holds a run ({CHECKPOINT}): pass --resume to "
                 "continue it, or choose another --out_dir (or --overwrite to replace it)")
+        if os.path.exists(self.log_path) and _logged_past_start(self.log_path):
+            raise FileExistsError(
+                f"{self.path} already holds the log of a run that saved no checkpoint "
+                f"({LOG}; nothing to resume): pass --overwrite to replace it, or choose "
+                "another --out_dir")
 
     def open_log(self, resume, iter_num):
         """The JSON-lines loss log, for appending. On resume, lines past the resumed
@@ -90,6 +96,18 @@ class RunFolder:
             if dropped:
                 atomic_write_text(self.log_path, "".join(kept))
         return open(self.log_path, "a", encoding="utf-8")
+
+
+def _logged_past_start(path):
+    """Whether the log at `path` holds a record of an iteration past 0."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                if json.loads(line).get("iter", 0) > 0:
+                    return True
+            except (json.JSONDecodeError, RecursionError, AttributeError, TypeError):
+                continue        # a line cut short by a kill, or not a record
+    return False
 
 
 class _NoLock:

@@ -8,6 +8,10 @@ train.ranks, train.zero.
 checkpoint's), model, tokenizer, train_data, val_data, data_info, precision, optimizer,
 sampler, iter_num and history, and saving's saved_at and saved_ranks. A new run reads
 before it writes: everything that can be refused is refused before out_dir is taken.
+
+Pruning masks (tinygpt/nn/pruning.py) are not part of a checkpoint: a run whose model was
+pruned through the Python API is resumed with its masks by `restore_masks(trainer.model)`
+before `trainer.run()` (see docs/compression.md).
 """
 
 import hashlib
@@ -15,14 +19,17 @@ import os
 
 import numpy as np
 
+from .. import memory
 from ..autograd import backend
 from ..autograd.fast import malloc
 from ..data import BatchSampler, CharTokenizer, check_token_ids, load_text, train_val_split
 from ..data.tokenizers import load_tokenizer, require_tokenizer
 from ..model import GPT
 from ..model.checkpoint import CheckpointError, load_training_state
+from ..model.moe import MoE
+from ..model.sizes import count_params
 from ..nn.bottleneck import apply_adapters
-from ..nn.lora import apply_lora
+from ..nn.lora import LoraConfig, apply_lora, check_lora_options, lora_layers
 from ..optim import AdamW, configure_param_groups
 from .config import resumed_config
 from .ddp import agree
@@ -50,7 +57,11 @@ def _set_up(trainer):
     folder.check()                  # a run in progress there is named at once
     if cfg.resume:
         if not os.path.isfile(folder.ckpt_path):
-            raise FileNotFoundError(f"no checkpoint at {folder.ckpt_path} to resume from")
+            raise FileNotFoundError(
+                f"no checkpoint at {folder.ckpt_path} to resume from"
+                + (" (the run there stopped before its first checkpoint)"
+                   if os.path.exists(folder.log_path) else "")
+                + f": start a new run in {folder.path} without --resume")
         folder.acquire()
         folder.remove_stale_files()
         resume(trainer, load_training_state(folder.ckpt_path))
@@ -62,22 +73,26 @@ def _set_up(trainer):
         # Fine-tuning: the model's shape and tokenizer come from the pretrained folder.
         trainer.model = GPT.from_pretrained(cfg.init_from, dropout=cfg.dropout)
         trainer.tokenizer = require_tokenizer(trainer.model)
+        take_pretrained_shape(cfg, trainer.model.config, trainer.given)
         mc = trainer.model.config
         if cfg.block_size > mc.block_size:
             raise ValueError(f"block_size {cfg.block_size} is larger than the pretrained "
                              f"model's {mc.block_size}")
         if cfg.block_size < mc.block_size:
             trainer.model.crop_block_size(cfg.block_size)
-        cfg.n_layer, cfg.n_head, cfg.n_embd = mc.n_layer, mc.n_head, mc.n_embd
-        cfg.bias, cfg.gelu_approximate = mc.bias, mc.gelu_approximate
         if cfg.lora_rank:
             apply_lora(trainer.model, **cfg.lora_options())
         if cfg.adapter_size:
             apply_adapters(trainer.model, cfg.adapter_size)
+        apply_settings(trainer.model, cfg)
+        trainer.model.train()       # from_pretrained gives eval mode; a run trains
+        check_training_fits(cfg.dtype, trainer.model)
     else:
         trainer.tokenizer = (CharTokenizer.from_text(text) if cfg.tokenizer == "char"
                              else load_tokenizer(cfg.tokenizer))
-        trainer.model = GPT(cfg.model_config(trainer.tokenizer.vocab_size))
+        model_config = cfg.model_config(trainer.tokenizer.vocab_size)
+        check_training_fits(cfg.dtype, n_params=count_params(model_config))
+        trainer.model = GPT(model_config)
     _prepare_data(trainer, text)
     trainer.model.to(cfg.device)
     trainer.precision = Precision(cfg)
@@ -109,6 +124,13 @@ def resume(trainer, state):
     # Mixed precision saves the float32 master weights: the model is made from them.
     trainer.model = state.build_model(
         dtype="float32" if cfg.dtype == "float16" else cfg.dtype, dropout=cfg.dropout)
+    if getattr(trainer.model, "lora_config", None) is None:
+        moot = [name for name in ("lora_alpha", "lora_dropout") if name in changed]
+        if moot:
+            raise ValueError(f"--{moot[0]} changes nothing: the run in {trainer.out_dir} "
+                             "has no LoRA adapters; leave it out to continue the saved run")
+    apply_settings(trainer.model, cfg)      # the changed settings reach the model
+    check_training_fits(cfg.dtype, trainer.model)
     trainer.model.to(cfg.device)
     trainer.precision = Precision(cfg)
     trainer.precision.set_up(trainer.model)
@@ -144,6 +166,74 @@ def resume(trainer, state):
     if saved_world < group.world_size:
         trainer.log(f"ranks {saved_world}-{group.world_size - 1} start batch and dropout "
                     "streams of their own (the checkpoint has none for them)")
+
+
+# The model's shape, fixed by a pretrained folder: TrainConfig's name -> a function of the
+# folder's GPTConfig giving the value as TrainConfig spells it (None there is 0 here).
+PRETRAINED_SHAPE = {name: (lambda mc, name=name: getattr(mc, name) or 0) if name in (
+    "attn_window", "expert_hidden") else (lambda mc, name=name: getattr(mc, name)) for name in (
+    "n_layer", "n_head", "n_embd", "bias", "gelu_approximate", "attn_window", "attn_pattern",
+    "n_expert", "expert_top_k", "expert_hidden", "moe_every", "position", "rope_base",
+    "rope_scale")}
+
+
+def take_pretrained_shape(cfg, mc, given):
+    """With init_from the folder's config `mc` fixes the model's shape: a flag in `given`
+    (the caller's) with another value is refused, naming both; the others take the
+    folder's values, so that the run records the shape it trains."""
+    refused = []
+    for name, value_of in PRETRAINED_SHAPE.items():
+        value = value_of(mc)
+        if name in given and getattr(cfg, name) != value:
+            refused.append(f"--{name} {getattr(cfg, name)!r} (the pretrained model's: "
+                           f"{value!r})")
+        else:
+            setattr(cfg, name, value)
+    if refused:
+        raise ValueError(f"--init_from {cfg.init_from}: the pretrained model fixes the "
+                         f"model's shape, and these settings differ from it: "
+                         f"{', '.join(refused)}; leave them out (or give the model's values)")
+
+
+def apply_settings(model, cfg):
+    """Put the run's settings that shape no parameter into the model: the experts'
+    capacity and load-balancing coefficient, LoRA's alpha and dropout (dropout itself is
+    the model's config when it is built). A resumed run applies its changed ones here."""
+    model.config.expert_capacity = cfg.expert_capacity
+    model.config.aux_loss_coef = cfg.aux_loss_coef
+    for module in model.modules():
+        if isinstance(module, MoE):
+            module.capacity_factor = cfg.expert_capacity
+    lora = getattr(model, "lora_config", None)
+    if lora is not None:
+        check_lora_options(lora.r, cfg.lora_alpha, cfg.lora_dropout)
+        for _, layer in lora_layers(model):
+            layer.alpha, layer.scaling = float(cfg.lora_alpha), cfg.lora_alpha / layer.rank
+            layer.lora_dropout.p = float(cfg.lora_dropout)
+        model.lora_config = LoraConfig(lora.r, float(cfg.lora_alpha), float(cfg.lora_dropout),
+                                       lora.target_modules)
+
+
+def check_training_fits(dtype, model=None, n_params=None):
+    """Refuse (ValueError) a run whose weights, gradients and AdamW's two moments (and,
+    under mixed precision, the float32 master weights and their gradients) need more
+    memory than this machine has: from the sizes alone, before the optimizer (or, given
+    `n_params`, the model) is allocated. `model`: counted from its parameters (trained:
+    those that require a gradient); else `n_params`, all trained."""
+    if model is not None:
+        params = list(model.parameters())
+        n_params = sum(p.data.size for p in params)
+        trained = sum(p.data.size for p in params if p.requires_grad)
+    else:
+        trained = n_params
+    if dtype == "float16":      # float16 weights and gradients, float32 master and moments
+        nbytes = 2 * n_params + 2 * trained + 4 * 4 * trained
+    else:
+        size = np.dtype(dtype).itemsize
+        nbytes = size * n_params + 3 * size * trained
+    memory.check_fits(nbytes, f"training a model of {n_params:,} parameters ({trained:,} "
+                      f"trained, {dtype}): its weights, gradients and AdamW's moments"
+                      + (" and the float32 master copy" if dtype == "float16" else ""))
 
 
 def data_fingerprint(source, text):
