@@ -93,7 +93,7 @@ def test_mixed_precision_trains_the_adapters(base):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--adapter_size", "-1"], r"adapter_size \(0: no bottleneck adapters\) must be an int >= 0"),
+    (["--adapter_size", "-1"], "adapter_size (0: no bottleneck adapters) must be an int >= 0"),
     (["--adapter_size", "4", "--lora_rank", "2"], "lora_rank and adapter_size are not combined"),
 ])
 def test_bad_train_settings_stop_before_anything_is_written(base, capsys, extra, message):
