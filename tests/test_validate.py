@@ -1,6 +1,8 @@
 """tinygpt.validate: each helper's accepted values, returned types and refusals."""
 
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -148,3 +150,23 @@ def test_token_ids_wording_and_ignore_index():
                     size_name="classes", ignore_index=-100)
     with pytest.raises(ValueError, match=r"index -100 at position 0"):
         v.token_ids(np.array([-100, 1]), 3, what="index")
+
+
+# Modules that check values read from a file, where the file's format, not a Python
+# argument, says what is allowed (an adapter file's r of 4.0 reads as 4).
+FILE_READERS = {"tinygpt/model/safetensors.py", "tinygpt/model/adapters.py"}
+_HAND_CHECK = re.compile(r"isinstance\([^)]*\bbool\b[^)]*\)\s*or\s+not\s+isinstance\(")
+
+
+def test_argument_checks_go_through_validate():
+    """One place for argument checks: no module of the package writes the
+    "isinstance(v, bool) or not isinstance(v, ...)" check by hand (validate.py does)."""
+    root = Path(__file__).resolve().parents[1]
+    found = []
+    for path in sorted((root / "tinygpt").rglob("*.py")):
+        name = path.relative_to(root).as_posix()
+        if name == "tinygpt/validate.py" or name in FILE_READERS:
+            continue
+        text = " ".join(path.read_text(encoding="utf-8").split())   # across line breaks
+        found += [f"{name}: {m.group(0)[:60]}" for m in _HAND_CHECK.finditer(text)]
+    assert found == [], f"use tinygpt.validate for these argument checks: {found}"

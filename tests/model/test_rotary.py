@@ -94,7 +94,7 @@ def test_rotary_names_bad_options():
     x = tg.zeros((1, 1, 2, 4))
     with pytest.raises(ValueError, match="scale must be a finite number >= 1"):
         F.rotary(x, [0, 1], scale=0.5)
-    with pytest.raises(ValueError, match="base must be a number > 1"):
+    with pytest.raises(ValueError, match="base must be a finite number > 1"):
         F.rotary(x, [0, 1], base=1.0)
     with pytest.raises(ValueError, match="even head size"):
         GPTConfig(n_embd=12, n_head=4, position="rotary")

@@ -176,8 +176,8 @@ def test_a_task_head_stays_trainable_and_the_shapes_are_predicted():
 @pytest.mark.parametrize("size, error, message", [
     (0, ValueError, "bottleneck size must be a positive int"),
     (-3, ValueError, "bottleneck size must be a positive int"),
-    (2.0, TypeError, "bottleneck size must be an int"),
-    (True, TypeError, "bottleneck size must be an int"),
+    (2.0, TypeError, "bottleneck size must be a positive int"),
+    (True, TypeError, "bottleneck size must be a positive int"),
 ])
 def test_bad_sizes_are_refused(size, error, message):
     model = small_gpt()

@@ -143,7 +143,7 @@ def test_finetune_trains_the_adapters_and_the_head(tmp_path, capsys, method, fla
 def test_finetune_refuses_both_methods_and_bad_sizes(tmp_path, capsys):
     task = yes_no_task(tmp_path / "task")
     for flags, message in [(["--lora_rank", "2", "--adapter_size", "4"], "choose one"),
-                           (["--adapter_size", "-2"], "adapter_size must be 0 (off)")]:
+                           (["--adapter_size", "-2"], "adapter_size (0: off) must be an int >= 0")]:
         assert cli_main(["finetune", "--task", task, "--out_dir", str(tmp_path / "run"),
                          *SMALL, *flags]) == 1
         assert message in capsys.readouterr().err

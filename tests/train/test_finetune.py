@@ -106,8 +106,8 @@ def test_finetune_from_a_trained_checkpoint(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--lm_coef", "-1"], "lm_coef must be >= 0"),
-    (["--epochs", "0"], "epochs must be a positive integer"),
+    (["--lm_coef", "-1"], "lm_coef must be a finite number >= 0"),
+    (["--epochs", "0"], "epochs must be a positive int"),
     (["--task", "nowhere"], "no task folder nowhere"),
     (["--init_from", "nowhere"], "no pretrained model folder"),
 ])

@@ -79,7 +79,7 @@ def test_optimizer_holds_the_adapters_and_resume_continues(base):
 @pytest.mark.parametrize("extra, message", [
     (["--lora_rank", "-1"], "lora_rank must be 0 (no LoRA) or a positive integer"),
     (["--lora_targets", "q_proj"], "'q_proj' names no layer"),
-    (["--lora_alpha", "0"], "alpha must be a number > 0"),
+    (["--lora_alpha", "0"], "alpha must be a finite number > 0"),
 ])
 def test_bad_lora_settings_stop_before_anything_is_written(base, capsys, extra, message):
     assert cli_main(lora_args(base, "run", *extra)) == 1

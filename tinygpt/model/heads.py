@@ -132,8 +132,7 @@ class _TaskHeadGPT(GPT):
         return model.train(gpt.training)
 
     def _add_score(self, clf_dropout, outputs, score_bias=True):
-        if not isinstance(score_bias, bool):
-            raise TypeError(f"score_bias must be True or False, got {score_bias!r}")
+        validate.boolean("score_bias", score_bias)
         self.clf_dropout = nn.Dropout(clf_dropout)
         self.score = nn.Linear(self.config.n_embd, outputs, bias=score_bias,
                                device=self.device, dtype=self.dtype)

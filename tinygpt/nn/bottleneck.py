@@ -38,12 +38,12 @@ parameter is frozen (requires_grad False) except those of the modules named in
 Saving and loading the adapters alone is `tinygpt.model.bottleneck`; checkpoints keep
 their structure (`BottleneckConfig`) and rebuild them.
 
-Imports: autograd, nn.
+Imports: autograd, nn, validate.
 """
 
-import numbers
 from dataclasses import dataclass
 
+from .. import validate
 from . import init
 from .layers import GELU, Linear
 from .lora import lora_layers
@@ -110,10 +110,7 @@ class BottleneckAdapter(Module):
 
 
 def _check_positive(what, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{what} must be an int, got {type(value).__name__} {value!r}")
-    if value <= 0:
-        raise ValueError(f"{what} must be a positive int (the adapter's width), got {value}")
+    validate.positive_integer(what, value)
 
 
 def check_bottleneck_options(size, targets=DEFAULT_TARGETS, trainable=()):

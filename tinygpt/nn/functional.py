@@ -6,7 +6,6 @@ and the backward sit side by side. Imports: autograd, validate.
 """
 
 import math
-import numbers
 
 import numpy as np
 
@@ -266,12 +265,9 @@ def rotary(x, positions, base=10000.0, scale=1.0):
     if tuple(positions.shape) not in ((T,), (B, T)):
         raise ValueError(f"rotary: positions of shape {tuple(positions.shape)} do not match x "
                          f"{tuple(x.shape)}: expected ({T},) or ({B}, {T})")
-    if isinstance(base, bool) or not isinstance(base, numbers.Real) or not base > 1:
-        raise ValueError(f"rotary: base must be a number > 1, got {base!r}")
-    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) \
-            or not 1 <= scale < math.inf:
-        raise ValueError(f"rotary: scale must be a finite number >= 1, got {scale!r}")
-    return RotaryOp.apply(x, positions, base=float(base), scale=float(scale))
+    base = validate.real("rotary: base", base, minimum=1, low_open=True)
+    scale = validate.real("rotary: scale", scale, minimum=1)
+    return RotaryOp.apply(x, positions, base=base, scale=scale)
 
 
 def padding_mask(mask, x, where="attention_mask"):

@@ -25,8 +25,6 @@ adapters alone, in PEFT's file layout, is `tinygpt.model.adapters`.
 Imports: numpy, autograd, validate, nn, memory.
 """
 
-import math
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -116,9 +114,7 @@ class LoRALinear(Module):
 def check_lora_options(rank, alpha, dropout, targets=None):
     """Raise an error naming the first bad LoRA setting (see `apply_lora`)."""
     validate.positive_integer("LoRA rank", rank)
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not alpha > 0 \
-            or not math.isfinite(alpha):
-        raise ValueError(f"LoRA alpha must be a number > 0 and finite, got {alpha!r}")
+    validate.real("LoRA alpha", alpha, minimum=0, low_open=True)
     if alpha / rank > MAX_SCALING:
         raise ValueError(f"LoRA alpha {alpha!r} with rank {rank} scales the adapters by "
                          f"alpha / rank = {alpha / rank:.4g}, more than {MAX_SCALING:g} (float16's "

@@ -41,11 +41,10 @@ nothing of masks: prune and train through the Python API.
 Imports: autograd, nn.module, nn.layers.
 """
 
-import math
-import numbers
 
 import numpy as np
 
+from .. import validate
 from ..autograd import backend
 from .layers import Embedding, Linear
 from .module import Module
@@ -65,14 +64,8 @@ class _MaskHook:
 
 def check_sparsity(sparsity):
     """float(sparsity) for a number in [0, 1); else TypeError or ValueError."""
-    if isinstance(sparsity, (bool, np.bool_)) or not isinstance(sparsity, numbers.Real):
-        raise TypeError(f"sparsity must be a number in [0, 1), got {type(sparsity).__name__} "
-                        f"{sparsity!r}")
-    value = float(sparsity)
-    if math.isnan(value) or not 0.0 <= value < 1.0:
-        raise ValueError(f"sparsity must be in [0, 1) (the fraction of weights set to zero), "
-                         f"got {sparsity!r}")
-    return value
+    return validate.real("sparsity (the fraction of weights set to zero)", sparsity,
+                         minimum=0.0, maximum=1.0, high_open=True)
 
 
 def _targets(model, parameters):

@@ -28,10 +28,10 @@ Sums over many elements (layer norm, softmax, cross-entropy) run in float32 insi
 
 import copy
 import math
-import numbers
 
 import numpy as np
 
+from .. import validate
 from ..autograd import backend
 from ..autograd.tensor import Tensor
 
@@ -48,11 +48,8 @@ def _float32(value):
 def check_scale(value, what):
     """`value` as a float32-valued float; a ValueError unless it is a number in float32's
     normal range [2^-126, 3.4e38] (not 0, NaN, inf or negative)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
-            or not FLOAT32_TINY <= value <= FLOAT32_MAX:
-        raise ValueError(f"{what} must be a number in float32's normal range [2^-126, "
-                         f"{FLOAT32_MAX:.4g}], got {value!r}")
-    return _float32(value)
+    return _float32(validate.real(f"{what} (float32's normal range, 2^-126 up)", value,
+                                  minimum=FLOAT32_TINY, maximum=FLOAT32_MAX))
 
 
 def master_copy(model):
@@ -139,9 +136,6 @@ class GradScaler:
         """Restore `state_dict()`'s values; a ValueError for a loss scale outside float32's
         normal range (0, NaN, inf: no step could be taken with it) or a bad step count."""
         scale = check_scale(state["scale"], "the saved loss scale")
-        good_steps = state["good_steps"]
-        if isinstance(good_steps, bool) or not isinstance(good_steps, numbers.Integral) \
-                or good_steps < 0:
-            raise ValueError(f"the saved loss scale's good_steps must be an int >= 0, got "
-                             f"{good_steps!r}")
-        self.scale, self.good_steps = scale, int(good_steps)
+        good_steps = validate.integer("the saved loss scale's good_steps", state["good_steps"],
+                                      minimum=0)
+        self.scale, self.good_steps = scale, good_steps

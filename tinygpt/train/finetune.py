@@ -45,7 +45,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .. import nn
+from .. import nn, validate
 from ..autograd import backend, no_grad
 from ..autograd.tensor import Tensor
 from ..data import CharTokenizer
@@ -108,26 +108,16 @@ class FinetuneConfig:
     def __post_init__(self):
         for name in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "epochs",
                      "log_interval"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name, low, high in (("dropout", 0, 1), ("clf_dropout", 0, 1), ("warmup", 0, 1)):
-            value = getattr(self, name)
-            if not low <= value < high:
-                raise ValueError(f"{name} must be in [{low}, {high}), got {value!r}")
+            validate.positive_integer(name, getattr(self, name))
+        for name in ("dropout", "clf_dropout", "warmup"):
+            validate.probability(name, getattr(self, name), include_one=False)
         for name in ("lm_coef", "weight_decay", "grad_clip"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+            validate.real(name, getattr(self, name), minimum=0)
+        validate.real("learning_rate", self.learning_rate, minimum=0, low_open=True)
+        validate.choice("dtype", self.dtype, ("float32", "float64"))
         backend.normalize_device(self.device)
         for name in ("lora_rank", "adapter_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be 0 (off) or a positive integer, got "
-                                 f"{value!r}")
+            validate.integer(f"{name} (0: off)", getattr(self, name), minimum=0)
         if self.lora_rank and self.adapter_size:
             raise ValueError("lora_rank and adapter_size are two ways of fine-tuning few "
                              "parameters; choose one (LoRA and bottleneck adapters are not "
