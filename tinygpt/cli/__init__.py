@@ -29,6 +29,7 @@ COMMANDS = {
     "plot": "plot",
     "docs": "docs",
     "cloze": "cloze",
+    "acceptability": "acceptability",
     "finetune": "finetune",
 }
 
@@ -41,6 +42,8 @@ _HELP = {
     "plot": "draw the loss curves and training statistics of a run as PNG files",
     "docs": "regenerate docs/ops.md from the ops' docstrings",
     "cloze": "write the tiny-Shakespeare cloze task (multiple choice) to a folder",
+    "acceptability": "write the tiny-Shakespeare word-order acceptability task (2-way) to a "
+                     "folder",
     "finetune": "fine-tune a GPT on a multiple-choice task (GPT-1's head and auxiliary LM loss)",
 }
 

@@ -1,0 +1,150 @@
+"""A word-order acceptability task made from tiny Shakespeare, as 2-way multiple choice
+(floor 4, data).
+
+CoLA (the Corpus of Linguistic Acceptability, one of GPT-1's tasks) asks whether a
+sentence is well formed. `make_acceptability` builds that kind of question from a play in
+tiny Shakespeare's layout (speeches separated by blank lines, each a `NAME:` line and then
+the lines spoken), as a pair to choose from:
+
+    story    "" (nothing: the line is judged alone)
+    endings  a real line of a speech and a corrupted copy of it, in a random order;
+             `label` is the real line's index
+
+The corruption (`kind`):
+
+    "swap"     two words (space-separated, punctuation attached) at different positions
+               and with different spellings trade places: the same characters in another
+               order, so a model that does not know the language has no cue
+    "replace"  one word is replaced by a different word drawn from the training speeches'
+               words (an easier task: the new word rarely fits)
+
+Splits are made of whole speeches: the speeches are shuffled with `seed` and cut into
+train / validation / test (80 / 5 / 15 % by default). Each usable line of a speech (at
+least two words, `min_words` by default 4) gives one example; `n_train`, `n_val`, `n_test`
+keep a seeded random subset of each split (None keeps every line). The labels are balanced:
+each split's labels are a shuffle of as many 0 as 1 (one more 0 when odd), so the
+majority-class baseline is 50% (or half an example more).
+
+The pre-training text is the training speeches in their original order, exactly as the
+file has them (speaker lines included), as `tinygpt.data.cloze` writes it. Validation and
+test examples are kept only when their line is not also a line of the pre-training text,
+and when every character of theirs occurs in it: a model pre-trained on that text has seen
+no real line of them. Everything is drawn from one seeded generator, so a text and its
+settings give the same task on every machine.
+
+The task is saved and read with `tinygpt.data.cloze.save_task` / `load_task` (the same
+files: train.jsonl, val.jsonl, test.jsonl, pretrain.txt, task.json), so `python -m tinygpt
+finetune --task FOLDER` fine-tunes on it.
+
+    >>> task = make_acceptability(load_text("shakespeare"), kind="swap", seed=0)
+    >>> task.test[0].endings, task.test[0].label        # the real line and its swap
+
+Imports: numpy, the standard library and tinygpt.data.cloze.
+"""
+
+import numpy as np
+
+from .cloze import SPLITS, ClozeExample, ClozeTask, speeches
+
+KINDS = ("swap", "replace")
+
+
+def make_acceptability(text, kind="swap", seed=0, fractions=(0.8, 0.05, 0.15), min_words=4,
+                       n_train=None, n_val=None, n_test=None):
+    """The acceptability task of a play text (see the module docstring); a ClozeTask."""
+    _check_arguments(kind, seed, fractions, min_words, n_train, n_val, n_test)
+    all_speeches = speeches(text)
+    if len(all_speeches) < 10:
+        raise ValueError(f"the text has {len(all_speeches)} speeches ('NAME:' then lines, "
+                         f"separated by blank lines); an acceptability task needs at least 10")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(all_speeches))
+    cuts = np.round(np.cumsum(fractions)[:2] * len(all_speeches)).astype(int)
+    members = dict(zip(SPLITS, np.split(order, cuts)))          # split -> speech indices
+    in_train = np.zeros(len(all_speeches), dtype=bool)
+    in_train[members["train"]] = True
+    pretrain_text = "\n\n".join(speaker + "\n" + "\n".join(lines)
+                                for (speaker, lines), keep in zip(all_speeches, in_train) if keep)
+    pretrain_text += "\n"
+    seen_lines = {line for (_, lines), keep in zip(all_speeches, in_train) if keep
+                  for line in lines}
+    seen_chars = set(pretrain_text)
+    # The replacement words: every distinct word of the training speeches, in a fixed order.
+    vocabulary = sorted({word for line in seen_lines for word in line.split()})
+
+    wanted = {"train": n_train, "val": n_val, "test": n_test}
+    task = {}
+    for split in SPLITS:
+        lines = [line for s in sorted(members[split]) for line in all_speeches[s][1]
+                 if _usable(line, min_words, kind)
+                 and (split == "train" or (line not in seen_lines and set(line) <= seen_chars))]
+        if wanted[split] is not None:
+            if len(lines) < wanted[split]:
+                raise ValueError(f"the {split} split has {len(lines)} usable lines, fewer than "
+                                 f"the {wanted[split]} examples asked for; ask for fewer or "
+                                 f"give it a larger fraction of the speeches")
+            keep = np.sort(rng.choice(len(lines), size=wanted[split], replace=False))
+            lines = [lines[i] for i in keep]
+        if not lines:
+            raise ValueError(f"the {split} split has no line of at least {min_words} words "
+                             f"(of which two differ) that is new to the pre-training text; "
+                             f"lower --min_words or use a longer text")
+        labels = rng.permutation(np.arange(len(lines)) % 2)         # balanced 0s and 1s
+        examples = []
+        for line, label in zip(lines, labels):
+            wrong = _swap(rng, line) if kind == "swap" else _replace(rng, line, vocabulary)
+            endings = [wrong, wrong]
+            endings[int(label)] = line
+            examples.append(ClozeExample("", endings, int(label)))
+        task[split] = examples
+    info = {"task": "acceptability", "kind": kind, "seed": seed, "fractions": list(fractions),
+            "min_words": min_words, "n_choices": 2, "speeches": len(all_speeches),
+            **{f"{split}_speeches": len(members[split]) for split in SPLITS},
+            **{f"{split}_examples": len(task[split]) for split in SPLITS},
+            "pretrain_chars": len(pretrain_text)}
+    return ClozeTask(task["train"], task["val"], task["test"], pretrain_text, info)
+
+
+def _usable(line, min_words, kind):
+    """Whether `line` can be corrupted: min_words words or more, two of them different."""
+    words = line.split(" ")
+    if len(words) < min_words or any(not w for w in words):
+        return False
+    return len(set(words)) >= 2 or kind == "replace"
+
+
+def _swap(rng, line):
+    """`line` with two of its words, different in spelling, trading places."""
+    words = line.split(" ")
+    while True:
+        i, j = sorted(int(k) for k in rng.choice(len(words), size=2, replace=False))
+        if words[i] != words[j]:
+            words[i], words[j] = words[j], words[i]
+            return " ".join(words)
+
+
+def _replace(rng, line, vocabulary):
+    """`line` with one of its words replaced by a different word of `vocabulary`."""
+    words = line.split(" ")
+    i = int(rng.integers(len(words)))
+    while True:
+        word = vocabulary[int(rng.integers(len(vocabulary)))]
+        if word != words[i]:
+            words[i] = word
+            return " ".join(words)
+
+
+def _check_arguments(kind, seed, fractions, min_words, n_train, n_val, n_test):
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    for name, value, low in (("seed", seed, 0), ("min_words", min_words, 2)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    for name, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            raise ValueError(f"{name} must be None (every usable line) or an int >= 1, got "
+                             f"{value!r}")
+    if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-9:
+        raise ValueError(f"fractions must be three positive numbers summing to 1 (train, "
+                         f"validation, test), got {fractions!r}")
