@@ -10,17 +10,20 @@ the lines spoken), as a pair to choose from:
     endings  a real line of a speech and a corrupted copy of it, in a random order;
              `label` is the real line's index
 
-The corruption (`kind`):
+The corruption (`kind`) touches plain words only, words of lowercase letters a-z with
+nothing attached (no capital, punctuation or apostrophe), so what a line starts and ends
+with and where its punctuation stands never change: no surface cue tells the lines apart.
 
-    "swap"     two words (space-separated, punctuation attached) at different positions
-               and with different spellings trade places: the same characters in another
-               order, so a model that does not know the language has no cue
-    "replace"  one word is replaced by a different word drawn from the training speeches'
-               words (an easier task: the new word rarely fits)
+    "swap"     two plain words of different spellings trade places: the same characters
+               in another order
+    "replace"  one plain word is replaced by a different plain word drawn from the
+               training speeches, as often as each occurs there (so it is not longer or
+               rarer than the one it replaces on average); an easier task: it rarely fits
 
 Splits are made of whole speeches: the speeches are shuffled with `seed` and cut into
 train / validation / test (80 / 5 / 15 % by default). Each usable line of a speech (at
-least two words, `min_words` by default 4) gives one example; `n_train`, `n_val`, `n_test`
+least `min_words` words, 4 by default, two of them plain words of different spellings)
+gives one example; `n_train`, `n_val`, `n_test`
 keep a seeded random subset of each split (None keeps every line). The labels are balanced:
 each split's labels are a shuffle of as many 0 as 1 (one more 0 when odd), so the
 majority-class baseline is 50% (or half an example more).
@@ -42,11 +45,14 @@ finetune --task FOLDER` fine-tunes on it.
 Imports: numpy, the standard library and tinygpt.data.cloze.
 """
 
+import re
+
 import numpy as np
 
 from .cloze import SPLITS, ClozeExample, ClozeTask, speeches
 
 KINDS = ("swap", "replace")
+PLAIN_WORD = re.compile(r"[a-z]+")
 
 
 def make_acceptability(text, kind="swap", seed=0, fractions=(0.8, 0.05, 0.15), min_words=4,
@@ -69,14 +75,16 @@ def make_acceptability(text, kind="swap", seed=0, fractions=(0.8, 0.05, 0.15), m
     seen_lines = {line for (_, lines), keep in zip(all_speeches, in_train) if keep
                   for line in lines}
     seen_chars = set(pretrain_text)
-    # The replacement words: every distinct word of the training speeches, in a fixed order.
-    vocabulary = sorted({word for line in seen_lines for word in line.split()})
+    # The replacement words: every plain word of the training speeches, in text order, as
+    # often as it occurs (a draw follows the words' frequencies).
+    vocabulary = [word for s in sorted(members["train"]) for line in all_speeches[s][1]
+                  for word in line.split(" ") if _plain(word)]
 
     wanted = {"train": n_train, "val": n_val, "test": n_test}
     task = {}
     for split in SPLITS:
         lines = [line for s in sorted(members[split]) for line in all_speeches[s][1]
-                 if _usable(line, min_words, kind)
+                 if _usable(line, min_words)
                  and (split == "train" or (line not in seen_lines and set(line) <= seen_chars))]
         if wanted[split] is not None:
             if len(lines) < wanted[split]:
@@ -87,7 +95,8 @@ def make_acceptability(text, kind="swap", seed=0, fractions=(0.8, 0.05, 0.15), m
             lines = [lines[i] for i in keep]
         if not lines:
             raise ValueError(f"the {split} split has no line of at least {min_words} words "
-                             f"(of which two differ) that is new to the pre-training text; "
+                             f"(two of them plain lowercase words of different spellings) "
+                             f"that is new to the pre-training text; "
                              f"lower --min_words or use a longer text")
         labels = rng.permutation(np.arange(len(lines)) % 2)         # balanced 0s and 1s
         examples = []
@@ -105,28 +114,35 @@ def make_acceptability(text, kind="swap", seed=0, fractions=(0.8, 0.05, 0.15), m
     return ClozeTask(task["train"], task["val"], task["test"], pretrain_text, info)
 
 
-def _usable(line, min_words, kind):
-    """Whether `line` can be corrupted: min_words words or more, two of them different."""
+def _plain(word):
+    return PLAIN_WORD.fullmatch(word) is not None
+
+
+def _usable(line, min_words):
+    """Whether `line` can be corrupted: min_words words or more (single spaces between
+    them), two of them plain words of different spellings."""
     words = line.split(" ")
     if len(words) < min_words or any(not w for w in words):
         return False
-    return len(set(words)) >= 2 or kind == "replace"
+    return len({w for w in words if _plain(w)}) >= 2
 
 
 def _swap(rng, line):
-    """`line` with two of its words, different in spelling, trading places."""
+    """`line` with two of its plain words, different in spelling, trading places."""
     words = line.split(" ")
+    plain = [i for i, w in enumerate(words) if _plain(w)]
     while True:
-        i, j = sorted(int(k) for k in rng.choice(len(words), size=2, replace=False))
+        i, j = (plain[int(k)] for k in rng.choice(len(plain), size=2, replace=False))
         if words[i] != words[j]:
             words[i], words[j] = words[j], words[i]
             return " ".join(words)
 
 
 def _replace(rng, line, vocabulary):
-    """`line` with one of its words replaced by a different word of `vocabulary`."""
+    """`line` with one of its plain words replaced by a different word of `vocabulary`."""
     words = line.split(" ")
-    i = int(rng.integers(len(words)))
+    plain = [i for i, w in enumerate(words) if _plain(w)]
+    i = plain[int(rng.integers(len(plain)))]
     while True:
         word = vocabulary[int(rng.integers(len(vocabulary)))]
         if word != words[i]:
