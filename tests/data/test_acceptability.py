@@ -33,7 +33,7 @@ def real_and_wrong(e):
     return e.endings[e.label], e.endings[1 - e.label]
 
 
-@pytest.mark.parametrize("kind", ["swap", "replace"])
+@pytest.mark.parametrize("kind", ["swap", "shuffle", "replace", "misspell"])
 def test_splits_are_whole_speeches_and_disjoint(kind):
     text = play()
     task = make_acceptability(text, kind=kind, seed=3)
@@ -65,7 +65,7 @@ def test_a_swap_moves_two_different_words_and_keeps_the_characters():
         assert sorted(real) == sorted(wrong)
 
 
-@pytest.mark.parametrize("kind", ["swap", "replace"])
+@pytest.mark.parametrize("kind", ["swap", "shuffle", "replace", "misspell"])
 def test_only_plain_lowercase_words_change(kind):
     # Capitalised, punctuated and apostrophised words stay where they are.
     speech = ("KING:\nThe lord of night, thou know'st, hath death N{0}\n"
@@ -81,16 +81,44 @@ def test_only_plain_lowercase_words_change(kind):
         "The lord of night, thou know'st, hath death", "Sweet love and night speak, my king!"}
 
 
-def test_a_replacement_is_one_word_of_the_training_speeches():
+def training_words(task):
+    return {w for line in task.pretrain_text.split("\n") if not line.endswith(":")
+            for w in line.split()}
+
+
+def test_a_replacement_is_one_word_of_the_training_speeches_of_the_same_length():
     task = make_acceptability(play(), kind="replace", seed=0)
-    vocabulary = {w for line in task.pretrain_text.split("\n") if not line.endswith(":")
-                  for w in line.split()}
+    vocabulary = training_words(task)
     for e in task.train + task.test:
         real, wrong = real_and_wrong(e)
         a, b = real.split(" "), wrong.split(" ")
         changed = [i for i in range(len(a)) if a[i] != b[i]]
         assert len(changed) == 1 and len(a) == len(b)
-        assert b[changed[0]] in vocabulary
+        assert b[changed[0]] in vocabulary and len(b[changed[0]]) == len(a[changed[0]])
+
+
+def test_a_shuffle_reorders_the_words_and_keeps_the_characters():
+    task = make_acceptability(play(), kind="shuffle", seed=0)
+    moved_counts = set()
+    for e in task.train + task.test:
+        real, wrong = real_and_wrong(e)
+        a, b = real.split(" "), wrong.split(" ")
+        assert real != wrong and sorted(a) == sorted(b)
+        moved_counts.add(sum(x != y for x, y in zip(a, b)))
+    assert max(moved_counts) > 2                  # more than a swap, at times
+
+
+def test_a_misspelling_scrambles_one_word_into_a_non_word():
+    task = make_acceptability(play(), kind="misspell", seed=0)
+    vocabulary = training_words(task)
+    for e in task.train + task.test:
+        real, wrong = real_and_wrong(e)
+        a, b = real.split(" "), wrong.split(" ")
+        changed = [i for i in range(len(a)) if a[i] != b[i]]
+        assert len(changed) == 1 and sorted(real) == sorted(wrong)
+        word, scrambled = a[changed[0]], b[changed[0]]
+        assert sorted(word) == sorted(scrambled) and len(word) >= 4
+        assert scrambled not in vocabulary
 
 
 def test_labels_are_balanced_in_every_split():
@@ -142,7 +170,7 @@ def test_the_same_seed_gives_the_same_task_and_another_seed_another():
 
 def test_bad_arguments_are_refused_naming_them():
     text = play()
-    for kwargs, message in (({"kind": "shuffle"}, "kind must be one of swap, replace"),
+    for kwargs, message in (({"kind": "scramble"}, "kind must be one of swap, shuffle"),
                             ({"seed": -1}, "seed must be an int >= 0"),
                             ({"seed": True}, "seed must be an int"),
                             ({"min_words": 1}, "min_words must be an int >= 2"),

@@ -8,6 +8,7 @@ and task.json, in the format of `cloze`: `python -m tinygpt finetune --task FOLD
 it. See tinygpt/data/acceptability.py for how the examples and splits are made.
 """
 
+from ..data.acceptability import KINDS
 from .common import add_bool
 
 
@@ -16,9 +17,10 @@ def add_arguments(parser):
                         help="'shakespeare' or a text file in its layout (default: shakespeare)")
     parser.add_argument("--out_dir", default="acceptability",
                         help="the folder to write (default: acceptability)")
-    parser.add_argument("--kind", default="swap", choices=("swap", "replace"),
-                        help="swap: two words trade places; replace: one word becomes another "
-                             "word of the training speeches (default: swap)")
+    parser.add_argument("--kind", default="swap", choices=KINDS,
+                        help="swap: two plain words trade places; shuffle: the plain words "
+                             "in another order; replace: one plain word becomes another of "
+                             "the same length (default: swap)")
     parser.add_argument("--min_words", type=int, default=4,
                         help="the fewest words of a line used (default: 4)")
     for split, what in (("train", "training"), ("val", "validation"), ("test", "test")):

@@ -16,9 +16,16 @@ with and where its punctuation stands never change: no surface cue tells the lin
 
     "swap"     two plain words of different spellings trade places: the same characters
                in another order
-    "replace"  one plain word is replaced by a different plain word drawn from the
-               training speeches, as often as each occurs there (so it is not longer or
-               rarer than the one it replaces on average); an easier task: it rarely fits
+    "shuffle"  the plain words trade places at random (a permutation that changes the
+               line): the same characters, the line's words in a scrambled order
+    "misspell" the letters of one plain word of 4 letters or more are scrambled into a
+               string that is no word of the training speeches: the same characters, one
+               word misspelt (the easiest for a character model, which learns spelling
+               first)
+    "replace"  one plain word is replaced by a different plain word of the same length
+               drawn from the training speeches, as often as each occurs there (the same
+               length and the words' own frequencies: no cue in the line's length or its
+               letters' statistics); an easier task: a random word rarely fits
 
 Splits are made of whole speeches: the speeches are shuffled with `seed` and cut into
 train / validation / test (80 / 5 / 15 % by default). Each usable line of a speech (at
@@ -51,7 +58,7 @@ import numpy as np
 
 from .cloze import SPLITS, ClozeExample, ClozeTask, speeches
 
-KINDS = ("swap", "replace")
+KINDS = ("swap", "shuffle", "replace", "misspell")
 PLAIN_WORD = re.compile(r"[a-z]+")
 
 
@@ -75,16 +82,23 @@ def make_acceptability(text, kind="swap", seed=0, fractions=(0.8, 0.05, 0.15), m
     seen_lines = {line for (_, lines), keep in zip(all_speeches, in_train) if keep
                   for line in lines}
     seen_chars = set(pretrain_text)
-    # The replacement words: every plain word of the training speeches, in text order, as
-    # often as it occurs (a draw follows the words' frequencies).
-    vocabulary = [word for s in sorted(members["train"]) for line in all_speeches[s][1]
-                  for word in line.split(" ") if _plain(word)]
+    # The replacement words by length: every plain word of the training speeches, in text
+    # order, as often as it occurs (a draw follows the words' frequencies).
+    vocabulary = {}
+    for s in sorted(members["train"]):
+        for line in all_speeches[s][1]:
+            for word in line.split(" "):
+                if _plain(word):
+                    vocabulary.setdefault(len(word), []).append(word)
+    # A word can be replaced when another spelling of its length exists.
+    replaceable = {n for n, words in vocabulary.items() if len(set(words)) >= 2}
+    words_seen = {word for words in vocabulary.values() for word in words}
 
     wanted = {"train": n_train, "val": n_val, "test": n_test}
     task = {}
     for split in SPLITS:
         lines = [line for s in sorted(members[split]) for line in all_speeches[s][1]
-                 if _usable(line, min_words)
+                 if _usable(line, min_words, kind, replaceable)
                  and (split == "train" or (line not in seen_lines and set(line) <= seen_chars))]
         if wanted[split] is not None:
             if len(lines) < wanted[split]:
@@ -101,7 +115,9 @@ def make_acceptability(text, kind="swap", seed=0, fractions=(0.8, 0.05, 0.15), m
         labels = rng.permutation(np.arange(len(lines)) % 2)         # balanced 0s and 1s
         examples = []
         for line, label in zip(lines, labels):
-            wrong = _swap(rng, line) if kind == "swap" else _replace(rng, line, vocabulary)
+            wrong = (_swap(rng, line) if kind == "swap" else _shuffle(rng, line)
+                     if kind == "shuffle" else _misspell(rng, line, words_seen)
+                     if kind == "misspell" else _replace(rng, line, vocabulary))
             endings = [wrong, wrong]
             endings[int(label)] = line
             examples.append(ClozeExample("", endings, int(label)))
@@ -118,12 +134,17 @@ def _plain(word):
     return PLAIN_WORD.fullmatch(word) is not None
 
 
-def _usable(line, min_words):
+def _usable(line, min_words, kind, replaceable):
     """Whether `line` can be corrupted: min_words words or more (single spaces between
-    them), two of them plain words of different spellings."""
+    them), two of them plain words of different spellings (swap) or one plain word of a
+    length in `replaceable` (replace)."""
     words = line.split(" ")
     if len(words) < min_words or any(not w for w in words):
         return False
+    if kind == "replace":
+        return any(_plain(w) and len(w) in replaceable for w in words)
+    if kind == "misspell":
+        return any(_plain(w) and len(set(w)) >= 2 and len(w) >= 4 for w in words)
     return len({w for w in words if _plain(w)}) >= 2
 
 
@@ -138,13 +159,44 @@ def _swap(rng, line):
             return " ".join(words)
 
 
-def _replace(rng, line, vocabulary):
-    """`line` with one of its plain words replaced by a different word of `vocabulary`."""
+def _shuffle(rng, line):
+    """`line` with its plain words in another order (a different line)."""
     words = line.split(" ")
     plain = [i for i, w in enumerate(words) if _plain(w)]
-    i = plain[int(rng.integers(len(plain)))]
     while True:
-        word = vocabulary[int(rng.integers(len(vocabulary)))]
+        order = rng.permutation(plain)
+        shuffled = list(words)
+        for i, j in zip(plain, order):
+            shuffled[i] = words[int(j)]
+        if shuffled != words:
+            return " ".join(shuffled)
+
+
+def _misspell(rng, line, words_seen):
+    """`line` with the letters of one plain word (4 letters or more, two of them different)
+    scrambled into a string that is not in `words_seen`."""
+    words = line.split(" ")
+    plain = [i for i, w in enumerate(words) if _plain(w) and len(set(w)) >= 2 and len(w) >= 4]
+    for _ in range(100):
+        i = plain[int(rng.integers(len(plain)))]
+        letters = list(words[i])
+        scrambled = "".join(letters[int(k)] for k in rng.permutation(len(letters)))
+        if scrambled != words[i] and scrambled not in words_seen:
+            words[i] = scrambled
+            return " ".join(words)
+    raise ValueError(f"no word of {line!r} scrambles into a non-word")   # (never seen)
+
+
+def _replace(rng, line, vocabulary):
+    """`line` with one of its plain words replaced by a different word of the same length
+    drawn from `vocabulary` ({length: [words]})."""
+    words = line.split(" ")
+    plain = [i for i, w in enumerate(words)
+             if _plain(w) and len(set(vocabulary.get(len(w), ()))) >= 2]
+    i = plain[int(rng.integers(len(plain)))]
+    candidates = vocabulary[len(words[i])]
+    while True:
+        word = candidates[int(rng.integers(len(candidates)))]
         if word != words[i]:
             words[i] = word
             return " ".join(words)
