@@ -227,3 +227,15 @@ def test_tiny_shakespeare_task(shared_data, monkeypatch):
     assert (len(task.train), len(task.val), len(task.test)) == (19096, 852, 3441)
     pretrain_lines = set(task.pretrain_text.split("\n"))
     assert not any(real_and_wrong(e)[0] in pretrain_lines for e in task.val + task.test)
+
+
+@pytest.mark.parametrize("kind", ["misspell", "replace"])
+def test_last_word_changes_the_last_word_that_can_change(kind):
+    task = make_acceptability(play(), kind=kind, seed=0, last_word=True)
+    for e in task.train + task.test:
+        real, wrong = real_and_wrong(e)
+        a, b = real.split(" "), wrong.split(" ")
+        changed = [i for i in range(len(a)) if a[i] != b[i]]
+        assert changed == [len(a) - 2]        # the last word is the tag "s.i", never plain
+    with pytest.raises(ValueError, match="last_word must be True or False, and True only"):
+        make_acceptability(play(), kind="swap", last_word=True)

@@ -19,8 +19,11 @@ def add_arguments(parser):
                         help="the folder to write (default: acceptability)")
     parser.add_argument("--kind", default="swap", choices=KINDS,
                         help="swap: two plain words trade places; shuffle: the plain words "
-                             "in another order; replace: one plain word becomes another of "
-                             "the same length (default: swap)")
+                             "in another order; misspell: one plain word's letters scrambled; "
+                             "replace: one plain word becomes another of the same length "
+                             "(default: swap)")
+    add_bool(parser, "--last_word", "misspell or replace the last word that can change "
+                                    "(misspell and replace only)", default=False)
     parser.add_argument("--min_words", type=int, default=4,
                         help="the fewest words of a line used (default: 4)")
     for split, what in (("train", "training"), ("val", "validation"), ("test", "test")):
@@ -43,7 +46,7 @@ def run(args):
             raise ValueError(f"{flag} must be >= {low}, got {value}")
     task = make_acceptability(load_text(args.data), kind=args.kind, seed=args.seed,
                               min_words=args.min_words, n_train=args.n_train,
-                              n_val=args.n_val, n_test=args.n_test)
+                              n_val=args.n_val, n_test=args.n_test, last_word=args.last_word)
     save_task(task, args.out_dir, overwrite=args.overwrite)
     info = task.info
     print(f"{args.out_dir}: {info['train_examples']} train, {info['val_examples']} val, "

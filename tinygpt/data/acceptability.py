@@ -63,9 +63,13 @@ PLAIN_WORD = re.compile(r"[a-z]+")
 
 
 def make_acceptability(text, kind="swap", seed=0, fractions=(0.8, 0.05, 0.15), min_words=4,
-                       n_train=None, n_val=None, n_test=None):
+                       n_train=None, n_val=None, n_test=None, last_word=False):
     """The acceptability task of a play text (see the module docstring); a ClozeTask."""
     _check_arguments(kind, seed, fractions, min_words, n_train, n_val, n_test)
+    if not isinstance(last_word, bool) or (last_word and kind not in ("misspell", "replace")):
+        raise ValueError(f"last_word must be True or False, and True only with kind "
+                         f"'misspell' or 'replace' (one word changed), got {last_word!r} with "
+                         f"kind {kind!r}")
     all_speeches = speeches(text)
     if len(all_speeches) < 10:
         raise ValueError(f"the text has {len(all_speeches)} speeches ('NAME:' then lines, "
@@ -116,8 +120,8 @@ def make_acceptability(text, kind="swap", seed=0, fractions=(0.8, 0.05, 0.15), m
         examples = []
         for line, label in zip(lines, labels):
             wrong = (_swap(rng, line) if kind == "swap" else _shuffle(rng, line)
-                     if kind == "shuffle" else _misspell(rng, line, words_seen)
-                     if kind == "misspell" else _replace(rng, line, vocabulary))
+                     if kind == "shuffle" else _misspell(rng, line, words_seen, last_word)
+                     if kind == "misspell" else _replace(rng, line, vocabulary, last_word))
             endings = [wrong, wrong]
             endings[int(label)] = line
             examples.append(ClozeExample("", endings, int(label)))
@@ -172,11 +176,12 @@ def _shuffle(rng, line):
             return " ".join(shuffled)
 
 
-def _misspell(rng, line, words_seen):
-    """`line` with the letters of one plain word (4 letters or more, two of them different)
-    scrambled into a string that is not in `words_seen`."""
+def _misspell(rng, line, words_seen, last_word=False):
+    """`line` with the letters of one plain word (4 letters or more, two of them different;
+    the last such word with last_word) scrambled into a string not in `words_seen`."""
     words = line.split(" ")
     plain = [i for i, w in enumerate(words) if _plain(w) and len(set(w)) >= 2 and len(w) >= 4]
+    plain = plain[-1:] if last_word else plain
     for _ in range(100):
         i = plain[int(rng.integers(len(plain)))]
         letters = list(words[i])
@@ -187,12 +192,14 @@ def _misspell(rng, line, words_seen):
     raise ValueError(f"no word of {line!r} scrambles into a non-word")   # (never seen)
 
 
-def _replace(rng, line, vocabulary):
-    """`line` with one of its plain words replaced by a different word of the same length
-    drawn from `vocabulary` ({length: [words]})."""
+def _replace(rng, line, vocabulary, last_word=False):
+    """`line` with one of its plain words (the last one that can be, with last_word)
+    replaced by a different word of the same length drawn from `vocabulary` ({length:
+    [words]})."""
     words = line.split(" ")
     plain = [i for i, w in enumerate(words)
              if _plain(w) and len(set(vocabulary.get(len(w), ()))) >= 2]
+    plain = plain[-1:] if last_word else plain
     i = plain[int(rng.integers(len(plain)))]
     candidates = vocabulary[len(words[i])]
     while True:
