@@ -22,7 +22,7 @@ Run as `python -m bench.transfer` from the repository root. In one command it
    added in quadrature).
 
 The fine-tuning recipe is GPT-1's but for the learning rate and the batch, which a model of
-this size needs (see docs/transfer.md): 1e-3 instead of 6.25e-5, batches of 8 instead of
+this size needs (see docs/transfer.md): 1.5e-4 instead of 6.25e-5, batches of 8 instead of
 32, 2 epochs instead of 3 (750 steps on 3,000 examples).
 Everything goes under --out_dir: task/, pretrained/, runs/<init>-lm<lambda>-seed<s>/ (each
 fine-tuning run's results.json and classifier), results.json (the table's numbers).
@@ -71,7 +71,7 @@ def parse_args(argv=None):
     ft.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ft.add_argument("--lm_coefs", type=float, nargs="+", default=[0.0, 0.5])
     ft.add_argument("--inits", nargs="+", default=list(INITS), choices=INITS)
-    ft.add_argument("--learning_rate", type=float, default=1e-3)
+    ft.add_argument("--learning_rate", type=float, default=1.5e-4)
     ft.add_argument("--epochs", type=int, default=2)
     ft.add_argument("--batch_size", type=int, default=8)
     ft.add_argument("--clf_dropout", type=float, default=0.1)

@@ -42,8 +42,8 @@ _HELP = {
     "plot": "draw the loss curves and training statistics of a run as PNG files",
     "docs": "regenerate docs/ops.md from the ops' docstrings",
     "cloze": "write the tiny-Shakespeare cloze task (multiple choice) to a folder",
-    "acceptability": "write the tiny-Shakespeare word-order acceptability task (2-way) to a "
-                     "folder",
+    "acceptability": "write a tiny-Shakespeare acceptability task (a real line against a "
+                     "corrupted copy) to a folder",
     "finetune": "fine-tune a GPT on a multiple-choice task (GPT-1's head and auxiliary LM loss)",
 }
 

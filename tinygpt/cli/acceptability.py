@@ -1,11 +1,12 @@
-"""`python -m tinygpt acceptability`: write the tiny-Shakespeare word-order acceptability
-task (2-way multiple choice) to a folder.
+"""`python -m tinygpt acceptability`: write a tiny-Shakespeare acceptability task (2-way
+multiple choice) to a folder.
 
 The folder gets train.jsonl, val.jsonl, test.jsonl (a real line of a speech against the
-same line with two words swapped, or one word replaced), pretrain.txt (the training
-speeches only: pre-train on it with `python -m tinygpt train --data FOLDER/pretrain.txt`)
-and task.json, in the format of `cloze`: `python -m tinygpt finetune --task FOLDER` reads
-it. See tinygpt/data/acceptability.py for how the examples and splits are made.
+same line with two words swapped, its words shuffled, one word misspelt or one replaced),
+pretrain.txt (the training speeches only: pre-train on it with `python -m tinygpt train
+--data FOLDER/pretrain.txt`) and task.json, in the format of `cloze`: `python -m tinygpt
+finetune --task FOLDER` reads it. See tinygpt/data/acceptability.py for how the examples
+and splits are made.
 """
 
 from ..data.acceptability import KINDS

@@ -1,5 +1,5 @@
-"""A word-order acceptability task made from tiny Shakespeare, as 2-way multiple choice
-(floor 4, data).
+"""An acceptability task made from tiny Shakespeare (word order, spelling or word choice),
+as 2-way multiple choice (floor 4, data).
 
 CoLA (the Corpus of Linguistic Acceptability, one of GPT-1's tasks) asks whether a
 sentence is well formed. `make_acceptability` builds that kind of question from a play in
@@ -29,11 +29,13 @@ with and where its punctuation stands never change: no surface cue tells the lin
 
 Splits are made of whole speeches: the speeches are shuffled with `seed` and cut into
 train / validation / test (80 / 5 / 15 % by default). Each usable line of a speech (at
-least `min_words` words, 4 by default, two of them plain words of different spellings)
-gives one example; `n_train`, `n_val`, `n_test`
-keep a seeded random subset of each split (None keeps every line). The labels are balanced:
-each split's labels are a shuffle of as many 0 as 1 (one more 0 when odd), so the
-majority-class baseline is 50% (or half an example more).
+least `min_words` words, 4 by default, and a plain word the kind can change: two of
+different spellings for a swap or shuffle, one of 4+ letters to misspell, one whose length
+has another spelling to replace) gives one example; `n_train`, `n_val`, `n_test` keep a
+seeded random subset of each split (None keeps every line). With `last_word` (misspell and
+replace only) the word changed is the last plain word that can be. The labels are
+balanced: each split's labels are a shuffle of as many 0 as 1 (one more 0 when odd), so
+the majority-class baseline is 50% (or half an example more).
 
 The pre-training text is the training speeches in their original order, exactly as the
 file has them (speaker lines included), as `tinygpt.data.cloze` writes it. Validation and
