@@ -28,6 +28,7 @@ COMMANDS = {
     "gradcheck": "gradcheck",
     "plot": "plot",
     "cloze": "cloze",
+    "acceptability": "acceptability",
     "finetune": "finetune",
 }
 
@@ -39,6 +40,8 @@ _HELP = {
     "gradcheck": "gradient-check every registered op and print a table",
     "plot": "draw the loss curves and training statistics of a run as PNG files",
     "cloze": "write the tiny-Shakespeare cloze task (multiple choice) to a folder",
+    "acceptability": "write a tiny-Shakespeare acceptability task (a real line against a "
+                     "corrupted copy) to a folder",
     "finetune": "fine-tune a GPT on a multiple-choice task (GPT-1's head and auxiliary LM loss)",
 }
 
