@@ -7,8 +7,9 @@ checks, transfers and speed on CUDA), `lora` (LoRA against full fine-tuning), `m
 mixture of experts against the dense MLP), `parallel` (forked processes against MPI
 ranks), `context` (validation loss past the trained context: learned and rotary positions),
 `int8` (int8 weights against float32), `prune` (validation loss against sparsity) or
-`peft_compare` (full fine-tuning, LoRA and bottleneck adapters on one task); ARGS go to
-that benchmark's `main(argv)` (`python -m bench ops --help`). Each benchmark module
+`peft_compare` (full fine-tuning, LoRA and bottleneck adapters on one task) or `transfer`
+(GPT-1's claim: fine-tuning from pre-training against random init); ARGS go to that
+benchmark's `main(argv)` (`python -m bench ops --help`). Each benchmark module
 is imported only when asked for, so a missing optional dependency of one does not break
 the others.
 """
@@ -30,6 +31,7 @@ BENCHMARKS = {
     "int8": "int8 weights against float32: bytes, peak RSS, tokens/s, validation loss",
     "prune": "validation loss against sparsity, with and without a recovery fine-tune",
     "peft_compare": "full fine-tuning against LoRA and bottleneck adapters: accuracy, time, RSS",
+    "transfer": "an acceptability task fine-tuned from pre-training and from random init",
 }
 
 
