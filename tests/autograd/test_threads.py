@@ -223,6 +223,16 @@ def test_column_blocks_cover_the_columns_in_order_at_aligned_starts(n, count):
         assert len(blocks) == count or n < 2 * products.COLUMN_ALIGN * count
 
 
+@pytest.mark.parametrize("mbytes, per, count", [(0.01, 2, 2), (7, 2, 2), (9, 2, 4),
+                                                 (16, 2, 8), (154, 2, 8), (154, 3, 12)])
+def test_thin_products_get_blocks_of_about_the_block_size_a_whole_number_a_thread(
+        mbytes, per, count, monkeypatch):
+    monkeypatch.setattr(products, "THIN_BLOCK_BYTES", 1 << 21)
+    monkeypatch.setattr(products, "THIN_BLOCKS_PER_THREAD", 4)
+    b = np.empty(int(mbytes * (1 << 20)), dtype=np.uint8)
+    assert products.thin_blocks(b, per) == count
+
+
 def test_a_thin_product_below_its_split_size_is_one_product(monkeypatch, set_threads):
     set_threads(2)
     calls = spy_on_parallel_map(monkeypatch)

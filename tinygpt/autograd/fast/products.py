@@ -33,6 +33,12 @@ SPLIT_THIN_MACS = 1 << 18
 # Column blocks start at multiples of this many columns (a 64-byte line of float32 out).
 COLUMN_ALIGN = 16
 
+# A thin product's b is cut into blocks of about this many bytes, from one a thread up to
+# THIN_BLOCKS_PER_THREAD a thread: a thread done early (or not held up by the OS) takes
+# the blocks a late one has not started (`threads.parallel_map`).
+THIN_BLOCK_BYTES = 1 << 21
+THIN_BLOCKS_PER_THREAD = 4
+
 # Sums of at least this many elements are split over the threads by `column_sums`.
 SPLIT_SUM_ELEMENTS = 1 << 20
 
@@ -70,7 +76,8 @@ def matmuls(products):
                 m, n = a.shape[-2], b.shape[-1]
                 out = np.empty(batch + (m, n), dtype=np.result_type(a, b))
                 if is_thin(a, n_threads):
-                    jobs += [(a, b, add, out, None, cols) for cols in column_blocks(n, per)]
+                    jobs += [(a, b, add, out, None, cols)
+                             for cols in column_blocks(n, thin_blocks(b, per))]
                 else:
                     rows = -(-m // per)
                     jobs += [(a, b, add, out, slice(i, min(i + rows, m)), None)
@@ -90,6 +97,14 @@ def matmuls(products):
 def is_thin(a, n_threads):
     """Whether a product with left operand `a` is split by columns (see THIN_ROWS)."""
     return a.shape[-2] < max(n_threads, THIN_ROWS)
+
+
+def thin_blocks(b, per):
+    """How many column blocks a thin product's b is cut into, given `per` threads for it:
+    a multiple of `per`, about THIN_BLOCK_BYTES of b each, at most THIN_BLOCKS_PER_THREAD
+    a thread."""
+    each = max(1, min(THIN_BLOCKS_PER_THREAD, b.nbytes // (THIN_BLOCK_BYTES * per)))
+    return per * each
 
 
 def column_blocks(n, count):
