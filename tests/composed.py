@@ -1,7 +1,7 @@
 """Composed twins of the fused ops: the same functions built only from primitive Tensor ops
 (exp, log, sqrt, tanh, sum, mean, max, arithmetic, matmul, indexing, masked_fill, reshape,
 permute). Autograd differentiates them op by op, so they are an independent oracle for the
-hand-derived backward passes in tinygpt/autograd/ops/nn.py: the tests compare values and
+hand-derived backward passes in tinygpt/autograd/ops/fused.py: the tests compare values and
 gradients in float64. Slow and memory-hungry on purpose; never used by the package.
 """
 

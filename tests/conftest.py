@@ -80,7 +80,7 @@ def device(request):
     """Run a test body once per device; 'cuda' skips with the reason when unusable."""
     if request.param == "cuda":
         try:
-            backend.get_array_module("cuda")
+            backend.array_module_for_device("cuda")
         except RuntimeError as e:
             pytest.skip(f"CUDA unavailable: {e}")
     return request.param
@@ -91,7 +91,7 @@ def cuda_device():
     """"cuda", for tests that run on CUDA only (a GPU, or the CuPy stand-in); skips with
     the reason where neither is usable."""
     try:
-        backend.get_array_module("cuda")
+        backend.array_module_for_device("cuda")
     except RuntimeError as e:
         pytest.skip(f"CUDA unavailable: {e}")
     return "cuda"

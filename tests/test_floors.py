@@ -92,9 +92,9 @@ def test_each_module_imports_only_from_the_floors_it_may(path):
 
 
 def test_the_check_flags_imports_from_above():
-    assert violations("tinygpt.autograd.ops.nn", ["tinygpt.nn.functional"])
-    assert violations("tinygpt.autograd.ops.nn", ["tinygpt.autograd.fast.threads"])
+    assert violations("tinygpt.autograd.ops.fused", ["tinygpt.nn.functional"])
+    assert violations("tinygpt.autograd.ops.fused", ["tinygpt.autograd.fast.threads"])
     assert violations("tinygpt.nn.layers", ["tinygpt.model.gpt"])
     assert violations("tinygpt.model.gpt", ["tinygpt.cli.train"])
     assert violations("tinygpt.train.trainer", ["tinygpt.bench.train"])
-    assert violations("tinygpt.autograd.fast.gelu", ["tinygpt.autograd.ops.nn"]) == []
+    assert violations("tinygpt.autograd.fast.gelu", ["tinygpt.autograd.ops.fused"]) == []

@@ -67,7 +67,7 @@ def test_ops_and_layers_use_the_array_module_not_numpy(path):
 
 def test_the_scan_covers_the_op_modules():
     names = {p.name for p in SCANNED}
-    assert {"elementwise.py", "reduce.py", "shape.py", "matmul.py", "nn.py"} <= names
+    assert {"elementwise.py", "reduce.py", "shape.py", "matmul.py", "fused.py"} <= names
 
 
 def test_only_the_backend_names_cupy():
@@ -117,7 +117,7 @@ def test_checker_allows_the_array_module_dtypes_and_constants():
 def test_checker_catches_a_planted_call_in_a_real_op_module():
     source = (PACKAGE / "autograd" / "ops" / "elementwise.py").read_text()
     planted = source.replace("backend.array_module(x).exp(x)", "np.exp(x)", 1)
-    assert planted != source, "the Exp op's forward changed: update this test's anchor"
+    assert planted != source, "the ExpOp's forward changed: update this test's anchor"
     if "import numpy as np" not in planted:
         planted = "import numpy as np\n" + planted
     assert any(text == "np.exp" for _, text in numpy_uses(planted))

@@ -11,7 +11,7 @@ import pytest
 import tinygpt as tg
 import tinygpt.nn.functional as F
 from tinygpt.autograd import Tensor, backend
-from tinygpt.autograd.ops.elementwise import Add
+from tinygpt.autograd.ops.elementwise import AddOp
 
 
 def shapes_named(*shapes):
@@ -188,9 +188,9 @@ def test_device_mix_names_both_devices():
     x, fake = tg.randn(3), fake_cuda_tensor([1.0, 2.0, 3.0])
     assert fake.device == "cuda"
     with pytest.raises(RuntimeError, match=r"'cpu' and 'cuda'"):
-        Add.apply(x, fake)
+        AddOp.apply(x, fake)
     with pytest.raises(RuntimeError, match=r"'cuda' and 'cpu'"):
-        Add.apply(fake, x)
+        AddOp.apply(fake, x)
 
 
 def test_index_on_another_device_names_both_devices():

@@ -21,7 +21,7 @@ CROSS_DEVICE_TOLERANCE = {np.float64: (1e-10, 1e-12), np.float32: (1e-4, 1e-5)}
 @pytest.fixture(scope="module", autouse=True)
 def cuda():
     try:
-        backend.get_array_module("cuda")
+        backend.array_module_for_device("cuda")
     except RuntimeError as e:
         pytest.skip(f"CUDA unavailable: {e}")
 

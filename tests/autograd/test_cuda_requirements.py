@@ -28,7 +28,7 @@ def test_an_older_cupy_is_refused_with_the_version_it_needs(version, monkeypatch
     monkeypatch.setitem(sys.modules, "cupy", old)
     monkeypatch.setattr(backend, "_cupy", None)
     with pytest.raises(RuntimeError, match=rf"CuPy >= 14.*found CuPy {re.escape(version)}"):
-        backend.get_array_module("cuda")
+        backend.array_module_for_device("cuda")
 
 
 @pytest.mark.parametrize("text, expected", [("14.2.0", (14, 2)), ("15.0.0a1", (15, 0)),

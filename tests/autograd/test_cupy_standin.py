@@ -20,7 +20,7 @@ pytestmark = pytest.mark.cuda
 
 @pytest.fixture
 def cp(cuda_device):
-    return backend.get_array_module(cuda_device)
+    return backend.array_module_for_device(cuda_device)
 
 
 def test_arrays_are_not_numpy_arrays_and_refuse_implicit_conversion(cp):

@@ -100,12 +100,12 @@ def test_a_kernel_for_an_unregistered_op_or_not_a_subclass_is_refused():
 
 def test_the_switch_chooses_the_class_that_runs():
     x = tg.randn(3, 4, requires_grad=True)
-    assert type(F.gelu(x).grad_fn).__name__ == "GeluBlocked"
+    assert type(F.gelu(x).grad_fn).__name__ == "GeluBlockedOp"
     with use_reference_ops():
         assert tg.autograd.reference_ops_enabled()
         assert type(F.gelu(x).grad_fn) is OPS["gelu"]
     assert not tg.autograd.reference_ops_enabled()
-    assert type(F.gelu(x).grad_fn).__name__ == "GeluBlocked"
+    assert type(F.gelu(x).grad_fn).__name__ == "GeluBlockedOp"
 
 
 def test_the_environment_variable_starts_on_the_references():
@@ -113,7 +113,7 @@ def test_the_environment_variable_starts_on_the_references():
     import sys
     code = ("import tinygpt as tg, tinygpt.nn.functional as F; "
             "print(type(F.gelu(tg.randn(2, requires_grad=True)).grad_fn).__name__)")
-    for value, expected in (("1", "Gelu"), ("0", "GeluBlocked")):
+    for value, expected in (("1", "GeluOp"), ("0", "GeluBlockedOp")):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              env={**__import__("os").environ, "TINYGPT_REFERENCE_OPS": value})
         assert out.stdout.strip() == expected, out.stderr
@@ -167,24 +167,24 @@ def _cross_entropy(logits):
 
 
 BLOCKED = {
-    "GeluBlocked": [
+    "GeluBlockedOp": [
         (lambda x: (F.gelu(x, "tanh"), F.gelu(x, "none")), [(5, 3, 6)]),
     ],
-    "LayerNormBlocked": [(_layer_norm, [(5, 3, 6), (6,), (6,), (3, 6)])],
-    "SoftmaxBlocked": [(lambda x: (F.softmax(x, -1), F.softmax(x, 0), F.softmax(x, 1)),
+    "LayerNormBlockedOp": [(_layer_norm, [(5, 3, 6), (6,), (6,), (3, 6)])],
+    "SoftmaxBlockedOp": [(lambda x: (F.softmax(x, -1), F.softmax(x, 0), F.softmax(x, 1)),
                         [(5, 3, 6)])],
-    "LogSoftmaxBlocked": [(lambda x: (F.log_softmax(x, -1), F.log_softmax(x, 0)),
+    "LogSoftmaxBlockedOp": [(lambda x: (F.log_softmax(x, -1), F.log_softmax(x, 0)),
                            [(5, 3, 6)])],
-    "CrossEntropyBlocked": [(_cross_entropy, [(15, 6)])],
+    "CrossEntropyBlockedOp": [(_cross_entropy, [(15, 6)])],
 }
 SPLIT = {
-    "LinearThreads": [
+    "LinearThreadsOp": [
         (lambda x, w, b: (F.linear(x, w, b), F.linear(x, w)), [(4, 5, 6), (7, 6), (7,)]),
         (lambda x, w, b: F.linear(x.detach(), w, b), [(9, 6), (7, 6), (7,)]),   # no dx
         (lambda x, w, b: F.linear(x, w.detach()), [(9, 6), (7, 6), (7,)]),      # no dW
         (lambda x, w, b: F.linear(x, w, b), [(1, 1, 6), (40, 6), (40,)]),       # one row
     ],
-    "MatMulThreads": [
+    "MatMulThreadsOp": [
         (lambda a, b: a @ b, [(3, 4, 5), (5, 6)]),          # a stack times one matrix
         (lambda a, b: a @ b, [(2, 1, 4, 5), (3, 5, 2)]),    # broadcast batch axes
         (lambda a, b: a @ b, [(4, 5), (5,)]),               # matrix times vector
@@ -230,25 +230,25 @@ def _sdpa(q, k, v):
 
 # The GPU's fused kernels, run on device "cuda": every option of each.
 FUSED = {
-    "GeluFused": [(lambda x: (F.gelu(x, "tanh"), F.gelu(x, "none")), [(5, 3, 6)])],
-    "LayerNormFused": [(_layer_norm, [(5, 3, 6), (6,), (6,), (3, 6)])],
-    "SoftmaxFused": [(_softmaxes, [(5, 3, 6)])],
-    "LogSoftmaxFused": [(_softmaxes, [(5, 3, 6)])],
-    "CrossEntropyFused": [(_cross_entropy, [(15, 6)]), (_cross_entropy_rows, [(15, 6)])],
-    "SelfAttentionFused": [(_attend(variant, dropout_p), [(3, 7, 3 * 8)])
+    "GeluFusedOp": [(lambda x: (F.gelu(x, "tanh"), F.gelu(x, "none")), [(5, 3, 6)])],
+    "LayerNormFusedOp": [(_layer_norm, [(5, 3, 6), (6,), (6,), (3, 6)])],
+    "SoftmaxFusedOp": [(_softmaxes, [(5, 3, 6)])],
+    "LogSoftmaxFusedOp": [(_softmaxes, [(5, 3, 6)])],
+    "CrossEntropyFusedOp": [(_cross_entropy, [(15, 6)]), (_cross_entropy_rows, [(15, 6)])],
+    "SelfAttentionFusedOp": [(_attend(variant, dropout_p), [(3, 7, 3 * 8)])
                            for variant in ("causal", "banded", "padded", "banded+padded",
                                            "wide band") for dropout_p in (0.0, 0.3)],
-    "ScaledDotProductAttentionFused": [(_sdpa, [(2, 3, 5, 4), (2, 3, 6, 4), (2, 3, 6, 3)])],
+    "ScaledDotProductAttentionFusedOp": [(_sdpa, [(2, 3, 5, 4), (2, 3, 6, 4), (2, 3, 6, 3)])],
 }
 BRANCHES = {**{k: len(v) for k, v in BLOCKED.items()}, **{k: len(v) for k, v in SPLIT.items()},
             **{k: len(v) for k, v in FUSED.items()},
-            "EmbeddingOneHot": 2, "SelfAttentionTiled": 3}
+            "EmbeddingOneHotOp": 2, "SelfAttentionTiledOp": 3}
 
 
 # Attention's branches in float64, as the CPU's tiles: in float32 its gradients differ from
 # float64's by a few 1e-6 at these input scales (the reference's as much as the kernel's),
 # past the table's float32 atol; its gradient-check case runs in float32 above.
-FLOAT64_ONLY = {"SelfAttentionFused", "ScaledDotProductAttentionFused"}
+FLOAT64_ONLY = {"SelfAttentionFusedOp", "ScaledDotProductAttentionFusedOp"}
 
 
 @pytest.mark.cuda

@@ -87,7 +87,7 @@ def normalize_device(device):
     raise ValueError(f"unknown device {device!r}: expected 'cpu' or 'cuda'")
 
 
-def get_array_module(device):
+def array_module_for_device(device):
     """The array module (numpy or cupy) of a device name."""
     if device == "cpu":
         return np
@@ -181,7 +181,7 @@ def generator(device):
         else:
             key = np.random.SeedSequence(_seed, spawn_key=(CUDA_STREAM,)).generate_state(
                 1, np.uint64)[0]
-            gen = CounterGenerator(int(key), lambda: get_array_module("cuda"), fuse)
+            gen = CounterGenerator(int(key), lambda: array_module_for_device("cuda"), fuse)
         _generators[device] = gen
     return gen
 
@@ -232,21 +232,21 @@ def fuse(function, name=None):
 
 
 class _Fused:
-    __slots__ = ("function", "name", "kernel", "__weakref__")
+    __slots__ = ("function", "name", "gpu_function", "__weakref__")
 
     def __init__(self, function, name):
-        self.function, self.name, self.kernel = function, name, None
+        self.function, self.name, self.gpu_function = function, name, None
 
     def __call__(self, *args):
         if _cupy is None or not any(isinstance(a, _cupy.ndarray) for a in args):
             return self.function(np, *args)
         if self.name in fuse_fallbacks:
             return self.function(_cupy, *args)
-        if self.kernel is None:
-            self.kernel = _cupy.fuse(kernel_name=self.name)(
+        if self.gpu_function is None:
+            self.gpu_function = _cupy.fuse(kernel_name=self.name)(
                 functools.partial(self.function, _cupy))
         try:
-            return self.kernel(*args)
+            return self.gpu_function(*args)
         except Exception as error:      # a fusion CuPy cannot build: run it unfused
             result = self.function(_cupy, *args)      # raises for a real argument error
             fuse_fallbacks[self.name] = f"{type(error).__name__}: {error}"

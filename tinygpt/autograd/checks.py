@@ -35,9 +35,9 @@ import numpy as np
 from . import backend
 from .function import OPS
 from .gradcheck import GradcheckError, compare_gradients
-from .ops.attention import ScaledDotProductAttention, SelfAttention
-from .ops.elementwise import Cast, ToDevice
-from .ops.nn import CrossEntropy, Dropout, Embedding, Gelu, LayerNorm, Linear
+from .ops.attention import ScaledDotProductAttentionOp, SelfAttentionOp
+from .ops.elementwise import CastOp, ToDeviceOp
+from .ops.fused import CrossEntropyOp, DropoutOp, EmbeddingOp, GeluOp, LayerNormOp, LinearOp
 from .ops.rotary import RotaryOp
 from .tensor import Tensor, cat, float32, manual_seed, stack, where
 
@@ -193,7 +193,7 @@ def _max_case(rng, shapes=None):
 
 def _cast(x):
     # Through float32 and back, so the gradient crosses two dtype conversions.
-    return Cast.apply(Cast.apply(x, dtype=float32), dtype=x.dtype)
+    return CastOp.apply(CastOp.apply(x, dtype=float32), dtype=x.dtype)
 
 
 def _to_device(x):
@@ -203,7 +203,7 @@ def _to_device(x):
         other = "cpu"
     elif backend.cuda_available():
         other = "cuda"
-    return ToDevice.apply(ToDevice.apply(x, device=other), device=x.device)
+    return ToDeviceOp.apply(ToDeviceOp.apply(x, device=other), device=x.device)
 
 
 def _reshape(x):
@@ -273,7 +273,7 @@ def _softmax_case(method):
 
 
 def _gelu(x):
-    return Gelu.apply(x, approximate="none"), Gelu.apply(x, approximate="tanh")
+    return GeluOp.apply(x, approximate="none"), GeluOp.apply(x, approximate="tanh")
 
 
 def _gelu_case(rng, shapes=None):
@@ -284,7 +284,7 @@ def _gelu_case(rng, shapes=None):
 def _dropout(x):
     # Reseed on every call so that fn is one fixed function of x (the same mask each time).
     manual_seed(DROPOUT_SEED)
-    return Dropout.apply(x, p=0.3)
+    return DropoutOp.apply(x, p=0.3)
 
 
 def _dropout_case(rng, shapes=None):
@@ -295,12 +295,12 @@ def _linear_case(rng, shapes=None):
     """x (2, 3, 4) @ W^T with W (5, 4), with and without the bias (5,)."""
     _no_shapes("linear", shapes)
     x, w, b = normal(rng, (2, 3, 4)), normal(rng, (5, 4)), normal(rng, (5,))
-    return (lambda x, w, b: (Linear.apply(x, w, b), Linear.apply(x, w))), [x, w, b]
+    return (lambda x, w, b: (LinearOp.apply(x, w, b), LinearOp.apply(x, w))), [x, w, b]
 
 
 def _layer_norm(x, w, b, b2):
     def norm(*params, n_axes=1, has_weight=False, has_bias=False):
-        return LayerNorm.apply(x, *params, n_axes=n_axes, eps=1e-5, has_weight=has_weight,
+        return LayerNormOp.apply(x, *params, n_axes=n_axes, eps=1e-5, has_weight=has_weight,
                                has_bias=has_bias)
     return (norm(w, b, has_weight=True, has_bias=True), norm(), norm(w, has_weight=True),
             norm(b2, n_axes=2, has_bias=True))
@@ -319,12 +319,12 @@ def _embedding_case(rng, shapes=None):
     """Rows of a (5, 4) table at (2, 3) indices with repeats (backward scatter-adds)."""
     _no_shapes("embedding", shapes)
     idx = _ints([[0, 3, 3], [4, 0, 1]])
-    return (lambda idx, w: Embedding.apply(idx, w)), [idx, normal(rng, (5, 4))]
+    return (lambda idx, w: EmbeddingOp.apply(idx, w)), [idx, normal(rng, (5, 4))]
 
 
 def _cross_entropy(logits, targets, targets_ignored, logits_3d, targets_3d):
     def loss(z, t, reduction="mean", ignore_index=-100):
-        return CrossEntropy.apply(z, t, ignore_index=ignore_index, reduction=reduction)
+        return CrossEntropyOp.apply(z, t, ignore_index=ignore_index, reduction=reduction)
     # (N, C, d) logits as F.cross_entropy takes them: classes moved last, then flattened.
     n, c, d = logits_3d.shape
     flat = logits_3d.permute(0, 2, 1).reshape(n * d, c)
@@ -348,7 +348,7 @@ def _attention(q, k, v, allowed, additive):
     def attend(*mask, is_causal=False, dropout_p=0.0):
         if dropout_p:
             manual_seed(DROPOUT_SEED)  # the same dropout mask on every call
-        return ScaledDotProductAttention.apply(q, k, v, *mask, is_causal=is_causal,
+        return ScaledDotProductAttentionOp.apply(q, k, v, *mask, is_causal=is_causal,
                                                dropout_p=dropout_p, scale=0.5)
     return (attend(is_causal=True), attend(allowed), attend(additive),
             attend(allowed, is_causal=True), attend(is_causal=True, dropout_p=0.25))
@@ -371,7 +371,7 @@ def _self_attention(qkv, key_mask):
     def attend(*mask, dropout_p=0.0, window=None):
         if dropout_p:
             manual_seed(DROPOUT_SEED)
-        return SelfAttention.apply(qkv, *mask, n_head=2, dropout_p=dropout_p, scale=0.5,
+        return SelfAttentionOp.apply(qkv, *mask, n_head=2, dropout_p=dropout_p, scale=0.5,
                                    window=window)
     return (attend(), attend(dropout_p=0.25), attend(window=2), attend(key_mask),
             attend(key_mask, window=3, dropout_p=0.25))

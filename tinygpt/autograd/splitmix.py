@@ -75,7 +75,7 @@ class CounterGenerator:
 
     def __init__(self, key, xp, fuse):
         self.key, self.position = int(key) & _MASK, 0
-        self._xp, self._kernels = xp, {
+        self._xp, self._gpu_fns = xp, {
             "uniform64": fuse(lambda xp, *a: uniform64(*a), "splitmix_uniform64"),
             "uniform32": fuse(lambda xp, *a: uniform32(*a), "splitmix_uniform32"),
             "normal64": fuse(normal64, "splitmix_normal64"),
@@ -111,10 +111,10 @@ class CounterGenerator:
     def random(self, size=None, dtype=np.float64):
         """Uniforms in [0, 1) of `size` (a shape) in float64 or float32."""
         shape = _shape(size)
-        kernel = self._kernels["uniform32" if np.dtype(dtype) == np.float32 else "uniform64"]
+        gpu_fn = self._gpu_fns["uniform32" if np.dtype(dtype) == np.float32 else "uniform64"]
         if np.dtype(dtype) not in (np.float32, np.float64):
             raise TypeError(f"random: dtype must be float32 or float64, got {np.dtype(dtype)}")
-        return kernel(*self._grid(shape)).reshape(shape)
+        return gpu_fn(*self._grid(shape)).reshape(shape)
 
     def standard_normal(self, size=None, dtype=np.float64):
         """Standard normal samples of `size`, two stream positions each."""
@@ -122,10 +122,10 @@ class CounterGenerator:
         if np.dtype(dtype) not in (np.float32, np.float64):
             raise TypeError(f"standard_normal: dtype must be float32 or float64, got "
                             f"{np.dtype(dtype)}")
-        kernel = self._kernels["normal32" if np.dtype(dtype) == np.float32 else "normal64"]
+        gpu_fn = self._gpu_fns["normal32" if np.dtype(dtype) == np.float32 else "normal64"]
         rows, cols, base, row_step = self._grid(shape, stride=2)
         odd_base = np.uint64((int(base) + GOLDEN) & _MASK)
-        return kernel(rows, cols, base, row_step, odd_base).reshape(shape)
+        return gpu_fn(rows, cols, base, row_step, odd_base).reshape(shape)
 
     def integers(self, low, high=None, size=None, dtype=np.int64):
         """Integers uniform in [low, high) (in [0, low) without high): low plus the

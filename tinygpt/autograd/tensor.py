@@ -151,7 +151,7 @@ class Tensor:
         return Tensor(self.data)
 
     def clone(self):
-        return Clone.apply(self)
+        return CloneOp.apply(self)
 
     def contiguous(self):
         return self
@@ -171,12 +171,12 @@ class Tensor:
         if dtype is not None:
             dtype = np.dtype(dtype)
             if dtype != self.dtype:
-                out = Cast.apply(out, dtype=dtype) if self.requires_grad and dtype.kind == "f" \
+                out = CastOp.apply(out, dtype=dtype) if self.requires_grad and dtype.kind == "f" \
                     else Tensor(out.data.astype(dtype))
         if device is not None:
             device = backend.normalize_device(device)
             if device != out.device:
-                out = ToDevice.apply(out, device=device) if out.requires_grad \
+                out = ToDeviceOp.apply(out, device=device) if out.requires_grad \
                     else Tensor(backend.to_device(out.data, device))
         return out
 
@@ -270,52 +270,52 @@ class Tensor:
                 other if b == target else other.to(target))
 
     def __add__(self, other):
-        return Add.apply(*self._pair(other))
+        return AddOp.apply(*self._pair(other))
 
     def __radd__(self, other):
         a, b = self._pair(other)
-        return Add.apply(b, a)
+        return AddOp.apply(b, a)
 
     def __sub__(self, other):
-        return Sub.apply(*self._pair(other))
+        return SubOp.apply(*self._pair(other))
 
     def __rsub__(self, other):
         a, b = self._pair(other)
-        return Sub.apply(b, a)
+        return SubOp.apply(b, a)
 
     def __mul__(self, other):
-        return Mul.apply(*self._pair(other))
+        return MulOp.apply(*self._pair(other))
 
     def __rmul__(self, other):
         a, b = self._pair(other)
-        return Mul.apply(b, a)
+        return MulOp.apply(b, a)
 
     def __truediv__(self, other):
-        return Div.apply(*_floating(*self._pair(other)))
+        return DivOp.apply(*_floating(*self._pair(other)))
 
     def __rtruediv__(self, other):
         a, b = _floating(*self._pair(other))
-        return Div.apply(b, a)
+        return DivOp.apply(b, a)
 
     def __pow__(self, other):
-        return Pow.apply(*self._pair(other))
+        return PowOp.apply(*self._pair(other))
 
     def __rpow__(self, other):
         a, b = self._pair(other)
-        return Pow.apply(b, a)
+        return PowOp.apply(b, a)
 
     def __neg__(self):
-        return Neg.apply(self)
+        return NegOp.apply(self)
 
     def __matmul__(self, other):
-        return MatMul.apply(*self._pair(other))
+        return MatMulOp.apply(*self._pair(other))
 
     def __rmatmul__(self, other):
         a, b = self._pair(other)
-        return MatMul.apply(b, a)
+        return MatMulOp.apply(b, a)
 
     def __getitem__(self, index):
-        return Index.apply(self, index=_normalize_index(index, self))
+        return IndexOp.apply(self, index=_normalize_index(index, self))
 
     # Comparisons give boolean tensors and are not differentiable.
     def _compared(self, other):
@@ -350,31 +350,31 @@ class Tensor:
 
     # --- methods ------------------------------------------------------------------------
     def exp(self):
-        return Exp.apply(self)
+        return ExpOp.apply(self)
 
     def log(self):
-        return Log.apply(self)
+        return LogOp.apply(self)
 
     def sqrt(self):
-        return Sqrt.apply(self)
+        return SqrtOp.apply(self)
 
     def tanh(self):
-        return Tanh.apply(self)
+        return TanhOp.apply(self)
 
     def sigmoid(self):
-        return Sigmoid.apply(self)
+        return SigmoidOp.apply(self)
 
     def relu(self):
-        return Relu.apply(self)
+        return ReluOp.apply(self)
 
     def abs(self):
-        return Abs.apply(self)
+        return AbsOp.apply(self)
 
     def sum(self, dim=None, keepdim=False):
-        return Sum.apply(self, axis=_axes(dim, self.ndim), keepdims=keepdim)
+        return SumOp.apply(self, axis=_axes(dim, self.ndim), keepdims=keepdim)
 
     def mean(self, dim=None, keepdim=False):
-        return Mean.apply(self, axis=_axes(dim, self.ndim), keepdims=keepdim)
+        return MeanOp.apply(self, axis=_axes(dim, self.ndim), keepdims=keepdim)
 
     def max(self, dim=None, keepdim=False):
         """The largest element, or `(values, indices)` along `dim` (as PyTorch).
@@ -383,13 +383,13 @@ class Tensor:
         `dim` it all goes to the index returned (the first maximum).
         """
         if dim is None:
-            return Max.apply(self, axis=None, keepdims=False)
+            return MaxOp.apply(self, axis=None, keepdims=False)
         axis = _axis(dim, self.ndim)
         if self.ndim == 0:  # as PyTorch: the element itself, at index 0
             return MaxResult(self.reshape(()), Tensor(np.zeros((), dtype=int64)))
         xp = backend.array_module(self.data)
         indices = xp.argmax(self.data, axis=axis, keepdims=keepdim)
-        return MaxResult(Max.apply(self, axis=axis, keepdims=keepdim), Tensor(indices))
+        return MaxResult(MaxOp.apply(self, axis=axis, keepdims=keepdim), Tensor(indices))
 
     def argmax(self, dim=None, keepdim=False):
         xp = backend.array_module(self.data)
@@ -400,16 +400,16 @@ class Tensor:
     def softmax(self, dim):
         if self.ndim == 0:  # a single element: softmax over it is that element's axis
             return self.reshape(1).softmax(0).reshape(())
-        return Softmax.apply(self, axis=_axis(dim, self.ndim))
+        return SoftmaxOp.apply(self, axis=_axis(dim, self.ndim))
 
     def log_softmax(self, dim):
         if self.ndim == 0:
             return self.reshape(1).log_softmax(0).reshape(())
-        return LogSoftmax.apply(self, axis=_axis(dim, self.ndim))
+        return LogSoftmaxOp.apply(self, axis=_axis(dim, self.ndim))
 
     def reshape(self, *shape):
         shape = _shape_arg(shape)
-        return Reshape.apply(self, shape=_resolve_shape(shape, self.shape))
+        return ReshapeOp.apply(self, shape=_resolve_shape(shape, self.shape))
 
     def view(self, *shape):
         return self.reshape(*shape)
@@ -437,7 +437,7 @@ class Tensor:
         if self.ndim == 0:  # dims 0 / -1 of a 0-d tensor: nothing to swap
             _axis(dim0, 0), _axis(dim1, 0)
             return self.reshape(())
-        return Transpose.apply(self, dim0=_axis(dim0, self.ndim), dim1=_axis(dim1, self.ndim))
+        return TransposeOp.apply(self, dim0=_axis(dim0, self.ndim), dim1=_axis(dim1, self.ndim))
 
     def permute(self, *dims):
         dims = _shape_arg(dims)
@@ -446,20 +446,20 @@ class Tensor:
             raise ValueError(
                 f"permute: dims {tuple(dims)} are not a permutation of the {self.ndim} "
                 f"dimensions of a tensor of shape {tuple(self.shape)}")
-        return Permute.apply(self, axes=axes)
+        return PermuteOp.apply(self, axes=axes)
 
     def expand(self, *shape):
         shape = _shape_arg(shape)
         shape = tuple(old if new == -1 else new
                       for old, new in zip((1,) * (len(shape) - self.ndim) + self.shape, shape))
-        return Expand.apply(self, shape=shape)
+        return ExpandOp.apply(self, shape=shape)
 
     def masked_fill(self, mask, value):
         """Elements where `mask` (boolean, broadcastable to this shape) is True become `value`."""
         mask = mask if isinstance(mask, Tensor) else Tensor(mask)
         if mask.dtype != bool_:
             raise TypeError(f"masked_fill: mask must be a boolean tensor, got dtype {mask.dtype}")
-        return MaskedFill.apply(self, mask, value=float(value))
+        return MaskedFillOp.apply(self, mask, value=float(value))
 
     def split(self, split_size_or_sections, dim=0):
         """Chunks along `dim`: of size `split_size_or_sections` (an int; the last may be
@@ -479,7 +479,7 @@ class Tensor:
         out, start = [], 0
         for size in sizes:
             index = (slice(None),) * axis + (slice(start, start + size),)
-            out.append(Index.apply(self, index=index))
+            out.append(IndexOp.apply(self, index=index))
             start += size
         return tuple(out)
 
@@ -614,7 +614,7 @@ def tensor(data, dtype=None, device="cpu", requires_grad=False):
     device = backend.normalize_device(device)
     if isinstance(data, Tensor):
         data = data.data
-    xp = backend.get_array_module(device)
+    xp = backend.array_module_for_device(device)
     if dtype is None and not hasattr(data, "dtype"):
         array = np.asarray(data)
         if array.dtype.kind == "f":
@@ -629,7 +629,7 @@ def tensor(data, dtype=None, device="cpu", requires_grad=False):
 
 def _filled(fill, shape, dtype, device, requires_grad):
     device = backend.normalize_device(device)
-    xp = backend.get_array_module(device)
+    xp = backend.array_module_for_device(device)
     dtype = _dtype_of(dtype) or backend.DEFAULT_FLOAT
     shape = _shape_arg(shape)
     return Tensor(getattr(xp, fill)(shape, dtype=dtype), requires_grad=requires_grad)
@@ -687,7 +687,7 @@ def arange(start, end=None, step=1, dtype=None, device="cpu", requires_grad=Fals
     if dtype is None:
         is_int = all(isinstance(v, (int, np.integer)) for v in (start, end, step))
         dtype = int64 if is_int else backend.DEFAULT_FLOAT
-    xp = backend.get_array_module(backend.normalize_device(device))
+    xp = backend.array_module_for_device(backend.normalize_device(device))
     return Tensor(xp.arange(start, end, step, dtype=np.dtype(dtype)), requires_grad=requires_grad)
 
 
@@ -703,7 +703,7 @@ def cat(tensors, dim=0):
             raise ValueError(
                 f"cat: shapes {tuple(tensors[0].shape)} and {tuple(t.shape)} differ outside "
                 f"dimension {dim}")
-    return Cat.apply(*tensors, axis=axis)
+    return CatOp.apply(*tensors, axis=axis)
 
 
 def stack(tensors, dim=0):
@@ -717,7 +717,7 @@ def stack(tensors, dim=0):
                 f"stack: expected tensors of one shape, got {tuple(tensors[0].shape)} and "
                 f"{tuple(t.shape)}")
     axis = _axis(dim, tensors[0].ndim + 1)
-    return Stack.apply(*tensors, axis=axis)
+    return StackOp.apply(*tensors, axis=axis)
 
 
 def where(condition, input, other):
@@ -731,7 +731,7 @@ def where(condition, input, other):
     if not isinstance(input, Tensor):
         input = other._lift(input)
     other = input._lift(other)
-    return Where.apply(condition, input, other)
+    return WhereOp.apply(condition, input, other)
 
 
 def manual_seed(seed):
@@ -740,9 +740,9 @@ def manual_seed(seed):
 
 
 from .function import _device_mismatch, no_grad  # noqa: E402,F401  (function.py imports us)
-from .ops.elementwise import (Abs, Add, Cast, Clone, Div, Exp, Log, MaskedFill, Mul,  # noqa: E402
-                              Neg, Pow, Relu, Sigmoid, Sqrt, Sub, Tanh, ToDevice, Where)
-from .ops.reduce import Max, Mean, Sum  # noqa: E402
-from .ops.shape import Cat, Expand, Index, Permute, Reshape, Stack, Transpose  # noqa: E402
-from .ops.matmul import MatMul  # noqa: E402
-from .ops.nn import LogSoftmax, Softmax  # noqa: E402
+from .ops.elementwise import (AbsOp, AddOp, CastOp, CloneOp, DivOp, ExpOp, LogOp, MaskedFillOp, MulOp,  # noqa: E402
+                              NegOp, PowOp, ReluOp, SigmoidOp, SqrtOp, SubOp, TanhOp, ToDeviceOp, WhereOp)
+from .ops.reduce import MaxOp, MeanOp, SumOp  # noqa: E402
+from .ops.shape import CatOp, ExpandOp, IndexOp, PermuteOp, ReshapeOp, StackOp, TransposeOp  # noqa: E402
+from .ops.matmul import MatMulOp  # noqa: E402
+from .ops.fused import LogSoftmaxOp, SoftmaxOp  # noqa: E402

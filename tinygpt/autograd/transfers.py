@@ -57,7 +57,7 @@ class count_transfers:
         self.by_line = collections.Counter()
 
     def __enter__(self):
-        cls = backend.get_array_module("cuda").ndarray
+        cls = backend.array_module_for_device("cuda").ndarray
         with self._lock:
             if not self._active:
                 _patch(cls)
@@ -65,7 +65,7 @@ class count_transfers:
         return self
 
     def __exit__(self, *exc):
-        cls = backend.get_array_module("cuda").ndarray
+        cls = backend.array_module_for_device("cuda").ndarray
         with self._lock:
             self._active.remove(self)
             if not self._active:

@@ -112,7 +112,7 @@ class Report:
 
 # --- sections ------------------------------------------------------------------------------------
 def versions(report, torch):
-    cp = backend.get_array_module("cuda")
+    cp = backend.array_module_for_device("cuda")
     runtime = cp.cuda.runtime
     props = runtime.getDeviceProperties(0)
     name = props.get("name", b"?")
@@ -265,7 +265,7 @@ group.close()
 
 def nccl(report):
     """Two ranks on two GPUs reduce with NCCL (a subprocess under mpiexec)."""
-    cp = backend.get_array_module("cuda")
+    cp = backend.array_module_for_device("cuda")
     count = cp.cuda.runtime.getDeviceCount()
     launcher = Path(sys.executable).with_name("mpiexec")
     launcher = str(launcher) if launcher.exists() else shutil.which("mpiexec")
@@ -289,7 +289,7 @@ def nccl(report):
 
 def _gpu_memory_mb(torch):
     """(tinygpt's CuPy pool bytes reserved, PyTorch's peak reserved, peak allocated) in MB."""
-    pool = backend.get_array_module("cuda").get_default_memory_pool()
+    pool = backend.array_module_for_device("cuda").get_default_memory_pool()
     mb = 2 ** 20
     ours = pool.total_bytes() / mb
     if torch is None or not torch.cuda.is_available():
@@ -300,7 +300,7 @@ def _gpu_memory_mb(torch):
 
 def train(report, specs, torch, warmup, iters):
     """Step times beside PyTorch eager, alternating on the same batches; peak memory."""
-    cp = backend.get_array_module("cuda")
+    cp = backend.array_module_for_device("cuda")
     out = {}
     for name, spec in specs.items():
         spec = dict(spec, gelu="tanh")

@@ -67,7 +67,7 @@ import numpy as np
 import tinygpt as tg
 from tinygpt.autograd import backend
 from tinygpt.autograd.fast import threads as fast_threads
-from tinygpt.autograd.ops.nn import GELU_APPROXIMATIONS
+from tinygpt.autograd.ops.fused import GELU_APPROXIMATIONS
 from tinygpt.autograd.trace import trace
 from tinygpt.model import GPT, GPTConfig
 from tinygpt.model.config import PRESETS
@@ -260,7 +260,7 @@ def matmul_ceiling(device, n, repeat=7, torch=None):
     rng = np.random.default_rng(0)
     a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
     if torch is None:
-        xp = backend.get_array_module(device)
+        xp = backend.array_module_for_device(device)
         a, b = backend.to_device(a, device), backend.to_device(b, device)
         out = xp.empty((n, n), dtype=np.float32)
 
@@ -535,7 +535,7 @@ def bench_generate(device, preset, new_tokens, prompt_tokens=8, seed=0):
     backend.synchronize(device)
     cached_s = time.perf_counter() - start
 
-    xp = backend.get_array_module(device)
+    xp = backend.array_module_for_device(device)
     tokens = prompt_t.data
     backend.synchronize(device)
     start = time.perf_counter()

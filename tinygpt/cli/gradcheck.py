@@ -97,7 +97,7 @@ def run(args):
     from ..autograd import backend
     try:
         device = backend.normalize_device(args.device)
-        backend.get_array_module(device)
+        backend.array_module_for_device(device)
     except (RuntimeError, ValueError) as e:
         print(f"gradcheck: {e}", file=sys.stderr)
         return 2

@@ -76,7 +76,7 @@ def run(args, out=None):
             raise ValueError(f"--{name} must be >= {low}, got {getattr(args, name)}")
     from ..autograd import backend
     args.device = backend.normalize_device(args.device)
-    backend.get_array_module(args.device)           # CuPy there, for cuda?
+    backend.array_module_for_device(args.device)           # CuPy there, for cuda?
     model, tokenizer = load(args)
     if args.prompt is None:
         args.prompt, prompt = _default_prompt(tokenizer)

@@ -24,7 +24,7 @@ class KVCache:
     __slots__ = ("k", "v", "real", "padded", "length", "window")
 
     def __init__(self, batch_size, n_head, capacity, head_size, dtype, device, window=None):
-        xp = backend.get_array_module(device)
+        xp = backend.array_module_for_device(device)
         slots = capacity if window is None else min(window, capacity)
         self.k = xp.empty((batch_size, n_head, slots, head_size), dtype=dtype)
         self.v = xp.empty_like(self.k)

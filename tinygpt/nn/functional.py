@@ -1,7 +1,7 @@
 """Stateless layer ops with PyTorch's signatures (floor 3): `import tinygpt.nn.functional as F`.
 
 Each function checks its arguments (so a bad shape or option is named here, in the
-user's terms) and calls one fused op of `tinygpt.autograd.ops.nn`, where the forward
+user's terms) and calls one fused op of `tinygpt.autograd.ops.fused`, where the forward
 and the backward sit side by side. Imports: autograd.
 """
 
@@ -11,9 +11,9 @@ import numbers
 import numpy as np
 
 from ..autograd import backend
-from ..autograd.ops.attention import ScaledDotProductAttention, SelfAttention
-from ..autograd.ops.nn import (GELU_APPROXIMATIONS, REDUCTIONS, CrossEntropy, Dropout,
-                               Embedding, Gelu, LayerNorm, Linear)
+from ..autograd.ops.attention import ScaledDotProductAttentionOp, SelfAttentionOp
+from ..autograd.ops.fused import (GELU_APPROXIMATIONS, REDUCTIONS, CrossEntropyOp, DropoutOp,
+                               EmbeddingOp, GeluOp, LayerNormOp, LinearOp)
 from ..autograd.ops.rotary import RotaryOp
 from ..autograd.tensor import Tensor
 
@@ -21,12 +21,12 @@ from ..autograd.tensor import Tensor
 def linear(x, weight, bias=None):
     """y = x @ weight^T + bias; x (..., in), weight (out, in), bias (out,)."""
     if bias is None:
-        return Linear.apply(x, weight)
+        return LinearOp.apply(x, weight)
     if bias.shape != (weight.shape[0],):
         raise ValueError(
             f"linear: bias of shape {tuple(bias.shape)} does not match the weight's "
             f"{weight.shape[0]} outputs (expected ({weight.shape[0]},))")
-    return Linear.apply(x, weight, bias)
+    return LinearOp.apply(x, weight, bias)
 
 
 def relu(x):
@@ -38,7 +38,7 @@ def gelu(x, approximate="none"):
     if approximate not in GELU_APPROXIMATIONS:
         raise ValueError(
             f"gelu: unknown approximate={approximate!r}, expected one of {GELU_APPROXIMATIONS}")
-    return Gelu.apply(x, approximate=approximate)
+    return GeluOp.apply(x, approximate=approximate)
 
 
 def softmax(x, dim):
@@ -88,7 +88,7 @@ def cross_entropy(logits, targets, ignore_index=-100, reduction="mean"):
         perm = (0,) + tuple(range(2, logits.ndim)) + (1,)
         flat_logits = logits.permute(*perm).reshape(-1, n_classes)
         flat_targets = targets.reshape(-1)
-    loss = CrossEntropy.apply(flat_logits, flat_targets, ignore_index=ignore_index,
+    loss = CrossEntropyOp.apply(flat_logits, flat_targets, ignore_index=ignore_index,
                               reduction=reduction)
     if reduction == "none":
         loss = loss.reshape(out_shape)
@@ -147,7 +147,7 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
                 raise ValueError(
                     f"layer_norm: {name} of shape {tuple(p.shape)}, expected {normalized_shape}")
             params.append(p)
-    return LayerNorm.apply(x, *params, n_axes=k, eps=float(eps),
+    return LayerNormOp.apply(x, *params, n_axes=k, eps=float(eps),
                            has_weight=weight is not None, has_bias=bias is not None)
 
 
@@ -165,7 +165,7 @@ def embedding(idx, weight):
         _check_indices(idx.data, weight.shape[0])
     if idx.dtype.kind not in "iu":
         raise TypeError(f"embedding: indices must be integers, got dtype {idx.dtype}")
-    return Embedding.apply(idx, weight)
+    return EmbeddingOp.apply(idx, weight)
 
 
 def _check_indices(idx, v):
@@ -188,7 +188,7 @@ def dropout(x, p=0.5, training=True):
         return x
     if p == 1.0:
         return x * 0.0
-    return Dropout.apply(x, p=float(p))
+    return DropoutOp.apply(x, p=float(p))
 
 
 def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, dropout_p=0.0,
@@ -220,7 +220,7 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, dropo
                 f"scaled_dot_product_attention: attn_mask must be boolean or float, got "
                 f"{attn_mask.dtype}")
         inputs.append(attn_mask)
-    return ScaledDotProductAttention.apply(*inputs, is_causal=bool(is_causal),
+    return ScaledDotProductAttentionOp.apply(*inputs, is_causal=bool(is_causal),
                                            dropout_p=float(dropout_p), scale=float(scale))
 
 
@@ -252,7 +252,7 @@ def self_attention(qkv, n_head, dropout_p=0.0, scale=None, key_mask=None, window
     inputs = [qkv]
     if key_mask is not None:
         inputs.append(padding_mask(key_mask, qkv, "self_attention"))
-    return SelfAttention.apply(*inputs, n_head=int(n_head), dropout_p=float(dropout_p),
+    return SelfAttentionOp.apply(*inputs, n_head=int(n_head), dropout_p=float(dropout_p),
                                scale=float(scale), window=window)
 
 

@@ -31,7 +31,7 @@ def _empty_parameter(shape, dtype, device):
     """A Parameter of uninitialised memory; the layer fills it at once."""
     device = backend.normalize_device(device)
     dtype = backend.DEFAULT_FLOAT if dtype is None else dtype
-    return Parameter(backend.get_array_module(device).empty(shape, dtype=dtype))
+    return Parameter(backend.array_module_for_device(device).empty(shape, dtype=dtype))
 
 
 class Linear(Module):

@@ -16,7 +16,7 @@ step is float16 (Micikevicius et al., 2018, "Mixed Precision Training"):
   does the same, with the same defaults.
 
 Sums over many elements (layer norm, softmax, cross-entropy) run in float32 inside the ops
-(see tinygpt/autograd/ops/nn.py), and the loss is float32.
+(see tinygpt/autograd/ops/fused.py), and the loss is float32.
 """
 
 import copy

@@ -46,7 +46,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     with_grads = [p for p in parameters if p.grad is not None]
     grads = [p.grad.data for p in with_grads]
     if not grads:
-        return Tensor(backend.get_array_module("cpu").zeros((), dtype=backend.DEFAULT_FLOAT))
+        return Tensor(backend.array_module_for_device("cpu").zeros((), dtype=backend.DEFAULT_FLOAT))
     if backend.device_of(grads[0]) != "cpu":
         return _clip_on_device(with_grads, max_norm, norm_type, error_if_nonfinite)
     xp = backend.array_module(grads[0])

@@ -25,7 +25,7 @@ NCCL_SUM = 0
 def use_local_gpu(group):
     """Make GPU number `group.local_rank` this process's current device; raise ValueError
     when this machine has fewer GPUs than ranks."""
-    cupy = backend.get_array_module("cuda")
+    cupy = backend.array_module_for_device("cuda")
     count = cupy.cuda.runtime.getDeviceCount()
     if group.local_rank >= count:
         raise ValueError(f"{group.local_size} ranks run on this machine but it has {count} "
@@ -39,7 +39,7 @@ class NCCLCommunicator:
     collectives DistributedDataParallel uses on GPU arrays, in place."""
 
     def __init__(self, group):
-        cupy = backend.get_array_module("cuda")
+        cupy = backend.array_module_for_device("cuda")
         try:
             nccl = backend.cupy_submodule("cuda.nccl")
         except ImportError:

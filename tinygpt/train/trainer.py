@@ -165,7 +165,7 @@ class Trainer:
     # --- set-up ---------------------------------------------------------------------------
     def _setup(self):
         cfg = self.config
-        backend.get_array_module(backend.normalize_device(cfg.device))   # CuPy there?
+        backend.array_module_for_device(backend.normalize_device(cfg.device))   # CuPy there?
         self._use_rank_gpu()
         self.lock.check()           # a run in progress there is named at once
         if cfg.resume:
@@ -259,7 +259,7 @@ class Trainer:
         meta = state.meta
         self.config, changed = resumed_config(self.config, meta.get("train_config"), self.given)
         cfg = self.config
-        backend.get_array_module(cfg.device)    # the saved run's device, if not told another
+        backend.array_module_for_device(cfg.device)    # the saved run's device, if not told another
         self._use_rank_gpu()
         if state.tokenizer is None or state.optimizer_state is None:
             raise CheckpointError(f"{state.path} holds no tokenizer or optimizer state; it "

@@ -9,12 +9,12 @@ branch it has (tests/autograd/test_fast_kernels.py).
 
 | op | kernel | module | what makes it fast |
 | --- | --- | --- | --- |
-| linear, matmul | LinearThreads, MatMulThreads | linear.py | one 2-D product; products on tinygpt's threads (thin ones by columns) |
+| linear, matmul | LinearThreadsOp, MatMulThreadsOp | linear.py | one 2-D product; products on tinygpt's threads (thin ones by columns) |
 | softmax, log_softmax, cross_entropy | *Blocked | softmax.py | row blocks in cache, on threads |
-| layer_norm | LayerNormBlocked | layer_norm.py | row blocks; two numbers a row stand in for n |
-| gelu | GeluBlocked | gelu.py | blocks; Phi read off the output in backward |
-| embedding | EmbeddingOneHot | embedding.py | backward as a one-hot product |
-| self_attention | SelfAttentionTiled | attention.py | flash-style tiles, no T x T array kept |
+| layer_norm | LayerNormBlockedOp | layer_norm.py | row blocks; two numbers a row stand in for n |
+| gelu | GeluBlockedOp | gelu.py | blocks; Phi read off the output in backward |
+| embedding | EmbeddingOneHotOp | embedding.py | backward as a one-hot product |
+| self_attention | SelfAttentionTiledOp | attention.py | flash-style tiles, no T x T array kept |
 
 The GPU's kernels (`fast/cuda/`, registered for "cuda") fuse each memory-bound op into
 one or a few CUDA kernels through `backend.fuse` (see that package's table).

@@ -1,4 +1,4 @@
-"""Fast CPU kernel of `self_attention` (floor 2): ops/attention.py's SelfAttention in
+"""Fast CPU kernel of `self_attention` (floor 2): ops/attention.py's SelfAttentionOp in
 cache-sized tiles, flash-attention style, without any T x T array that outlives a tile.
 
 Its output goes straight into (B, T, C) and its gradient straight into the three thirds of
@@ -10,7 +10,7 @@ stay in cache through the mask, exp and dropout passes, where a whole-batch comp
 would stream a (B, H, T, T) array through memory once per pass; the batch blocks run
 on several threads, each product on one BLAS thread. No product has a transposed right-hand
 operand (NumPy's matmul runs those slower: k^T and v^T are copied once instead), and each
-per-row shift rides inside a product as one extra column (see `SelfAttentionTiled`)
+per-row shift rides inside a product as one extra column (see `SelfAttentionTiledOp`)
 instead of costing a pass of its own.
 """
 
@@ -18,8 +18,8 @@ import numpy as np
 
 from .. import backend
 from ..function import register_kernel
-from ..ops.attention import SelfAttention, check_qkv, split_heads
-from ..ops.nn import bernoulli_keep
+from ..ops.attention import SelfAttentionOp, check_qkv, split_heads
+from ..ops.fused import bernoulli_keep
 from . import blas, threads
 from .threads import CPU_DTYPES
 
@@ -138,9 +138,9 @@ def _exp_scores(xp, qa, ka, rows, keys, window, key_bias, exact):
 
 
 @register_kernel("self_attention", dtypes=CPU_DTYPES)
-class SelfAttentionTiled(SelfAttention):
+class SelfAttentionTiledOp(SelfAttentionOp):
     """self_attention on the CPU in tiles, P recomputed in backward (equals
-    ops/attention.py's SelfAttention).
+    ops/attention.py's SelfAttentionOp).
 
     The softmax subtracts a shift m_i from each score row before exp; any m_i gives the
     same P. On the CPU m_i is the row's diagonal score S_ii (the query against itself,

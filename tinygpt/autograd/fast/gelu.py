@@ -1,4 +1,4 @@
-"""Fast CPU kernel of `gelu` (floor 2): ops/nn.py's Gelu with in-place ufuncs, block by
+"""Fast CPU kernel of `gelu` (floor 2): ops/fused.py's GeluOp with in-place ufuncs, block by
 block on tinygpt's threads, and two rearrangements that save passes over memory:
 
 - the tanh form's forward as y = x / (1 + exp(-2u)), equal to 0.5 x (1 + tanh(u)): one exp
@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import backend
 from ..function import register_kernel
-from ..ops.nn import GELU_TANH_A, INV_SQRT_2, INV_SQRT_2PI, SQRT_2_OVER_PI, Gelu
+from ..ops.fused import GELU_TANH_A, INV_SQRT_2, INV_SQRT_2PI, SQRT_2_OVER_PI, GeluOp
 from .threads import CPU_DTYPES, as_rows, for_blocks
 
 
@@ -87,18 +87,18 @@ def _gelu_exact_grad(xp, x, y, dy, dx):
 
 
 @register_kernel("gelu", dtypes=CPU_DTYPES)
-class GeluBlocked(Gelu):
-    """gelu on the CPU in blocks, Phi read off the output (equals ops/nn.py's Gelu).
+class GeluBlockedOp(GeluOp):
+    """gelu on the CPU in blocks, Phi read off the output (equals ops/fused.py's GeluOp).
     Saves x and y."""
 
     @staticmethod
     def forward(ctx, x, approximate):
         xp = backend.array_module(x)
         ctx.approximate = approximate
-        kernel = _gelu_tanh if approximate == "tanh" else _gelu_exact
+        row_fn = _gelu_tanh if approximate == "tanh" else _gelu_exact
         y = xp.empty_like(x)
         x2, y2 = as_rows(x), as_rows(y)
-        for_blocks(lambda r: kernel(xp, x2[r], y2[r]), x2)
+        for_blocks(lambda r: row_fn(xp, x2[r], y2[r]), x2)
         ctx.save(x, y)
         return y
 
@@ -106,8 +106,8 @@ class GeluBlocked(Gelu):
     def backward(ctx, dy):
         x, y = ctx.saved
         xp = backend.array_module(x)
-        kernel = _gelu_tanh_grad if ctx.approximate == "tanh" else _gelu_exact_grad
+        row_fn = _gelu_tanh_grad if ctx.approximate == "tanh" else _gelu_exact_grad
         dx = xp.empty_like(x)
         x2, y2, dy2, dx2 = as_rows(x), as_rows(y), as_rows(dy), as_rows(dx)
-        for_blocks(lambda r: kernel(xp, x2[r], y2[r], dy2[r], dx2[r]), x2)
+        for_blocks(lambda r: row_fn(xp, x2[r], y2[r], dy2[r], dx2[r]), x2)
         return (dx,)

@@ -1,4 +1,4 @@
-"""Fast CPU kernel of `layer_norm` (floor 2): ops/nn.py's LayerNorm, row block by row
+"""Fast CPU kernel of `layer_norm` (floor 2): ops/fused.py's LayerNormOp, row block by row
 block on tinygpt's threads, with the same formula rearranged to need fewer passes.
 
 Forward: the row means as one matrix-vector product with a vector of 1/D (BLAS), the sum
@@ -10,15 +10,15 @@ row stand in for n, which is never formed; dw's block sums are products rstd . (
 
 from .. import backend
 from ..function import register_kernel
-from ..ops.nn import LayerNorm
+from ..ops.fused import LayerNormOp
 from .products import column_sums
 from .threads import CPU_DTYPES, blas_on_tinygpt_threads, for_blocks
 
 
 @register_kernel("layer_norm", dtypes=CPU_DTYPES)
-class LayerNormBlocked(LayerNorm):
-    """layer_norm on the CPU in row blocks, two numbers a row for n (equals ops/nn.py's
-    LayerNorm)."""
+class LayerNormBlockedOp(LayerNormOp):
+    """layer_norm on the CPU in row blocks, two numbers a row for n (equals ops/fused.py's
+    LayerNormOp)."""
 
     @staticmethod
     @blas_on_tinygpt_threads

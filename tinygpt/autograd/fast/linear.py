@@ -1,6 +1,6 @@
 """Fast CPU kernels of `linear` and `matmul`: the same products, shared out over tinygpt's
-threads (floor 2). Each equals its reference in `tinygpt/autograd/ops/` (nn.py's Linear,
-matmul.py's MatMul) to the last bit where the products are the same dot products.
+threads (floor 2). Each equals its reference in `tinygpt/autograd/ops/` (fused.py's LinearOp,
+matmul.py's MatMulOp) to the last bit where the products are the same dot products.
 
 Two changes of layout, not of arithmetic: a stack of rows times one matrix runs as one
 (N, in) @ (in, out) product, which BLAS runs faster than a batch of small ones; and a
@@ -10,16 +10,16 @@ product a thread. The bias gradient is a product with a vector of ones
 """
 
 from ..function import register_kernel
-from ..ops.matmul import MatMul, batch_error, check_shapes
-from ..ops.nn import Linear, check_features
+from ..ops.matmul import MatMulOp, batch_error, check_shapes
+from ..ops.fused import LinearOp, check_features
 from . import products
 from .threads import CPU_DTYPES, blas_on_tinygpt_threads
 
 
 @register_kernel("linear", dtypes=CPU_DTYPES)
-class LinearThreads(Linear):
+class LinearThreadsOp(LinearOp):
     """linear on the CPU: x viewed as (N, in); y = x @ W^T + b as one product, dx and dW
-    computed together (equals ops/nn.py's Linear)."""
+    computed together (equals ops/fused.py's LinearOp)."""
 
     @staticmethod
     @blas_on_tinygpt_threads
@@ -46,10 +46,10 @@ class LinearThreads(Linear):
 
 
 @register_kernel("matmul", dtypes=CPU_DTYPES)
-class MatMulThreads(MatMul):
+class MatMulThreadsOp(MatMulOp):
     """matmul on the CPU: a stack times one matrix as one 2-D product (the batch summed
     inside the product for db), large products on tinygpt's threads (equals
-    ops/matmul.py's MatMul)."""
+    ops/matmul.py's MatMulOp)."""
 
     @staticmethod
     @blas_on_tinygpt_threads
@@ -70,7 +70,7 @@ class MatMulThreads(MatMul):
         a, b = ctx.saved
         need_a, need_b = ctx.needs_grad
         if not (b.ndim == 2 and a.ndim > 2):
-            return MatMul.backward(ctx, dy)                 # no layout to change
+            return MatMulOp.backward(ctx, dy)                 # no layout to change
         da = db = None
         if need_a:                                          # (N, m) @ (m, k)
             da = products.matmul(dy.reshape(-1, dy.shape[-1]), b.T).reshape(a.shape)

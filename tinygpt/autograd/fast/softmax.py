@@ -1,5 +1,5 @@
 """Fast CPU kernels of `softmax`, `log_softmax` and `cross_entropy` (floor 2): the
-reference formulas of ops/nn.py, run row block by row block (`threads.for_blocks`) with
+reference formulas of ops/fused.py, run row block by row block (`threads.for_blocks`) with
 in-place ufuncs, so a block's shift, exp, sum and division stay in a core's cache and the
 blocks share tinygpt's threads. Along an axis other than the last, softmax and
 log-softmax run the reference code.
@@ -9,18 +9,18 @@ import numpy as np
 
 from .. import backend
 from ..function import register_kernel
-from ..ops.nn import CrossEntropy, LogSoftmax, Softmax
+from ..ops.fused import CrossEntropyOp, LogSoftmaxOp, SoftmaxOp
 from .threads import CPU_DTYPES, as_rows, for_blocks
 
 
-def by_row_blocks(kernel, x, *others):
-    """out = kernel applied to x (and arrays of x's shape) along their last axis, one row
-    block at a time on tinygpt's threads: kernel(xp, out_rows, x_rows, *other_rows)
+def by_row_blocks(row_fn, x, *others):
+    """out = row_fn applied to x (and arrays of x's shape) along their last axis, one row
+    block at a time on tinygpt's threads: row_fn(xp, out_rows, x_rows, *other_rows)
     writes its rows of out, a new array of x's shape and dtype."""
     xp = backend.array_module(x)
     x2, others2 = as_rows(x), [as_rows(a) for a in others]
     out = xp.empty(x2.shape, dtype=x.dtype)
-    for_blocks(lambda r: kernel(xp, out[r], x2[r], *(a[r] for a in others2)), x2)
+    for_blocks(lambda r: row_fn(xp, out[r], x2[r], *(a[r] for a in others2)), x2)
     return out.reshape(x.shape)
 
 
@@ -52,13 +52,13 @@ def _log_softmax_grad_rows(xp, dx, y, dy):
 
 
 @register_kernel("softmax", dtypes=CPU_DTYPES)
-class SoftmaxBlocked(Softmax):
-    """softmax on the CPU, in row blocks along the last axis (equals ops/nn.py's Softmax)."""
+class SoftmaxBlockedOp(SoftmaxOp):
+    """softmax on the CPU, in row blocks along the last axis (equals ops/fused.py's SoftmaxOp)."""
 
     @staticmethod
     def forward(ctx, x, axis):
         if axis != x.ndim - 1:
-            return Softmax.forward(ctx, x, axis)
+            return SoftmaxOp.forward(ctx, x, axis)
         ctx.axis = axis
         y = by_row_blocks(_softmax_rows, x)
         ctx.save(y)
@@ -68,19 +68,19 @@ class SoftmaxBlocked(Softmax):
     def backward(ctx, dy):
         (y,) = ctx.saved
         if ctx.axis != y.ndim - 1:
-            return Softmax.backward(ctx, dy)
+            return SoftmaxOp.backward(ctx, dy)
         return (by_row_blocks(_softmax_grad_rows, y, dy),)
 
 
 @register_kernel("log_softmax", dtypes=CPU_DTYPES)
-class LogSoftmaxBlocked(LogSoftmax):
-    """log_softmax on the CPU, in row blocks along the last axis (equals ops/nn.py's
-    LogSoftmax)."""
+class LogSoftmaxBlockedOp(LogSoftmaxOp):
+    """log_softmax on the CPU, in row blocks along the last axis (equals ops/fused.py's
+    LogSoftmaxOp)."""
 
     @staticmethod
     def forward(ctx, x, axis):
         if axis != x.ndim - 1:
-            return LogSoftmax.forward(ctx, x, axis)
+            return LogSoftmaxOp.forward(ctx, x, axis)
         ctx.axis = axis
         y = by_row_blocks(_log_softmax_rows, x)
         ctx.save(y)
@@ -90,15 +90,15 @@ class LogSoftmaxBlocked(LogSoftmax):
     def backward(ctx, dy):
         (y,) = ctx.saved
         if ctx.axis != y.ndim - 1:
-            return LogSoftmax.backward(ctx, dy)
+            return LogSoftmaxOp.backward(ctx, dy)
         return (by_row_blocks(_log_softmax_grad_rows, y, dy),)
 
 
 @register_kernel("cross_entropy", dtypes=CPU_DTYPES)
-class CrossEntropyBlocked(CrossEntropy):
+class CrossEntropyBlockedOp(CrossEntropyOp):
     """cross_entropy on the CPU, in row blocks: each block's shift, exp, sum, division and
     picked logits stay in cache; the backward writes (p - 1) * s at each target (equals
-    ops/nn.py's CrossEntropy)."""
+    ops/fused.py's CrossEntropyOp)."""
 
     @staticmethod
     def forward(ctx, logits, targets, ignore_index, reduction):

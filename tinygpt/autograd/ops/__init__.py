@@ -1,3 +1,3 @@
 """Every differentiable op, grouped by kind; importing this package registers them all."""
 
-from . import attention, elementwise, matmul, nn, reduce, rotary, shape  # noqa: F401
+from . import attention, elementwise, fused, matmul, reduce, rotary, shape  # noqa: F401

@@ -12,7 +12,7 @@ C = H * hs channels.
 
 from .. import backend
 from ..function import Function, register
-from .nn import bernoulli_keep, wide
+from .fused import bernoulli_keep, wide
 
 
 def causal_blocked(xp, t, s, window=None):
@@ -45,7 +45,7 @@ def softmax_backward(p, dp):
 
 
 @register("scaled_dot_product_attention")
-class ScaledDotProductAttention(Function):
+class ScaledDotProductAttentionOp(Function):
     """out = dropout(softmax(q k^T * scale + mask)) @ v, per batch and head.
 
     q (B, H, T, hs), k (B, H, S, hs), v (B, H, S, hv) -> out (B, H, T, hv).
@@ -107,7 +107,7 @@ def split_heads(qkv, n_head):
 
 
 @register("self_attention")
-class SelfAttention(Function):
+class SelfAttentionOp(Function):
     """Causal self-attention of the (B, T, 3C) output of a fused qkv projection.
 
     q, k, v = qkv split in three along the last axis, each viewed as (B, H, T, hs);

@@ -39,7 +39,7 @@ def broadcast_error(op, **arrays):
 
 
 @register("add")
-class Add(Function):
+class AddOp(Function):
     """y = a + b;  da = dy,  db = dy  (each summed back to its input's shape)."""
 
     @staticmethod
@@ -58,7 +58,7 @@ class Add(Function):
 
 
 @register("sub")
-class Sub(Function):
+class SubOp(Function):
     """y = a - b;  da = dy,  db = -dy."""
 
     @staticmethod
@@ -77,7 +77,7 @@ class Sub(Function):
 
 
 @register("mul")
-class Mul(Function):
+class MulOp(Function):
     """y = a * b;  da = dy * b,  db = dy * a."""
 
     @staticmethod
@@ -97,7 +97,7 @@ class Mul(Function):
 
 
 @register("div")
-class Div(Function):
+class DivOp(Function):
     """y = a / b;  da = dy / b,  db = -dy * a / b^2 = -dy * y / b."""
 
     @staticmethod
@@ -118,7 +118,7 @@ class Div(Function):
 
 
 @register("neg")
-class Neg(Function):
+class NegOp(Function):
     """y = -x;  dx = -dy."""
 
     @staticmethod
@@ -131,7 +131,7 @@ class Neg(Function):
 
 
 @register("pow")
-class Pow(Function):
+class PowOp(Function):
     """y = a ** b;  da = dy * b * a^(b-1),  db = dy * y * log(a).
 
     db is only computed when the exponent is a tensor that requires grad (a constant
@@ -163,7 +163,7 @@ class Pow(Function):
 
 
 @register("exp")
-class Exp(Function):
+class ExpOp(Function):
     """y = exp(x);  dx = dy * y  (saves y, not x)."""
 
     @staticmethod
@@ -179,7 +179,7 @@ class Exp(Function):
 
 
 @register("log")
-class Log(Function):
+class LogOp(Function):
     """y = log(x);  dx = dy / x."""
 
     @staticmethod
@@ -194,7 +194,7 @@ class Log(Function):
 
 
 @register("sqrt")
-class Sqrt(Function):
+class SqrtOp(Function):
     """y = sqrt(x);  dx = dy / (2 y)  (saves y)."""
 
     @staticmethod
@@ -210,7 +210,7 @@ class Sqrt(Function):
 
 
 @register("tanh")
-class Tanh(Function):
+class TanhOp(Function):
     """y = tanh(x);  dx = dy * (1 - y^2)  (saves y)."""
 
     @staticmethod
@@ -226,7 +226,7 @@ class Tanh(Function):
 
 
 @register("sigmoid")
-class Sigmoid(Function):
+class SigmoidOp(Function):
     """y = 1 / (1 + exp(-x));  dx = dy * y * (1 - y)  (saves y).
 
     Computed as 0.5 * (1 + tanh(x / 2)), which is the same function but never
@@ -249,7 +249,7 @@ class Sigmoid(Function):
 
 
 @register("relu")
-class Relu(Function):
+class ReluOp(Function):
     """y = max(x, 0);  dx = dy where x > 0, else 0  (relu'(0) = 0, as PyTorch)."""
 
     @staticmethod
@@ -265,7 +265,7 @@ class Relu(Function):
 
 
 @register("abs")
-class Abs(Function):
+class AbsOp(Function):
     """y = |x|;  dx = dy * sign(x)  (sign(0) = 0, as PyTorch)."""
 
     @staticmethod
@@ -280,7 +280,7 @@ class Abs(Function):
 
 
 @register("masked_fill")
-class MaskedFill(Function):
+class MaskedFillOp(Function):
     """y = value where mask, else x;  dx = dy where not mask, else 0.
 
     The mask (boolean, broadcastable to x) is the op's second input; it gets no gradient.
@@ -307,7 +307,7 @@ class MaskedFill(Function):
 
 
 @register("where")
-class Where(Function):
+class WhereOp(Function):
     """y = a where cond, else b;  da = dy where cond (else 0),  db = dy where not cond."""
 
     @staticmethod
@@ -332,7 +332,7 @@ class Where(Function):
 
 
 @register("clone")
-class Clone(Function):
+class CloneOp(Function):
     """y = a copy of x;  dx = dy."""
 
     @staticmethod
@@ -345,7 +345,7 @@ class Clone(Function):
 
 
 @register("cast")
-class Cast(Function):
+class CastOp(Function):
     """y = x converted to `dtype`;  dx = dy converted back to x's dtype."""
 
     @staticmethod
@@ -359,7 +359,7 @@ class Cast(Function):
 
 
 @register("to_device")
-class ToDevice(Function):
+class ToDeviceOp(Function):
     """y = x copied to `device`;  dx = dy copied back to x's device."""
 
     @staticmethod

@@ -10,7 +10,7 @@ from .elementwise import unbroadcast
 
 
 @register("matmul")
-class MatMul(Function):
+class MatMulOp(Function):
     """y = a @ b;  da = dy @ b^T,  db = a^T @ dy  (saves a and b)."""
 
     @staticmethod

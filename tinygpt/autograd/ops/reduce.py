@@ -19,7 +19,7 @@ def _expand(dy, shape, axis, keepdims):
 
 
 @register("sum")
-class Sum(Function):
+class SumOp(Function):
     """y = sum of x over `axis`;  dx = dy broadcast back to x's shape (saves the shape only)."""
 
     @staticmethod
@@ -34,7 +34,7 @@ class Sum(Function):
 
 
 @register("mean")
-class Mean(Function):
+class MeanOp(Function):
     """y = mean of x over `axis` (n elements each);  dx = dy / n broadcast back."""
 
     @staticmethod
@@ -52,7 +52,7 @@ class Mean(Function):
 
 
 @register("max")
-class Max(Function):
+class MaxOp(Function):
     """y = max of x over `axis`.
 
     Ties: over all elements (axis None) the gradient is split evenly among the tied

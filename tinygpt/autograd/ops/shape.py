@@ -8,7 +8,7 @@ from .elementwise import unbroadcast
 
 
 @register("reshape")
-class Reshape(Function):
+class ReshapeOp(Function):
     """y = x viewed with a new shape;  dx = dy reshaped to x's shape."""
 
     @staticmethod
@@ -22,7 +22,7 @@ class Reshape(Function):
 
 
 @register("transpose")
-class Transpose(Function):
+class TransposeOp(Function):
     """y = x with axes dim0 and dim1 swapped;  dx = dy with them swapped back."""
 
     @staticmethod
@@ -36,7 +36,7 @@ class Transpose(Function):
 
 
 @register("permute")
-class Permute(Function):
+class PermuteOp(Function):
     """y = x.transpose(axes);  dx = dy.transpose(inverse permutation of axes)."""
 
     @staticmethod
@@ -50,7 +50,7 @@ class Permute(Function):
 
 
 @register("expand")
-class Expand(Function):
+class ExpandOp(Function):
     """y = x broadcast to `shape` (a view);  dx = dy summed back to x's shape."""
 
     @staticmethod
@@ -72,7 +72,7 @@ def _is_advanced(index):
 
 
 @register("getitem")
-class Index(Function):
+class IndexOp(Function):
     """y = x[index];  dx = zeros like x, then dx[index] += dy.
 
     With integer-array indices the same element may be picked more than once; its
@@ -117,7 +117,7 @@ def _check_bounds(shape, index):
 
 
 @register("cat")
-class Cat(Function):
+class CatOp(Function):
     """y = the inputs joined along `axis`;  dx_i = the slice of dy that input i filled."""
 
     @staticmethod
@@ -137,7 +137,7 @@ class Cat(Function):
 
 
 @register("stack")
-class Stack(Function):
+class StackOp(Function):
     """y = the inputs stacked along a new `axis`;  dx_i = dy taken at position i of `axis`."""
 
     @staticmethod

@@ -11,11 +11,11 @@ real GPU, where the kernels are compiled.
 
 | op | kernel | module | kernels forward / backward (reference's) |
 | --- | --- | --- | --- |
-| gelu | GeluFused | gelu.py | 1 / 1 (about 10 / 15) |
-| layer_norm | LayerNormFused | layer_norm.py | 4 / 5 (about 10 / 15) |
-| softmax, log_softmax | SoftmaxFused, LogSoftmaxFused | softmax.py | 3 / 2 (5 / 4) |
-| cross_entropy | CrossEntropyFused | softmax.py | 2 passes over the logits / 1 (6 / 2), no softmax kept |
-| self_attention, scaled_dot_product_attention | SelfAttentionFused, ScaledDotProductAttentionFused | attention.py | the masked softmax in 3 / 2 (about 11 / 4), no T x S array kept |
+| gelu | GeluFusedOp | gelu.py | 1 / 1 (about 10 / 15) |
+| layer_norm | LayerNormFusedOp | layer_norm.py | 4 / 5 (about 10 / 15) |
+| softmax, log_softmax | SoftmaxFusedOp, LogSoftmaxFusedOp | softmax.py | 3 / 2 (5 / 4) |
+| cross_entropy | CrossEntropyFusedOp | softmax.py | 2 passes over the logits / 1 (6 / 2), no softmax kept |
+| self_attention, scaled_dot_product_attention | SelfAttentionFusedOp, ScaledDotProductAttentionFusedOp | attention.py | the masked softmax in 3 / 2 (about 11 / 4), no T x S array kept |
 """
 
 import numpy as np

@@ -32,8 +32,8 @@ import numpy as np
 
 from ... import backend
 from ...function import register_kernel
-from ...ops.attention import ScaledDotProductAttention, SelfAttention, check_qkv, split_heads
-from ...ops.nn import bernoulli_keep
+from ...ops.attention import ScaledDotProductAttentionOp, SelfAttentionOp, check_qkv, split_heads
+from ...ops.fused import bernoulli_keep
 from . import FUSED_DTYPES
 
 
@@ -109,9 +109,9 @@ def _masks(xp, T, key_mask, window):
 
 
 @register_kernel("self_attention", devices=("cuda",), dtypes=FUSED_DTYPES)
-class SelfAttentionFused(SelfAttention):
+class SelfAttentionFusedOp(SelfAttentionOp):
     """self_attention on a GPU: the masked softmax in three fused kernels, P recomputed
-    in backward (equals ops/attention.py's SelfAttention). Saves qkv, each row's
+    in backward (equals ops/attention.py's SelfAttentionOp). Saves qkv, each row's
     log-sum-exp (B, H, T), the mask arguments and the dropout mask."""
 
     @staticmethod
@@ -158,9 +158,9 @@ class SelfAttentionFused(SelfAttention):
 
 
 @register_kernel("scaled_dot_product_attention", devices=("cuda",), dtypes=FUSED_DTYPES)
-class ScaledDotProductAttentionFused(ScaledDotProductAttention):
+class ScaledDotProductAttentionFusedOp(ScaledDotProductAttentionOp):
     """scaled_dot_product_attention on a GPU: the masked softmax in three fused kernels,
-    P recomputed in backward (equals ops/attention.py's ScaledDotProductAttention). Saves
+    P recomputed in backward (equals ops/attention.py's ScaledDotProductAttentionOp). Saves
     q, k, v, each row's log-sum-exp, the mask arguments and the dropout mask."""
 
     @staticmethod

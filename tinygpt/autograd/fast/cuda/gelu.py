@@ -1,4 +1,4 @@
-"""Fused GPU kernel of `gelu` (floor 2): ops/nn.py's Gelu with each direction one kernel.
+"""Fused GPU kernel of `gelu` (floor 2): ops/fused.py's GeluOp with each direction one kernel.
 
 The reference runs each line of its formula as its own kernel, and each writes a
 temporary the size of x to GPU memory and reads it back: about ten passes over memory
@@ -11,7 +11,7 @@ backward, which costs arithmetic, not memory).
 from ... import backend
 from ...function import register_kernel
 from . import FUSED_DTYPES
-from ...ops.nn import GELU_TANH_A, INV_SQRT_2, INV_SQRT_2PI, SQRT_2_OVER_PI, Gelu
+from ...ops.fused import GELU_TANH_A, INV_SQRT_2, INV_SQRT_2PI, SQRT_2_OVER_PI, GeluOp
 
 
 def _exact(xp, x):
@@ -35,22 +35,22 @@ def _tanh_grad(xp, x, dy):
     return dy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
 
 
-KERNELS = {"none": (backend.fuse(_exact, "gelu_exact"),
+GPU_FUNCTIONS = {"none": (backend.fuse(_exact, "gelu_exact"),
                     backend.fuse(_exact_grad, "gelu_exact_grad")),
            "tanh": (backend.fuse(_tanh, "gelu_tanh"), backend.fuse(_tanh_grad, "gelu_tanh_grad"))}
 
 
 @register_kernel("gelu", devices=("cuda",), dtypes=FUSED_DTYPES)
-class GeluFused(Gelu):
-    """gelu on a GPU, one fused kernel each way (equals ops/nn.py's Gelu). Saves x."""
+class GeluFusedOp(GeluOp):
+    """gelu on a GPU, one fused kernel each way (equals ops/fused.py's GeluOp). Saves x."""
 
     @staticmethod
     def forward(ctx, x, approximate):
         ctx.approximate = approximate
         ctx.save(x)
-        return KERNELS[approximate][0](x)
+        return GPU_FUNCTIONS[approximate][0](x)
 
     @staticmethod
     def backward(ctx, dy):
         (x,) = ctx.saved
-        return (KERNELS[ctx.approximate][1](x, dy),)
+        return (GPU_FUNCTIONS[ctx.approximate][1](x, dy),)

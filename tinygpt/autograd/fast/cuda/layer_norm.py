@@ -1,4 +1,4 @@
-"""Fused GPU kernels of `layer_norm` (floor 2): ops/nn.py's LayerNorm in four kernels
+"""Fused GPU kernels of `layer_norm` (floor 2): ops/fused.py's LayerNormOp in four kernels
 forward and five backward, where the reference runs about ten and fifteen.
 
 x is viewed as (N, D) rows. Forward: the row means (one reduction), the row sums of
@@ -19,7 +19,7 @@ import math
 from ... import backend
 from ...function import register_kernel
 from . import FUSED_DTYPES
-from ...ops.nn import LayerNorm
+from ...ops.fused import LayerNormOp
 
 
 def _sum_of_squares(xp, x, mean):
@@ -60,8 +60,8 @@ WEIGHT_GRAD = backend.fuse(_weight_grad, "layer_norm_weight_grad")
 
 
 @register_kernel("layer_norm", devices=("cuda",), dtypes=FUSED_DTYPES)
-class LayerNormFused(LayerNorm):
-    """layer_norm on a GPU in fused kernels (equals ops/nn.py's LayerNorm). Saves x,
+class LayerNormFusedOp(LayerNormOp):
+    """layer_norm on a GPU in fused kernels (equals ops/fused.py's LayerNormOp). Saves x,
     w, the row means and rstd, as the reference."""
 
     @staticmethod

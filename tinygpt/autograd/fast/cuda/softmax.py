@@ -1,5 +1,5 @@
 """Fused GPU kernels of `softmax`, `log_softmax` and `cross_entropy` (floor 2), along the
-last axis: ops/nn.py's formulas with the row max (one reduction), the row sum of
+last axis: ops/fused.py's formulas with the row max (one reduction), the row sum of
 exp(x - max) (one reduction, the exp computed inside it) and the output (one elementwise
 kernel), instead of a kernel and a temporary array per line.
 
@@ -16,7 +16,7 @@ import numpy as np
 from ... import backend
 from ...function import register_kernel
 from . import FUSED_DTYPES
-from ...ops.nn import CrossEntropy, LogSoftmax, Softmax
+from ...ops.fused import CrossEntropyOp, LogSoftmaxOp, SoftmaxOp
 
 
 def _sum_exp(xp, x, shift):
@@ -69,14 +69,14 @@ def _rows(x):
 
 
 @register_kernel("softmax", devices=("cuda",), dtypes=FUSED_DTYPES)
-class SoftmaxFused(Softmax):
+class SoftmaxFusedOp(SoftmaxOp):
     """softmax on a GPU along the last axis in three kernels, its backward in two (equals
-    ops/nn.py's Softmax). Saves y."""
+    ops/fused.py's SoftmaxOp). Saves y."""
 
     @staticmethod
     def forward(ctx, x, axis):
         if axis != x.ndim - 1 or x.size == 0:
-            return Softmax.forward(ctx, x, axis)
+            return SoftmaxOp.forward(ctx, x, axis)
         ctx.axis = axis
         x2, shift = _rows(x)
         y = SOFTMAX(x2, shift, SUM_EXP(x2, shift).reshape(-1, 1)).reshape(x.shape)
@@ -87,21 +87,21 @@ class SoftmaxFused(Softmax):
     def backward(ctx, dy):
         (y,) = ctx.saved
         if ctx.axis != y.ndim - 1 or y.size == 0:
-            return Softmax.backward(ctx, dy)
+            return SoftmaxOp.backward(ctx, dy)
         y2, dy2 = y.reshape(-1, y.shape[-1]), dy.reshape(-1, y.shape[-1])
         dot = ROW_DOT(dy2, y2).reshape(-1, 1)                       # sum(dy * y) per row
         return (SOFTMAX_GRAD(y2, dy2, dot).reshape(y.shape),)
 
 
 @register_kernel("log_softmax", devices=("cuda",), dtypes=FUSED_DTYPES)
-class LogSoftmaxFused(LogSoftmax):
+class LogSoftmaxFusedOp(LogSoftmaxOp):
     """log_softmax on a GPU along the last axis in three kernels, its backward in two
-    (equals ops/nn.py's LogSoftmax). Saves y."""
+    (equals ops/fused.py's LogSoftmaxOp). Saves y."""
 
     @staticmethod
     def forward(ctx, x, axis):
         if axis != x.ndim - 1 or x.size == 0:
-            return LogSoftmax.forward(ctx, x, axis)
+            return LogSoftmaxOp.forward(ctx, x, axis)
         ctx.axis = axis
         x2, shift = _rows(x)
         lse = LOG_SUM_EXP(x2, shift).reshape(-1, 1)
@@ -113,16 +113,16 @@ class LogSoftmaxFused(LogSoftmax):
     def backward(ctx, dy):
         (y,) = ctx.saved
         if ctx.axis != y.ndim - 1 or y.size == 0:
-            return LogSoftmax.backward(ctx, dy)
+            return LogSoftmaxOp.backward(ctx, dy)
         y2, dy2 = y.reshape(-1, y.shape[-1]), dy.reshape(-1, y.shape[-1])
         total = dy2.sum(axis=1, keepdims=True)
         return (LOG_SOFTMAX_GRAD(y2, dy2, total).reshape(y.shape),)
 
 
 @register_kernel("cross_entropy", devices=("cuda",), dtypes=FUSED_DTYPES)
-class CrossEntropyFused(CrossEntropy):
+class CrossEntropyFusedOp(CrossEntropyOp):
     """cross_entropy on a GPU: two reductions over the logits forward, one kernel over
-    them backward, no softmax kept (equals ops/nn.py's CrossEntropy). Saves the logits,
+    them backward, no softmax kept (equals ops/fused.py's CrossEntropyOp). Saves the logits,
     each row's log-sum-exp, the targets and which rows count; the count of those stays on
     the device."""
 

@@ -28,7 +28,7 @@ def wide(x):
 
 
 @register("linear")
-class Linear(Function):
+class LinearOp(Function):
     """y = x @ W^T + b, with W of shape (out, in) as PyTorch's `Linear`.
 
     dx = dy @ W,  dW = dy^T @ x,  db = dy summed over all leading axes (x and dy viewed
@@ -66,7 +66,7 @@ def check_features(x, weight):
 
 
 @register("softmax")
-class Softmax(Function):
+class SoftmaxOp(Function):
     """y = exp(x - max) / sum(exp(x - max)) along `axis`;  dx = y * dy - y * sum(dy * y).
 
     Subtracting the row max changes nothing mathematically and keeps exp from
@@ -92,7 +92,7 @@ class Softmax(Function):
 
 
 @register("log_softmax")
-class LogSoftmax(Function):
+class LogSoftmaxOp(Function):
     """y = x - max - log(sum(exp(x - max))) along `axis`;  dx = dy - exp(y) * sum(dy).
 
     dy_i/dx_j = delta_ij - softmax(x)_j, and softmax(x) = exp(y). Saves y only.
@@ -120,7 +120,7 @@ REDUCTIONS = ("mean", "sum", "none")
 
 
 @register("cross_entropy")
-class CrossEntropy(Function):
+class CrossEntropyOp(Function):
     """loss_i = -log softmax(logits_i)[t_i]: log-softmax and negative log-likelihood fused.
 
     logits (N, V) and integer targets (N,); rows whose target is `ignore_index` count for
@@ -169,7 +169,7 @@ class CrossEntropy(Function):
 
 
 @register("layer_norm")
-class LayerNorm(Function):
+class LayerNormOp(Function):
     """Normalise over the last `n_axes` axes, then scale and shift.
 
     mean, var over those D elements (var biased), rstd = 1 / sqrt(var + eps),
@@ -235,7 +235,7 @@ GELU_TANH_A = 0.044715
 
 
 @register("gelu")
-class Gelu(Function):
+class GeluOp(Function):
     """GELU, the Gaussian error linear unit, y = x * Phi(x), Phi the normal CDF.
 
     approximate="none":  y = 0.5 x (1 + erf(x / sqrt 2)),  dx = dy * (Phi(x) + x phi(x))
@@ -270,7 +270,7 @@ class Gelu(Function):
 
 
 @register("embedding")
-class Embedding(Function):
+class EmbeddingOp(Function):
     """y = weight[idx]: row idx of a (V, C) table for each index.
 
     dweight = zeros (V, C), then dweight[idx] += dy: a scatter-add, so an index that
@@ -295,7 +295,7 @@ class Embedding(Function):
 
 
 @register("dropout")
-class Dropout(Function):
+class DropoutOp(Function):
     """Inverted dropout: y = x * keep / (1 - p), keep ~ Bernoulli(1 - p) per element;
     dx = dy * keep / (1 - p).  Saves the boolean mask (1 byte per element)."""
 
