@@ -76,6 +76,7 @@ from tinygpt.optim import AdamW, clip_grad_norm_, configure_param_groups
 from tinygpt.train.parallel import DataParallel, auto_processes, check_processes, peak_rss_mb
 
 from . import with_root_on_path
+from .host import header_lines, host_info
 from .ops import _import_torch, _threads
 from .torch_gpt import torch_gpt_class
 
@@ -703,6 +704,8 @@ def main(argv=None):
     ceiling = matmul_ceiling(args.device, ceiling_n)
     torch_ceiling = matmul_ceiling(args.device, ceiling_n, torch=torch) if torch else None
 
+    host = host_info(torch)
+    print("\n".join(header_lines(host)))
     print(f"tinygpt training-step benchmark: float32, device {args.device}, {threads} threads "
           f"({', '.join(f'{v}={os.environ.get(v)}' for v in THREAD_VARS)}), NumPy "
           f"{np.__version__}")
@@ -798,9 +801,9 @@ def main(argv=None):
               f"tokens, {args.gen_tokens} new tokens", flush=True)
         generate = bench_generate(args.device, args.gen_preset, args.gen_tokens)
 
-    print_table(results, generate, ceiling, threads, torch is not None)
+    print_table(results, generate, ceiling, threads, torch is not None, host)
     if args.json:
-        out = dict(threads=threads, device=args.device, ceiling_gflops=ceiling,
+        out = dict(threads=threads, device=args.device, host=host, ceiling_gflops=ceiling,
                    torch_ceiling_gflops=torch_ceiling, ceiling_size=ceiling_n,
                    flop_formula=FLOP_FORMULA, gelu=args.gelu, numpy=np.__version__,
                    torch=None if torch is None else torch.__version__, configs=results)
@@ -812,11 +815,12 @@ def main(argv=None):
     return 0
 
 
-def print_table(results, generate, ceiling, threads, with_torch):
+def print_table(results, generate, ceiling, threads, with_torch, host=None):
     def cell(value, fmt):
         return "-" if value is None else format(value, fmt)
 
-    print(f"\nResults ({threads} threads; ms/step: median [min-max]; % ceil: of the matmul "
+    print("\n" + "\n".join(header_lines(host or host_info())))
+    print(f"Results ({threads} threads; ms/step: median [min-max]; % ceil: of the matmul "
           f"ceiling, the higher of its medians before and after the config's steps; matmul ceiling at the start {ceiling:.1f} "
           f"GFLOP/s)")
     header = (f"{'config':<8} {'framework':<9} {'ms/step':>9} {'[min-max]':>19} "

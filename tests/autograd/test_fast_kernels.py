@@ -136,12 +136,15 @@ def test_the_case_of_each_gpu_kernel_equals_the_reference(name, dtype, cuda_devi
 
 
 # --- every branch of every kernel ------------------------------------------------------------
-@pytest.fixture(params=["whole", "split"])
+@pytest.fixture(params=["whole", "rows", "columns"])
 def splitting(request, monkeypatch):
-    """Products whole, or split over 2 threads (every product, however small)."""
-    if request.param == "split":
+    """Products whole, or split over 2 threads (every product, however small) by rows or by
+    columns (every product thin)."""
+    if request.param != "whole":
         monkeypatch.setattr(products, "SPLIT_MACS", 1)
+        monkeypatch.setattr(products, "SPLIT_THIN_MACS", 1)
         monkeypatch.setattr(products, "SPLIT_SUM_ELEMENTS", 1)
+        monkeypatch.setattr(products, "THIN_ROWS", 0 if request.param == "rows" else 1 << 30)
     previous = threads.get_num_threads()
     threads.set_num_threads(2)
     yield request.param
@@ -179,6 +182,7 @@ SPLIT = {
         (lambda x, w, b: (F.linear(x, w, b), F.linear(x, w)), [(4, 5, 6), (7, 6), (7,)]),
         (lambda x, w, b: F.linear(x.detach(), w, b), [(9, 6), (7, 6), (7,)]),   # no dx
         (lambda x, w, b: F.linear(x, w.detach()), [(9, 6), (7, 6), (7,)]),      # no dW
+        (lambda x, w, b: F.linear(x, w, b), [(1, 1, 6), (40, 6), (40,)]),       # one row
     ],
     "MatMulThreadsOp": [
         (lambda a, b: a @ b, [(3, 4, 5), (5, 6)]),          # a stack times one matrix

@@ -113,6 +113,7 @@ def spy_on_parallel_map(monkeypatch):
 def test_matmul_split_over_threads_equals_one_product(a_shape, b_shape, transposed, n_threads,
                                                       monkeypatch, set_threads):
     monkeypatch.setattr(products, "SPLIT_MACS", 1)
+    monkeypatch.setattr(products, "THIN_ROWS", 0)         # split by rows
     set_threads(n_threads)
     calls = spy_on_parallel_map(monkeypatch)
     rng = np.random.default_rng(0)
@@ -129,6 +130,7 @@ def test_matmul_split_over_threads_equals_one_product(a_shape, b_shape, transpos
 def test_matmul_splits_stacked_products_and_adds_a_row(a_shape, b_shape, monkeypatch,
                                                        set_threads):
     monkeypatch.setattr(products, "SPLIT_MACS", 1)
+    monkeypatch.setattr(products, "THIN_ROWS", 0)
     set_threads(2)
     calls = spy_on_parallel_map(monkeypatch)
     rng = np.random.default_rng(1)
@@ -143,6 +145,7 @@ def test_matmul_splits_stacked_products_and_adds_a_row(a_shape, b_shape, monkeyp
 @pytest.mark.parametrize("n_threads", [2, 3, 4])
 def test_matmuls_run_together_and_equal_each_product(n_threads, monkeypatch, set_threads):
     monkeypatch.setattr(products, "SPLIT_MACS", 1)
+    monkeypatch.setattr(products, "THIN_ROWS", 0)
     set_threads(n_threads)
     calls = spy_on_parallel_map(monkeypatch)
     rng = np.random.default_rng(2)
@@ -151,6 +154,92 @@ def test_matmuls_run_together_and_equal_each_product(n_threads, monkeypatch, set
     np.testing.assert_allclose(dx, dy @ w, rtol=1e-13, atol=1e-14)
     np.testing.assert_allclose(dw, dy.T @ x, rtol=1e-13, atol=1e-14)
     assert len(calls) == 1 and len(calls[0]) == 2 * max(1, n_threads // 2)
+
+
+def spy_on_blocks(monkeypatch):
+    """The (rows, cols) of each block of a split product, from now on."""
+    blocks, real = [], products._matmul_block
+    monkeypatch.setattr(products, "_matmul_block",
+                        lambda job: blocks.append(job[-2:]) or real(job))
+    return blocks
+
+
+@needs_blas_control
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-13), (np.float32, 1e-6)])
+@pytest.mark.parametrize("n_threads", [2, 3])
+@pytest.mark.parametrize("rows, bias", [(1, False), (1, True), (2, True)])
+def test_thin_product_split_by_columns_equals_one_product(rows, bias, n_threads, dtype, rtol,
+                                                         monkeypatch, set_threads):
+    # A Linear's x @ W^T with fewer rows than threads: one block of W's rows a thread.
+    monkeypatch.setattr(products, "SPLIT_THIN_MACS", 1)
+    monkeypatch.setattr(products, "SPLIT_MACS", 1 << 60)  # the thin size alone decides
+    monkeypatch.setattr(products, "THIN_ROWS", 0)         # thin: fewer rows than threads
+    set_threads(n_threads)
+    calls, blocks = spy_on_parallel_map(monkeypatch), spy_on_blocks(monkeypatch)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((rows, 24)).astype(dtype)
+    w = rng.standard_normal((100, 24)).astype(dtype)
+    b = rng.standard_normal(100).astype(dtype) if bias else None
+    got = products.matmul(x, w.T, add=b)
+    want = x @ w.T + (b if bias else 0)
+    assert got.shape == want.shape and got.dtype == dtype
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol)
+    if rows < n_threads:
+        assert len(calls) == 1 and len(calls[0]) == n_threads
+        assert all(r is None for r, _ in blocks)
+        assert [c.start for _, c in blocks] == sorted(c.start for _, c in blocks)
+        assert sum(c.stop - c.start for _, c in blocks) == 100
+    else:                   # as many rows as threads: not thin, and below SPLIT_MACS
+        assert calls == []
+
+
+@needs_blas_control
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-13), (np.float32, 1e-6)])
+@pytest.mark.parametrize("add_shape", [None, (1,), (40,), (3, 1, 40), (3, 2, 1)])
+def test_thin_stacked_products_split_by_columns_add_the_right_columns(add_shape, dtype, rtol,
+                                                                     monkeypatch, set_threads):
+    monkeypatch.setattr(products, "SPLIT_THIN_MACS", 1)
+    monkeypatch.setattr(products, "THIN_ROWS", 4)         # 2 rows a matrix: thin
+    set_threads(2)
+    blocks = spy_on_blocks(monkeypatch)
+    rng = np.random.default_rng(4)
+    a, b = rng.standard_normal((3, 2, 6)).astype(dtype), rng.standard_normal((6, 40)).astype(dtype)
+    add = None if add_shape is None else rng.standard_normal(add_shape).astype(dtype)
+    got = products.matmul(a, b, add=add)
+    want = a @ b if add is None else a @ b + add
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol)
+    assert got.dtype == dtype and [c for _, c in blocks] == [slice(0, 32), slice(32, 40)]
+
+
+@pytest.mark.parametrize("n, count", [(1, 2), (5, 2), (40, 2), (49, 3), (100, 3),
+                                      (2304, 2), (50257, 16)])
+def test_column_blocks_cover_the_columns_in_order_at_aligned_starts(n, count):
+    blocks = products.column_blocks(n, count)
+    assert 1 <= len(blocks) <= count
+    assert [b.start for b in blocks] == [0] + [b.stop for b in blocks[:-1]]
+    assert blocks[-1].stop == n and all(b.stop > b.start for b in blocks)
+    if n > products.COLUMN_ALIGN * count:
+        assert all(b.start % products.COLUMN_ALIGN == 0 for b in blocks)
+        assert len(blocks) == count or n < 2 * products.COLUMN_ALIGN * count
+
+
+@pytest.mark.parametrize("mbytes, per, count", [(0.01, 2, 2), (7, 2, 2), (9, 2, 4),
+                                                 (16, 2, 8), (154, 2, 8), (154, 3, 12)])
+def test_thin_products_get_blocks_of_about_the_block_size_a_whole_number_a_thread(
+        mbytes, per, count, monkeypatch):
+    monkeypatch.setattr(products, "THIN_BLOCK_BYTES", 1 << 21)
+    monkeypatch.setattr(products, "THIN_BLOCKS_PER_THREAD", 4)
+    b = np.empty(int(mbytes * (1 << 20)), dtype=np.uint8)
+    assert products.thin_blocks(b, per) == count
+
+
+def test_a_thin_product_below_its_split_size_is_one_product(monkeypatch, set_threads):
+    set_threads(2)
+    calls = spy_on_parallel_map(monkeypatch)
+    monkeypatch.setattr(products, "SPLIT_MACS", 1)        # the thin size counts, not this
+    x, w = np.ones((1, 4), dtype=np.float32), np.ones((3, 4), dtype=np.float32)
+    np.testing.assert_array_equal(products.matmul(x, w.T), np.full((1, 3), 4, np.float32))
+    assert calls == []
 
 
 def test_matmul_below_the_split_size_is_one_product(monkeypatch):

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from bench import train
+from bench import host, train
 from tinygpt.model import GPT
 
 TINY = dict(n_layer=1, n_head=2, n_embd=16, block_size=8, batch_size=2, vocab_size=11,
@@ -62,6 +62,10 @@ def test_writes_the_documented_json_with_positive_numbers(tmp_path, one_thread, 
     assert directions == {"forward", "backward"}
     assert "linear" in out and "backward" in out
     assert "custom" in out.split("Results")[-1] and train.FLOP_FORMULA in out
+    # The host, its BLAS and the thread counts head the output and the table, and the JSON.
+    assert data["host"]["cpu"] and data["host"]["tinygpt_threads"] == 1
+    table_head = out.split("Results")[-2].strip().splitlines()[-2:]
+    assert table_head == host.header_lines(data["host"]) and out.startswith("host: ")
 
 
 def test_generate_reports_both_rates(tmp_path, one_thread):

@@ -9,7 +9,7 @@ branch it has (tests/autograd/test_fast_kernels.py).
 
 | op | kernel | module | what makes it fast |
 | --- | --- | --- | --- |
-| linear, matmul | LinearThreadsOp, MatMulThreadsOp | linear.py | one 2-D product; products on tinygpt's threads |
+| linear, matmul | LinearThreadsOp, MatMulThreadsOp | linear.py | one 2-D product; products on tinygpt's threads (thin ones by columns) |
 | softmax, log_softmax, cross_entropy | *Blocked | softmax.py | row blocks in cache, on threads |
 | layer_norm | LayerNormBlockedOp | layer_norm.py | row blocks; two numbers a row stand in for n |
 | gelu | GeluBlockedOp | gelu.py | blocks; Phi read off the output in backward |

@@ -14,7 +14,7 @@ another BLAS or another OS, every function here is a no-op and BLAS keeps its ow
 Imports: the standard library only.
 """
 
-_blas = {"controls": None}
+_blas = {"controls": None, "config": None}
 
 # Names of OpenBLAS's thread-count functions: NumPy's wheels ship OpenBLAS with its symbols
 # renamed ("scipy_" prefix, "64_" suffix for 64-bit integers); other builds keep the plain
@@ -30,13 +30,7 @@ def _blas_controls():
     if _blas["controls"] is None:
         import ctypes
         controls = []
-        try:
-            with open("/proc/self/maps") as maps:
-                paths = sorted({line.split()[-1] for line in maps
-                                if "openblas" in line.rsplit("/", 1)[-1].lower()})
-        except OSError:
-            paths = []
-        for path in paths:
+        for path in _openblas_paths():
             try:
                 lib = ctypes.CDLL(path)
             except OSError:
@@ -50,6 +44,45 @@ def _blas_controls():
                     break
         _blas["controls"] = controls
     return _blas["controls"]
+
+
+def _openblas_paths():
+    """The files of the OpenBLAS libraries this process has loaded (Linux), else []."""
+    try:
+        with open("/proc/self/maps") as maps:
+            return sorted({line.split()[-1] for line in maps
+                           if "openblas" in line.rsplit("/", 1)[-1].lower()})
+    except OSError:
+        return []
+
+
+def blas_config():
+    """OpenBLAS's own description of the library NumPy runs, as it reports it at run time:
+    its build line (version, options, build target) and the core its kernels were chosen
+    for on this CPU, e.g. "OpenBLAS 0.3.31 ... Haswell MAX_THREADS=64; core Haswell". None
+    where NumPy's BLAS is not an OpenBLAS found in /proc/self/maps."""
+    if _blas["config"] is None:
+        import ctypes
+        found = ""
+        for path in _openblas_paths():
+            try:
+                lib = ctypes.CDLL(path)
+            except OSError:
+                continue
+            texts = []
+            for what in ("config", "corename"):
+                fn = next((getattr(lib, f"{p}openblas_get_{what}{s}") for p in ("scipy_", "")
+                           for s in ("64_", "") if hasattr(lib, f"{p}openblas_get_{what}{s}")),
+                          None)
+                if fn is not None:
+                    fn.restype, fn.argtypes = ctypes.c_char_p, []
+                    texts.append(fn().decode(errors="replace").strip())
+            if texts:
+                found = " ".join(texts[0].split()) + (f"; core {texts[1]}" if len(texts) > 1
+                                                      else "")
+                break
+        _blas["config"] = found
+    return _blas["config"] or None
 
 
 def can_limit_blas_threads():
