@@ -58,7 +58,7 @@ import re
 
 import numpy as np
 
-from .cloze import SPLITS, ClozeExample, ClozeTask, speeches
+from .cloze import SPLITS, ClozeExample, ClozeTask, split_speeches
 
 KINDS = ("swap", "shuffle", "replace", "misspell")
 PLAIN_WORD = re.compile(r"[a-z]+")
@@ -72,22 +72,9 @@ def make_acceptability(text, kind="swap", seed=0, fractions=(0.8, 0.05, 0.15), m
         raise ValueError(f"last_word must be True or False, and True only with kind "
                          f"'misspell' or 'replace' (one word changed), got {last_word!r} with "
                          f"kind {kind!r}")
-    all_speeches = speeches(text)
-    if len(all_speeches) < 10:
-        raise ValueError(f"the text has {len(all_speeches)} speeches ('NAME:' then lines, "
-                         f"separated by blank lines); an acceptability task needs at least 10")
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(all_speeches))
-    cuts = np.round(np.cumsum(fractions)[:2] * len(all_speeches)).astype(int)
-    members = dict(zip(SPLITS, np.split(order, cuts)))          # split -> speech indices
-    in_train = np.zeros(len(all_speeches), dtype=bool)
-    in_train[members["train"]] = True
-    pretrain_text = "\n\n".join(speaker + "\n" + "\n".join(lines)
-                                for (speaker, lines), keep in zip(all_speeches, in_train) if keep)
-    pretrain_text += "\n"
-    seen_lines = {line for (_, lines), keep in zip(all_speeches, in_train) if keep
-                  for line in lines}
-    seen_chars = set(pretrain_text)
+    all_speeches, members, pretrain_text, seen_lines, seen_chars = split_speeches(
+        text, rng, fractions, "an acceptability task")
     # The replacement words by length: every plain word of the training speeches, in text
     # order, as often as it occurs (a draw follows the words' frequencies).
     vocabulary = {}

@@ -90,19 +90,16 @@ def speeches(text):
     return out
 
 
-def make_cloze(text, n_context=3, n_choices=2, seed=0, fractions=(0.7, 0.1, 0.2)):
-    """The cloze task of a play text (see the module docstring); returns a ClozeTask."""
-    validate.integer("n_context", n_context, minimum=1)
-    validate.integer("n_choices", n_choices, minimum=2)
-    validate.integer("seed", seed, minimum=0)
-    if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-9:
-        raise ValueError(f"fractions must be three positive numbers summing to 1 (train, "
-                         f"validation, test), got {fractions!r}")
+def split_speeches(text, rng, fractions, task):
+    """The speeches of a play text (`speeches`), shuffled with `rng` and cut into the
+    splits by `fractions` (train, validation, test), whole speeches per split:
+    (speeches, {split: speech indices}, the pre-training text (the training speeches in
+    their original order), the set of its lines, the set of its characters). `task` names
+    the task in the error for a text of fewer than 10 speeches."""
     all_speeches = speeches(text)
     if len(all_speeches) < 10:
         raise ValueError(f"the text has {len(all_speeches)} speeches ('NAME:' then lines, "
-                         f"separated by blank lines); a cloze task needs at least 10")
-    rng = np.random.default_rng(seed)
+                         f"separated by blank lines); {task} needs at least 10")
     order = rng.permutation(len(all_speeches))
     cuts = np.round(np.cumsum(fractions)[:2] * len(all_speeches)).astype(int)
     members = dict(zip(SPLITS, np.split(order, cuts)))          # split -> speech indices
@@ -113,7 +110,20 @@ def make_cloze(text, n_context=3, n_choices=2, seed=0, fractions=(0.7, 0.1, 0.2)
     pretrain_text += "\n"
     seen_lines = {line for (_, lines), keep in zip(all_speeches, in_train) if keep
                   for line in lines}
-    seen_chars = set(pretrain_text)
+    return all_speeches, members, pretrain_text, seen_lines, set(pretrain_text)
+
+
+def make_cloze(text, n_context=3, n_choices=2, seed=0, fractions=(0.7, 0.1, 0.2)):
+    """The cloze task of a play text (see the module docstring); returns a ClozeTask."""
+    validate.integer("n_context", n_context, minimum=1)
+    validate.integer("n_choices", n_choices, minimum=2)
+    validate.integer("seed", seed, minimum=0)
+    if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-9:
+        raise ValueError(f"fractions must be three positive numbers summing to 1 (train, "
+                         f"validation, test), got {fractions!r}")
+    rng = np.random.default_rng(seed)
+    all_speeches, members, pretrain_text, seen_lines, seen_chars = split_speeches(
+        text, rng, fractions, "a cloze task")
 
     def usable(line, split):
         # A held-out line must be new to the pre-trained model and readable by its tokenizer.
