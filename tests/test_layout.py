@@ -1,5 +1,6 @@
 """The house's rules that a reader relies on: every module of the package is listed in
-docs/architecture.md's table, and no module is over 500 lines (split it by job)."""
+docs/architecture.md's table, no module is over 500 lines (split it by job), and no class
+name is defined twice."""
 
 import importlib.util
 import re
@@ -41,3 +42,13 @@ def test_the_table_tool_finds_a_stale_table(tmp_path, monkeypatch):
 def test_no_module_of_the_package_is_over_500_lines():
     long = {name: lines for name, lines, _ in _table_tool().modules() if lines > MAX_LINES}
     assert long == {}, f"modules over {MAX_LINES} lines (split them by job): {long}"
+
+
+def test_no_class_name_is_defined_twice_in_the_package():
+    """A name means one thing: the layer is nn.LayerNorm, the op it runs LayerNormOp."""
+    defined = {}
+    for path in sorted((REPO / "tinygpt").rglob("*.py")):
+        for name in re.findall(r"^class (\w+)", path.read_text(encoding="utf-8"), re.M):
+            defined.setdefault(name, []).append(path.relative_to(REPO).as_posix())
+    twice = {name: paths for name, paths in defined.items() if len(paths) > 1}
+    assert twice == {}, f"class names defined more than once: {twice}"
