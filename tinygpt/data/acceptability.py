@@ -58,6 +58,7 @@ import re
 
 import numpy as np
 
+from .. import validate
 from .cloze import SPLITS, ClozeExample, ClozeTask, split_speeches
 
 KINDS = ("swap", "shuffle", "replace", "misspell")
@@ -201,14 +202,10 @@ def _replace(rng, line, vocabulary, last_word=False):
 def _check_arguments(kind, seed, fractions, min_words, n_train, n_val, n_test):
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    for name, value, low in (("seed", seed, 0), ("min_words", min_words, 2)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    validate.integer("seed", seed, minimum=0)
+    validate.integer("min_words", min_words, minimum=2)
     for name, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                  or value < 1):
-            raise ValueError(f"{name} must be None (every usable line) or an int >= 1, got "
-                             f"{value!r}")
+        validate.integer(name, value, minimum=1, none_ok=True)      # None: every usable line
     if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-9:
         raise ValueError(f"fractions must be three positive numbers summing to 1 (train, "
                          f"validation, test), got {fractions!r}")
