@@ -22,8 +22,10 @@ from tinygpt.model.checkpoint import load_checkpoint
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux") or not hasattr(os, "fork"),
                                 reason="Linux: /proc, fork")
 
-# A checkpoint every other iteration, so kills land before, during and after saves.
-RUN = ["--max_iters", "80", "--eval_interval", "2", "--eval_iters", "1", "--log_interval", "1",
+# A checkpoint every other iteration, so kills land before, during and after saves. The
+# model is tiny (a step takes a millisecond or two on a quiet machine), so the run is long
+# enough that twelve kills land before it ends, however fast start-up and steps are.
+RUN = ["--max_iters", "600", "--eval_interval", "2", "--eval_iters", "1", "--log_interval", "1",
        "--n_layer", "1", "--n_embd", "32", "--n_head", "2", "--block_size", "16",
        "--batch_size", "4", "--dropout", "0.1"]
 KILLS = 12                  # per series; then the run is let finish
