@@ -12,11 +12,12 @@ from it (start.py) continues bit for bit.
 Everything else is a room of its own that the loop calls:
     run_folder.py   out_dir: its lock, the refusal to replace a run, the log file
     start.py        a new or a resumed run's model, tokenizer, data, optimizer and streams
-    saving.py       the checkpoint (with the other ranks' streams and LoRA's adapters)
+    saving.py       the checkpoint (with the other ranks' streams and the adapters alone)
     interrupts.py   Ctrl-C and SIGTERM, and what is saved after a fault
     precision.py    mixed precision: the float32 master copy and the loss scale
     metrics.py      log.jsonl, the console lines, the GPU's unread losses, --stats
     ranks.py        a rank's GPU, its start, the data-parallel object of a step
+    zero.py         --zero 1: AdamW's moments sharded over the ranks (ZeRO stage 1)
 """
 
 import contextlib
