@@ -7,10 +7,8 @@ import json
 import numpy as np
 import pytest
 
-import tinygpt as tg
-from tinygpt import GPT, GPTConfig
+from tinygpt import GPT
 from tinygpt.cli import main as cli_main
-from tinygpt.data import CharTokenizer
 from tinygpt.data.cloze import load_task
 from tinygpt.model.bottleneck import load_bottleneck
 from tinygpt.model.checkpoint import load_checkpoint
@@ -20,19 +18,7 @@ from tinygpt.train.finetune import (FinetuneConfig, accuracy, build_classifier, 
 
 from test_finetune import SMALL, yes_no_task
 
-TEXT = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind\n" * 30
 
-
-@pytest.fixture
-def base(tmp_path):
-    """A small pretrained GPT folder (Hugging Face layout) and a text to train on."""
-    tg.manual_seed(0)
-    tokenizer = CharTokenizer.from_text(TEXT)
-    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=32, n_layer=2, n_head=2,
-                          n_embd=16))
-    model.save_pretrained(tmp_path / "base", tokenizer=tokenizer)
-    (tmp_path / "text.txt").write_text(TEXT)
-    return tmp_path
 
 
 def config(base, out="run", **options):

@@ -6,27 +6,13 @@ import os
 import numpy as np
 import pytest
 
-import tinygpt as tg
-from tinygpt import GPT, GPTConfig
+from tinygpt import GPT
 from tinygpt.cli import main as cli_main
-from tinygpt.data import CharTokenizer
 from tinygpt.model.adapters import load_adapter
 from tinygpt.model.checkpoint import load_checkpoint
 from tinygpt.train import TrainConfig, Trainer, load_for_inference
 
-TEXT = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind\n" * 30
 
-
-@pytest.fixture
-def base(tmp_path):
-    """A small pretrained GPT folder (Hugging Face layout) and a text to fine-tune on."""
-    tg.manual_seed(0)
-    tokenizer = CharTokenizer.from_text(TEXT)
-    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=32, n_layer=2, n_head=2,
-                          n_embd=16))
-    model.save_pretrained(tmp_path / "base", tokenizer=tokenizer)
-    (tmp_path / "text.txt").write_text(TEXT)
-    return tmp_path
 
 
 def lora_args(base, out="run", *extra):

@@ -18,20 +18,8 @@ from tinygpt.nn.lora import LoRALinear
 from tinygpt.train import TrainConfig, Trainer
 from tinygpt.train.interrupts import resume_hint
 
-TEXT = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind\n" * 30
 QUIET = dict(log=lambda line: None)
 
-
-@pytest.fixture
-def base(tmp_path):
-    """A small pretrained GPT folder (Hugging Face layout) and a text to train on."""
-    tg.manual_seed(0)
-    tokenizer = CharTokenizer.from_text(TEXT)
-    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=32, n_layer=2, n_head=2,
-                          n_embd=16))
-    model.save_pretrained(tmp_path / "base", tokenizer=tokenizer)
-    (tmp_path / "text.txt").write_text(TEXT)
-    return tmp_path
 
 
 def settings(base, out="run", **extra):
@@ -175,7 +163,7 @@ def test_a_run_that_cannot_fit_is_refused_before_anything_is_allocated(base, mon
     config = TrainConfig(data=str(base / "text.txt"), out_dir=str(base / "big"), n_layer=2,
                          n_head=2, n_embd=16, block_size=16, batch_size=4, dtype=dtype,
                          processes=1)
-    vocab = CharTokenizer.from_text(TEXT).vocab_size
+    vocab = CharTokenizer.from_text((base / "text.txt").read_text()).vocab_size
     n = count_params(config.model_config(vocab))
     # The weights alone fit; with gradients and AdamW's two moments they do not.
     monkeypatch.setattr(memory, "total_memory", lambda: 2 * 4 * n)
