@@ -65,8 +65,7 @@ def integer(name, value, minimum=None, maximum=None, none_ok=False):
     >>> integer("n_head", 12, minimum=1, maximum=64)
     12
     """
-    return _integer(name, value, minimum, maximum, none_ok,
-                    _describe("an int", minimum, maximum, none_ok=none_ok))
+    return _integer(name, value, minimum, maximum, none_ok, None)
 
 
 def positive_integer(name, value, none_ok=False):
@@ -76,12 +75,16 @@ def positive_integer(name, value, none_ok=False):
 
 
 def _integer(name, value, minimum, maximum, none_ok, expected):
+    """`expected` None: "an int" and the bounds, worded only when the check fails (this
+    runs for every dim argument of every op)."""
     if value is None and none_ok:
         return None
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise ArgumentTypeError(f"{name} must be {expected}, got {type(value).__name__} "
-                                f"{value!r}")
-    if not _in_range(value, minimum, maximum, False, False):
+    wrong_type = isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral)
+    if wrong_type or not _in_range(value, minimum, maximum, False, False):
+        expected = expected or _describe("an int", minimum, maximum, none_ok=none_ok)
+        if wrong_type:
+            raise ArgumentTypeError(f"{name} must be {expected}, got {type(value).__name__} "
+                                    f"{value!r}")
         raise ValueError(f"{name} must be {expected}, got {value!r}")
     return int(value)
 

@@ -229,3 +229,21 @@ def test_other_bad_arguments():
         prune(tg.nn.LayerNorm(4), 0.5)
     with pytest.raises(TypeError, match="expected a Module"):
         prune(np.zeros((3, 3)), 0.5)
+
+
+@pytest.mark.parametrize("adapt", ["lora", "bottleneck"])
+def test_the_adapters_own_layers_are_not_pruned_by_default(adapt):
+    """LoRA's B and the bottleneck's up start at zero: pruned first, they would stay zero
+    and the adapters would never train. Only the base's Linear weights are pruned."""
+    from tinygpt.nn.bottleneck import apply_adapters
+    from tinygpt.nn.lora import apply_lora
+    model = small_gpt()
+    if adapt == "lora":
+        apply_lora(model, rank=2, alpha=4)
+        adapter_names = (".lora_A.", ".lora_B.")
+    else:
+        apply_adapters(model, 4)
+        adapter_names = (".bottleneck.",)
+    masks = prune(model, 0.5)
+    assert masks and not any(any(a in name for a in adapter_names) for name in masks), \
+        sorted(masks)

@@ -16,6 +16,7 @@ from tinygpt.train import TrainConfig, Trainer, load_for_inference
 from tinygpt.train.finetune import (FinetuneConfig, accuracy, build_classifier, encode_split,
                                     load_classifier)
 
+from pretrained_base import base  # noqa: F401  (the fixture)
 from test_finetune import SMALL, yes_no_task
 
 

@@ -112,15 +112,17 @@ def test_a_stopped_two_rank_run_resumes_bit_for_bit(tmp_path):
     assert after["world_size"] == 1 and after["ranks"] == meta["ranks"]
 
 
-def test_an_error_on_one_rank_stops_every_rank_naming_it(tmp_path):
-    # Rank 1's batch holds a token id outside the vocabulary at its third step.
+@pytest.mark.parametrize("zero", [0, 1])
+def test_an_error_on_one_rank_stops_every_rank_naming_it(tmp_path, zero):
+    # Rank 1's batch holds a token id outside the vocabulary at its third step (with ZeRO
+    # stage 1 too: its data-parallel object keeps the ranks' status exchange).
     script = tmp_path / "bad_rank.py"
     script.write_text(f"""
 import sys
 from tinygpt.train import TrainConfig, Trainer, evaluate, load_for_inference
 config = TrainConfig(data={corpus(tmp_path)!r}, out_dir="run", n_layer=1, n_head=2,
                      n_embd=16, block_size=16, batch_size=2, max_iters=10, eval_interval=5,
-                     eval_iters=2)
+                     eval_iters=2, zero={zero})
 trainer = Trainer(config, log=lambda line: None)
 calls = [0]
 draw = trainer.sampler.get_batch

@@ -12,6 +12,8 @@ from tinygpt.model.adapters import load_adapter
 from tinygpt.model.checkpoint import load_checkpoint
 from tinygpt.train import TrainConfig, Trainer, load_for_inference
 
+from pretrained_base import base  # noqa: F401  (the fixture)
+
 
 
 

@@ -18,6 +18,8 @@ from tinygpt.nn.lora import LoRALinear
 from tinygpt.train import TrainConfig, Trainer
 from tinygpt.train.interrupts import resume_hint
 
+from pretrained_base import base  # noqa: F401  (the fixture)
+
 QUIET = dict(log=lambda line: None)
 
 

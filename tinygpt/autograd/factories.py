@@ -12,9 +12,6 @@ from .ops.shape import CatOp, StackOp
 from .shapes import axis_index, shape_arg
 from .tensor import Tensor
 
-def dtype_of(dtype):
-    return None if dtype is None else np.dtype(dtype)
-
 
 def tensor(data, dtype=None, device="cpu", requires_grad=False):
     """A new tensor holding a copy of `data` (a list, scalar, NumPy array or Tensor).

@@ -206,6 +206,3 @@ def _check_arguments(kind, seed, fractions, min_words, n_train, n_val, n_test):
     validate.integer("min_words", min_words, minimum=2)
     for name, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
         validate.integer(name, value, minimum=1, none_ok=True)      # None: every usable line
-    if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-9:
-        raise ValueError(f"fractions must be three positive numbers summing to 1 (train, "
-                         f"validation, test), got {fractions!r}")

@@ -96,6 +96,9 @@ def split_speeches(text, rng, fractions, task):
     (speeches, {split: speech indices}, the pre-training text (the training speeches in
     their original order), the set of its lines, the set of its characters). `task` names
     the task in the error for a text of fewer than 10 speeches."""
+    if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-9:
+        raise ValueError(f"fractions must be three positive numbers summing to 1 (train, "
+                         f"validation, test), got {fractions!r}")
     all_speeches = speeches(text)
     if len(all_speeches) < 10:
         raise ValueError(f"the text has {len(all_speeches)} speeches ('NAME:' then lines, "
@@ -118,9 +121,6 @@ def make_cloze(text, n_context=3, n_choices=2, seed=0, fractions=(0.7, 0.1, 0.2)
     validate.integer("n_context", n_context, minimum=1)
     validate.integer("n_choices", n_choices, minimum=2)
     validate.integer("seed", seed, minimum=0)
-    if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-9:
-        raise ValueError(f"fractions must be three positive numbers summing to 1 (train, "
-                         f"validation, test), got {fractions!r}")
     rng = np.random.default_rng(seed)
     all_speeches, members, pretrain_text, seen_lines, seen_chars = split_speeches(
         text, rng, fractions, "a cloze task")

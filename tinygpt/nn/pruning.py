@@ -16,7 +16,9 @@ than already reached is refused (pruned weights are not brought back).
 
 Which weights: by default the weight matrices of every `Linear`, the ones the blocks'
 products use, and not biases, LayerNorms or embeddings (a Linear whose weight is an
-Embedding's, like a GPT's tied head, is an embedding here). `parameters=` takes a list of
+Embedding's, like a GPT's tied head, is an embedding here), nor the adapters' own layers
+(LoRA's A and B, the bottleneck adapters' down and up: their zero-initialised halves would
+be pruned first and kept at zero). `parameters=` takes a list of
 dotted names from `named_parameters()` to prune other tensors (e.g.
 ["transformer.wte.weight"]).
 
@@ -38,7 +40,7 @@ nothing of masks: prune and train through the Python API.
 
 `sparsity(model)` is the fraction of exact zeros among the same weights.
 
-Imports: autograd, nn.module, nn.layers.
+Imports: autograd, validate, nn.module, nn.layers, nn.lora, nn.bottleneck.
 """
 
 
@@ -46,7 +48,9 @@ import numpy as np
 
 from .. import validate
 from ..autograd import backend
+from .bottleneck import BottleneckAdapter
 from .layers import Embedding, Linear
+from .lora import LoRALinear
 from .module import Module
 
 SCOPES = ("global", "layer")
@@ -84,10 +88,18 @@ def _targets(model, parameters):
             names.setdefault(id(param), f"{module_name}.{attr}" if module_name else attr)
             params[id(param)] = param
     if parameters is None:
-        embedded = {id(m.weight) for m in model.modules() if isinstance(m, Embedding)}
+        # Left out: tied embeddings, and the adapters' own layers (LoRA's A and B, the
+        # bottleneck's down and up): B and up start at zero, so magnitude pruning would take
+        # them first and the mask would keep them at zero for good.
+        skipped = {id(m.weight) for m in model.modules() if isinstance(m, Embedding)}
+        for m in model.modules():
+            if isinstance(m, LoRALinear):
+                skipped |= {id(m.lora_A.weight), id(m.lora_B.weight)}
+            elif isinstance(m, BottleneckAdapter):
+                skipped |= {id(m.down.weight), id(m.up.weight)}
         chosen = []
         for module in model.modules():
-            if isinstance(module, Linear) and id(module.weight) not in embedded \
+            if isinstance(module, Linear) and id(module.weight) not in skipped \
                     and id(module.weight) not in [id(p) for p in chosen]:
                 chosen.append(module.weight)
         keys = [id(p) for p in chosen]

@@ -38,7 +38,7 @@ class Saving:
             optimizer = GatheredState(optimizer.state_dict())
         if group.world_size > 1:
             ranks = gather_rank_states(group, trainer.sampler, self.saved_ranks)
-            check_same_state(group, trainer.model, trainer.optimizer,
+            check_same_state(group, trainer.model, optimizer,    # gathered once, above
                              f"at iteration {trainer.iter_num}")
         if not group.is_main:
             self.saved_at = trainer.iter_num

@@ -86,12 +86,13 @@ def _set_up(trainer):
             apply_adapters(trainer.model, cfg.adapter_size)
         apply_settings(trainer.model, cfg)
         trainer.model.train()       # from_pretrained gives eval mode; a run trains
-        check_training_fits(cfg.dtype, trainer.model)
+        check_training_fits(cfg.dtype, trainer.model, shards=_moment_shards(trainer))
     else:
         trainer.tokenizer = (CharTokenizer.from_text(text) if cfg.tokenizer == "char"
                              else load_tokenizer(cfg.tokenizer))
         model_config = cfg.model_config(trainer.tokenizer.vocab_size)
-        check_training_fits(cfg.dtype, n_params=count_params(model_config))
+        check_training_fits(cfg.dtype, n_params=count_params(model_config),
+                            shards=_moment_shards(trainer))
         trainer.model = GPT(model_config)
     _prepare_data(trainer, text)
     trainer.model.to(cfg.device)
@@ -130,7 +131,7 @@ def resume(trainer, state):
             raise ValueError(f"--{moot[0]} changes nothing: the run in {trainer.out_dir} "
                              "has no LoRA adapters; leave it out to continue the saved run")
     apply_settings(trainer.model, cfg)      # the changed settings reach the model
-    check_training_fits(cfg.dtype, trainer.model)
+    check_training_fits(cfg.dtype, trainer.model, shards=_moment_shards(trainer))
     trainer.model.to(cfg.device)
     trainer.precision = Precision(cfg)
     trainer.precision.set_up(trainer.model)
@@ -214,12 +215,13 @@ def apply_settings(model, cfg):
                                        lora.target_modules)
 
 
-def check_training_fits(dtype, model=None, n_params=None):
+def check_training_fits(dtype, model=None, n_params=None, shards=1):
     """Refuse (ValueError) a run whose weights, gradients and AdamW's two moments (and,
     under mixed precision, the float32 master weights and their gradients) need more
     memory than this machine has: from the sizes alone, before the optimizer (or, given
     `n_params`, the model) is allocated. `model`: counted from its parameters (trained:
-    those that require a gradient); else `n_params`, all trained."""
+    those that require a gradient); else `n_params`, all trained. `shards`: the ranks
+    ZeRO shares the moments over (each rank holds 1/shards of them)."""
     if model is not None:
         params = list(model.parameters())
         n_params = sum(p.data.size for p in params)
@@ -227,13 +229,18 @@ def check_training_fits(dtype, model=None, n_params=None):
     else:
         trained = n_params
     if dtype == "float16":      # float16 weights and gradients, float32 master and moments
-        nbytes = 2 * n_params + 2 * trained + 4 * 4 * trained
+        nbytes = 2 * n_params + 2 * trained + 2 * 4 * trained + 2 * 4 * trained // shards
     else:
         size = np.dtype(dtype).itemsize
-        nbytes = size * n_params + 3 * size * trained
+        nbytes = size * n_params + size * trained + 2 * size * trained // shards
     memory.check_fits(nbytes, f"training a model of {n_params:,} parameters ({trained:,} "
                       f"trained, {dtype}): its weights, gradients and AdamW's moments"
                       + (" and the float32 master copy" if dtype == "float16" else ""))
+
+
+def _moment_shards(trainer):
+    """Over how many ranks AdamW's moments are shared: the world size under --zero 1."""
+    return trainer.group.world_size if trainer.config.zero else 1
 
 
 def data_fingerprint(source, text):

@@ -189,7 +189,7 @@ class ZeroAdamW:
         would save them."""
         whole = {}
         for name in ("exp_avg", "exp_avg_sq"):
-            full = self.buffer.copy()
+            full = np.empty_like(self.buffer)       # every piece is filled by the gather
             full[self.group.rank * self.shard_size:][:self.shard_size] = getattr(self, name)
             whole[name] = self.group.all_gather_(full, what=f"the optimizer's {name} gather")
         saved = self.inner.state_dict()         # the groups; its own state is empty

@@ -1,4 +1,5 @@
-"""Fixtures of the training tests: a small pretrained GPT folder to fine-tune."""
+"""A fixture of the training tests: a small pretrained GPT folder to fine-tune (imported by
+the test modules that use it: `from pretrained_base import base`)."""
 
 import pytest
 
