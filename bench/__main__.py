@@ -2,7 +2,7 @@
 
 NAME is one of `ops` (op forward+backward times beside PyTorch), `train` (training steps
 per second), `generate` (generation and a fine-tuning step at GPT-2's shape beside
-transformers), `bpe` (tokenizer throughput), `quality` (final loss over seeds), `attention`
+transformers), `products` (thin products at GPT-2's shapes: weights streamed, GB/s), `bpe` (tokenizer throughput), `quality` (final loss over seeds), `attention`
 (padding masks; banded against dense layers), `gpu` (the GPU check: tests, gradient
 checks, transfers and speed on CUDA), `lora` (LoRA against full fine-tuning), `moe` (a
 mixture of experts against the dense MLP), `parallel` (forked processes against MPI
@@ -22,6 +22,7 @@ BENCHMARKS = {
     "ops": "forward+backward time per op, beside PyTorch eager when installed",
     "train": "training steps per second of a small GPT",
     "generate": "generation tokens/s and a fine-tuning step at GPT-2's shape beside transformers",
+    "products": "one- and few-row products at GPT-2's shapes: GB/s of weights streamed",
     "bpe": "GPT-2 byte-level BPE encoding throughput",
     "quality": "final validation loss of nanoGPT's CPU recipe over seeds, beside PyTorch",
     "attention": "training steps with padding masks, and banded against dense layers",

@@ -66,11 +66,13 @@ if fw == "transformers":
 else:
     import tinygpt as tg
     from tinygpt.autograd.fast import threads as fast_threads
+    from tinygpt.autograd.fast.malloc import keep_freed_memory
     from tinygpt.model.pretrained import load_pretrained
+    keep_freed_memory()                 # as tinygpt's trainer and sample command do
     fast_threads.set_num_threads(threads)
     model = load_pretrained(folder, dropout=0.0)
 V = s["vocab_size"]
-out = {}
+out = {"package": tg.__file__ if fw == "tinygpt" else None}
 
 def gen(prompt, n, sampled):
     if fw == "transformers":
@@ -171,13 +173,20 @@ def run_child(framework, settings, root):
     for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env[name] = str(settings["threads"])
     kind = "transformers" if framework == "transformers" else "tinygpt"
+    # `python -c` puts its working directory first on sys.path: run it in `root`, so that
+    # the tinygpt imported is root's and not the one of the directory the benchmark ran in.
     done = subprocess.run([sys.executable, "-c", _CHILD,
                            json.dumps(dict(settings, framework=kind))],
-                          env=env, capture_output=True, text=True, check=False)
+                          cwd=root, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0 or not done.stdout.strip():
         raise RuntimeError(f"the {framework} process failed (exit {done.returncode}):\n"
                            f"{done.stderr.strip()[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    package = out.pop("package")
+    if kind == "tinygpt" and Path(package).resolve().parents[1] != Path(root).resolve():
+        raise RuntimeError(f"the {framework} process imported tinygpt from {package}, "
+                           f"expected the one in {root}")
+    return out
 
 
 def first_difference(a, b):

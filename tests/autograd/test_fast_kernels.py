@@ -136,10 +136,10 @@ def test_the_case_of_each_gpu_kernel_equals_the_reference(name, dtype, cuda_devi
 
 
 # --- every branch of every kernel ------------------------------------------------------------
-@pytest.fixture(params=["whole", "rows", "columns"])
+@pytest.fixture(params=["whole", "rows", "blas"])
 def splitting(request, monkeypatch):
-    """Products whole, or split over 2 threads (every product, however small) by rows or by
-    columns (every product thin)."""
+    """Products whole, or on 2 threads (every product, however small): split by rows over
+    tinygpt's threads, or whole on BLAS's threads (every product thin)."""
     if request.param != "whole":
         monkeypatch.setattr(products, "SPLIT_MACS", 1)
         monkeypatch.setattr(products, "SPLIT_THIN_MACS", 1)

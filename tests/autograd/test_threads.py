@@ -83,6 +83,22 @@ def test_single_threaded_blas_sets_one_thread_and_restores_the_count(two_blas_th
 
 
 @needs_blas_control
+def test_blas_threads_sets_the_count_and_restores_it(two_blas_threads):
+    get = two_blas_threads
+    with blas.single_threaded_blas():
+        with blas.blas_threads(3):
+            assert get() == 3
+        assert get() == 1
+        with pytest.raises(KeyError):
+            with blas.blas_threads(2):
+                raise KeyError("inside")
+        assert get() == 1
+    assert get() == 2
+    with pytest.raises(ValueError, match="at least 1 thread, got 0"):
+        blas.blas_threads(0)
+
+
+@needs_blas_control
 def test_parallel_map_gives_its_items_one_blas_thread(two_blas_threads, set_threads):
     get = two_blas_threads
     set_threads(2)
@@ -156,90 +172,111 @@ def test_matmuls_run_together_and_equal_each_product(n_threads, monkeypatch, set
     assert len(calls) == 1 and len(calls[0]) == 2 * max(1, n_threads // 2)
 
 
-def spy_on_blocks(monkeypatch):
-    """The (rows, cols) of each block of a split product, from now on."""
-    blocks, real = [], products._matmul_block
-    monkeypatch.setattr(products, "_matmul_block",
-                        lambda job: blocks.append(job[-2:]) or real(job))
-    return blocks
+def spy_on_blas_counts(monkeypatch):
+    """The BLAS thread count each whole (unsplit) run of products sees, from now on."""
+    counts, real, get = [], products._each, blas._blas_controls()[0][0]
+    monkeypatch.setattr(products, "_each", lambda jobs: counts.append(get()) or real(jobs))
+    return counts
 
 
 @needs_blas_control
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-13), (np.float32, 1e-6)])
 @pytest.mark.parametrize("n_threads", [2, 3])
 @pytest.mark.parametrize("rows, bias", [(1, False), (1, True), (2, True)])
-def test_thin_product_split_by_columns_equals_one_product(rows, bias, n_threads, dtype, rtol,
-                                                         monkeypatch, set_threads):
-    # A Linear's x @ W^T with fewer rows than threads: one block of W's rows a thread.
+def test_a_thin_product_runs_whole_on_blas_threads_and_equals_one_product(
+        rows, bias, n_threads, dtype, rtol, monkeypatch, set_threads):
+    # A Linear's x @ W^T with fewer rows than threads, inside a kernel (BLAS held to one).
     monkeypatch.setattr(products, "SPLIT_THIN_MACS", 1)
     monkeypatch.setattr(products, "SPLIT_MACS", 1 << 60)  # the thin size alone decides
     monkeypatch.setattr(products, "THIN_ROWS", 0)         # thin: fewer rows than threads
     set_threads(n_threads)
-    calls, blocks = spy_on_parallel_map(monkeypatch), spy_on_blocks(monkeypatch)
+    calls, counts = spy_on_parallel_map(monkeypatch), spy_on_blas_counts(monkeypatch)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((rows, 24)).astype(dtype)
     w = rng.standard_normal((100, 24)).astype(dtype)
     b = rng.standard_normal(100).astype(dtype) if bias else None
-    got = products.matmul(x, w.T, add=b)
+    with blas.single_threaded_blas():
+        got = products.matmul(x, w.T, add=b)
+        assert blas.get_blas_num_threads() == 1               # restored after the product
     want = x @ w.T + (b if bias else 0)
     assert got.shape == want.shape and got.dtype == dtype
     np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol)
-    if rows < n_threads:
-        assert len(calls) == 1 and len(calls[0]) == n_threads
-        assert all(r is None for r, _ in blocks)
-        assert [c.start for _, c in blocks] == sorted(c.start for _, c in blocks)
-        assert sum(c.stop - c.start for _, c in blocks) == 100
-    else:                   # as many rows as threads: not thin, and below SPLIT_MACS
-        assert calls == []
+    assert calls == []                                        # never on tinygpt's pool
+    # as many rows as threads: not thin, and below SPLIT_MACS: one product on one thread
+    assert counts == [n_threads if rows < n_threads else 1]
 
 
 @needs_blas_control
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-13), (np.float32, 1e-6)])
 @pytest.mark.parametrize("add_shape", [None, (1,), (40,), (3, 1, 40), (3, 2, 1)])
-def test_thin_stacked_products_split_by_columns_add_the_right_columns(add_shape, dtype, rtol,
-                                                                     monkeypatch, set_threads):
+def test_thin_stacked_products_on_blas_threads_add_what_broadcasts(add_shape, dtype, rtol,
+                                                                  monkeypatch, set_threads):
     monkeypatch.setattr(products, "SPLIT_THIN_MACS", 1)
     monkeypatch.setattr(products, "THIN_ROWS", 4)         # 2 rows a matrix: thin
     set_threads(2)
-    blocks = spy_on_blocks(monkeypatch)
+    counts = spy_on_blas_counts(monkeypatch)
     rng = np.random.default_rng(4)
     a, b = rng.standard_normal((3, 2, 6)).astype(dtype), rng.standard_normal((6, 40)).astype(dtype)
     add = None if add_shape is None else rng.standard_normal(add_shape).astype(dtype)
-    got = products.matmul(a, b, add=add)
+    with blas.single_threaded_blas():
+        got = products.matmul(a, b, add=add)
     want = a @ b if add is None else a @ b + add
     np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol)
-    assert got.dtype == dtype and [c for _, c in blocks] == [slice(0, 32), slice(32, 40)]
+    assert got.dtype == dtype and counts == [2]
 
 
-@pytest.mark.parametrize("n, count", [(1, 2), (5, 2), (40, 2), (49, 3), (100, 3),
-                                      (2304, 2), (50257, 16)])
-def test_column_blocks_cover_the_columns_in_order_at_aligned_starts(n, count):
-    blocks = products.column_blocks(n, count)
-    assert 1 <= len(blocks) <= count
-    assert [b.start for b in blocks] == [0] + [b.stop for b in blocks[:-1]]
-    assert blocks[-1].stop == n and all(b.stop > b.start for b in blocks)
-    if n > products.COLUMN_ALIGN * count:
-        assert all(b.start % products.COLUMN_ALIGN == 0 for b in blocks)
-        assert len(blocks) == count or n < 2 * products.COLUMN_ALIGN * count
+@needs_blas_control
+def test_thin_products_run_together_on_blas_threads_one_after_the_other(monkeypatch,
+                                                                       set_threads):
+    monkeypatch.setattr(products, "SPLIT_THIN_MACS", 1)
+    set_threads(2)
+    calls, counts = spy_on_parallel_map(monkeypatch), spy_on_blas_counts(monkeypatch)
+    rng = np.random.default_rng(5)
+    dy, w = rng.standard_normal((1, 30)), rng.standard_normal((30, 20))
+    x = rng.standard_normal((1, 20))
+    with blas.single_threaded_blas():
+        dx, q = products.matmuls([(dy, w), (x, w.T)])
+    np.testing.assert_allclose(dx, dy @ w, rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(q, x @ w.T, rtol=1e-13, atol=1e-14)
+    assert counts == [2] and calls == []
 
 
-@pytest.mark.parametrize("mbytes, per, count", [(0.01, 2, 2), (7, 2, 2), (9, 2, 4),
-                                                 (16, 2, 8), (154, 2, 8), (154, 3, 12)])
-def test_thin_products_get_blocks_of_about_the_block_size_a_whole_number_a_thread(
-        mbytes, per, count, monkeypatch):
-    monkeypatch.setattr(products, "THIN_BLOCK_BYTES", 1 << 21)
-    monkeypatch.setattr(products, "THIN_BLOCKS_PER_THREAD", 4)
-    b = np.empty(int(mbytes * (1 << 20)), dtype=np.uint8)
-    assert products.thin_blocks(b, per) == count
+@needs_blas_control
+def test_a_thin_product_inside_parallel_map_keeps_to_one_blas_thread(monkeypatch, set_threads):
+    # the pool's threads have the cores: BLAS adding its own would only fight them
+    monkeypatch.setattr(products, "SPLIT_THIN_MACS", 1)
+    set_threads(2)
+    counts = spy_on_blas_counts(monkeypatch)
+    rng = np.random.default_rng(6)
+    xs, w = rng.standard_normal((4, 1, 24)), rng.standard_normal((24, 50))
+    got = threads.parallel_map(lambda x: products.matmul(x, w), list(xs))
+    for x, y in zip(xs, got):
+        np.testing.assert_allclose(y, x @ w, rtol=1e-13, atol=1e-14)
+    assert counts == [1, 1, 1, 1]
+
+
+@needs_blas_control
+def test_a_thin_product_beside_a_large_one_is_one_row_block_on_the_pool(monkeypatch,
+                                                                       set_threads):
+    monkeypatch.setattr(products, "SPLIT_MACS", 1)
+    set_threads(2)
+    calls = spy_on_parallel_map(monkeypatch)
+    rng = np.random.default_rng(7)
+    dy, w, x = rng.standard_normal((1, 30)), rng.standard_normal((30, 20)), rng.standard_normal((1, 20))
+    dx, dw = products.matmuls([(dy, w), (dy.T, x)])     # dy.T has 30 rows: not thin
+    np.testing.assert_allclose(dx, dy @ w, rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(dw, dy.T @ x, rtol=1e-13, atol=1e-14)
+    assert len(calls) == 1 and [job[-1] for job in calls[0]] == [slice(0, 1), slice(0, 30)]
 
 
 def test_a_thin_product_below_its_split_size_is_one_product(monkeypatch, set_threads):
     set_threads(2)
-    calls = spy_on_parallel_map(monkeypatch)
+    calls, counts = spy_on_parallel_map(monkeypatch), spy_on_blas_counts(monkeypatch)
     monkeypatch.setattr(products, "SPLIT_MACS", 1)        # the thin size counts, not this
     x, w = np.ones((1, 4), dtype=np.float32), np.ones((3, 4), dtype=np.float32)
-    np.testing.assert_array_equal(products.matmul(x, w.T), np.full((1, 3), 4, np.float32))
-    assert calls == []
+    with blas.single_threaded_blas():
+        np.testing.assert_array_equal(products.matmul(x, w.T), np.full((1, 3), 4, np.float32))
+    assert calls == [] and counts in ([1], [])          # [] where BLAS is not OpenBLAS
 
 
 def test_matmul_below_the_split_size_is_one_product(monkeypatch):

@@ -95,3 +95,33 @@ def test_a_tiny_run_gives_identical_greedy_tokens(tmp_path, capsys):
         assert row["ratios"]["tinygpt/transformers"]["median"] > 0
     assert "greedy B2: tinygpt's tokens identical to transformers'" in out
     assert data["host"]["tinygpt_threads"] == 1 and data["host"]["torch_threads"] == 1
+
+
+SETTINGS = {"threads": 1, "task": "generate", "folder": "unused"}
+
+
+def fake_checkout(folder, reported=None):
+    """A checkout whose tinygpt package, imported by a measuring process, prints the JSON
+    line `_CHILD` would (the package's file only) and ends the process."""
+    package = folder / "tinygpt"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(
+        "import json, sys\n"
+        f"print(json.dumps({{'package': {reported!r} or __file__}}))\n"
+        "sys.exit(0)\n")
+    return folder
+
+
+def test_before_runs_the_tinygpt_of_its_checkout_not_of_the_working_directory(
+        tmp_path, monkeypatch):
+    # `python -c` would put the working directory (this repository, with its own tinygpt)
+    # ahead of PYTHONPATH; the process must import the checkout's package.
+    monkeypatch.chdir(bench.Path(bench.__file__).resolve().parents[1])
+    root = fake_checkout(tmp_path / "old")
+    assert bench.run_child("before", SETTINGS, root) == {}
+
+
+def test_a_process_that_imports_another_tinygpt_is_refused(tmp_path):
+    root = fake_checkout(tmp_path / "old", reported=str(tmp_path / "elsewhere/tinygpt/x.py"))
+    with pytest.raises(RuntimeError, match="imported tinygpt from .*elsewhere.*expected"):
+        bench.run_child("before", SETTINGS, root)

@@ -5,7 +5,10 @@ for a while waiting for the next product, and take those cores away from tinygpt
 threads (the elementwise work after a product ran at half speed). So tinygpt's CPU
 kernels run with BLAS on one thread (`single_threaded_blas`) and share their products out
 over tinygpt's own threads (`threads.parallel_map`, `products.matmul`): one set of threads
-does all the work, as in PyTorch, and BLAS's threads sleep.
+does all the work, as in PyTorch, and BLAS's threads sleep. The exception is a thin
+product (one row a sequence in generation), which streams its matrix from memory: BLAS's
+own threads, spinning between products, stream it on every core sooner than tinygpt's
+can be woken, so `products.matmuls` runs it on `blas_threads(n)`.
 
 NumPy offers no call for this; OpenBLAS does (`openblas_set_num_threads`), under names
 that depend on the build. This module finds the OpenBLAS libraries this process has
@@ -108,21 +111,36 @@ def set_blas_num_threads(n):
         set_(n)
 
 
-class single_threaded_blas:
-    """Context manager: NumPy's BLAS (OpenBLAS) runs every product on the calling thread
-    inside the block, and on its previous thread count again after it. The setting is
-    process-wide: products started on other threads meanwhile are single-threaded too.
-    Does nothing where `can_limit_blas_threads()` is False."""
+class blas_threads:
+    """Context manager: NumPy's BLAS (OpenBLAS) runs its products on `n` threads inside the
+    block, and on its previous thread count again after it. The setting is process-wide:
+    products started on other threads meanwhile get n threads too. Does nothing where
+    `can_limit_blas_threads()` is False."""
+
+    def __init__(self, n):
+        self.n = int(n)
+        if self.n < 1:
+            raise ValueError(f"blas_threads: expected at least 1 thread, got {n}")
 
     def __enter__(self):
         self.before = [(set_, get()) for get, set_ in _blas_controls()]
         for set_, n in self.before:
-            if n != 1:
-                set_(1)
+            if n != self.n:
+                set_(self.n)
         return self
 
     def __exit__(self, *exc):
         for set_, n in self.before:
-            if n != 1:
+            if n != self.n:
                 set_(n)
         return False
+
+
+class single_threaded_blas(blas_threads):
+    """Context manager: NumPy's BLAS (OpenBLAS) runs every product on the calling thread
+    inside the block, and on its previous thread count again after it (`blas_threads(1)`).
+    The setting is process-wide: products started on other threads meanwhile are
+    single-threaded too. Does nothing where `can_limit_blas_threads()` is False."""
+
+    def __init__(self):
+        super().__init__(1)

@@ -80,6 +80,13 @@ def parallel_map(fn, items):
             [lambda item=item: fn(item) for item in items])
 
 
+def in_parallel_map():
+    """Whether a `parallel_map` of the worker pool is running now (called from one of its
+    tasks, or from another thread meanwhile): its threads have the cores."""
+    pool = _threads["pool"]
+    return pool is not None and pool.busy.locked()
+
+
 def for_blocks(fn, array, row_elements=None):
     """Call fn(rows) for slices `rows` of the first axis of `array`, each about
     BLOCK_ELEMENTS elements, and return the list of results in order.
