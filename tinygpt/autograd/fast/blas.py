@@ -19,11 +19,10 @@ Imports: the standard library only.
 
 _blas = {"controls": None, "config": None}
 
-# Names of OpenBLAS's thread-count functions: NumPy's wheels ship OpenBLAS with its symbols
+# How OpenBLAS's function names are spelled: NumPy's wheels ship OpenBLAS with its symbols
 # renamed ("scipy_" prefix, "64_" suffix for 64-bit integers); other builds keep the plain
-# names.
-_OPENBLAS_SYMBOLS = [(f"{p}openblas_get_num_threads{s}", f"{p}openblas_set_num_threads{s}")
-                     for p in ("scipy_", "") for s in ("64_", "")]
+# names. (prefix, suffix) pairs, tried in this order.
+_SPELLINGS = [(p, s) for p in ("scipy_", "") for s in ("64_", "")]
 
 
 def _blas_controls():
@@ -33,30 +32,41 @@ def _blas_controls():
     if _blas["controls"] is None:
         import ctypes
         controls = []
-        for path in _openblas_paths():
-            try:
-                lib = ctypes.CDLL(path)
-            except OSError:
-                continue
-            for get_name, set_name in _OPENBLAS_SYMBOLS:
-                get, set_ = getattr(lib, get_name, None), getattr(lib, set_name, None)
-                if get is not None and set_ is not None:
-                    get.restype, get.argtypes = ctypes.c_int, []
-                    set_.restype, set_.argtypes = None, [ctypes.c_int]
-                    controls.append((get, set_))
-                    break
+        for lib in _openblas_libraries():
+            get, set_ = _symbol(lib, "openblas_get_num_threads"), \
+                _symbol(lib, "openblas_set_num_threads")
+            if get is not None and set_ is not None:
+                get.restype, get.argtypes = ctypes.c_int, []
+                set_.restype, set_.argtypes = None, [ctypes.c_int]
+                controls.append((get, set_))
         _blas["controls"] = controls
     return _blas["controls"]
 
 
-def _openblas_paths():
-    """The files of the OpenBLAS libraries this process has loaded (Linux), else []."""
+def _openblas_libraries():
+    """ctypes handles of the OpenBLAS libraries this process has loaded (Linux: found in
+    /proc/self/maps), else []."""
+    import ctypes
     try:
         with open("/proc/self/maps") as maps:
-            return sorted({line.split()[-1] for line in maps
-                           if "openblas" in line.rsplit("/", 1)[-1].lower()})
+            paths = sorted({line.split()[-1] for line in maps
+                            if "openblas" in line.rsplit("/", 1)[-1].lower()})
     except OSError:
         return []
+    libraries = []
+    for path in paths:
+        try:
+            libraries.append(ctypes.CDLL(path))
+        except OSError:
+            continue
+    return libraries
+
+
+def _symbol(lib, name):
+    """OpenBLAS's function `name` in `lib` under the first of its build's spellings that
+    exists (see _SPELLINGS), or None."""
+    return next((getattr(lib, f"{p}{name}{s}") for p, s in _SPELLINGS
+                 if hasattr(lib, f"{p}{name}{s}")), None)
 
 
 def blas_config():
@@ -67,16 +77,10 @@ def blas_config():
     if _blas["config"] is None:
         import ctypes
         found = ""
-        for path in _openblas_paths():
-            try:
-                lib = ctypes.CDLL(path)
-            except OSError:
-                continue
+        for lib in _openblas_libraries():
             texts = []
             for what in ("config", "corename"):
-                fn = next((getattr(lib, f"{p}openblas_get_{what}{s}") for p in ("scipy_", "")
-                           for s in ("64_", "") if hasattr(lib, f"{p}openblas_get_{what}{s}")),
-                          None)
+                fn = _symbol(lib, f"openblas_get_{what}")
                 if fn is not None:
                     fn.restype, fn.argtypes = ctypes.c_char_p, []
                     texts.append(fn().decode(errors="replace").strip())
