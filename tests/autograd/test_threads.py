@@ -1,6 +1,10 @@
 """The machinery of the fast CPU kernels: tinygpt's worker pool, `parallel_map`,
 `for_blocks`, NumPy's BLAS thread count and the products shared out over the threads."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -172,6 +176,14 @@ def test_matmuls_run_together_and_equal_each_product(n_threads, monkeypatch, set
     assert len(calls) == 1 and len(calls[0]) == 2 * max(1, n_threads // 2)
 
 
+@pytest.fixture
+def blas_limit():
+    """blas_limit(n): BLAS's count and `blas_thread_limit` n until the test ends."""
+    before = blas.get_blas_num_threads()
+    yield blas.set_blas_num_threads
+    blas.set_blas_num_threads(before)
+
+
 def spy_on_blas_counts(monkeypatch):
     """The BLAS thread count each whole (unsplit) run of products sees, from now on."""
     counts, real, get = [], products._each, blas._blas_controls()[0][0]
@@ -184,12 +196,13 @@ def spy_on_blas_counts(monkeypatch):
 @pytest.mark.parametrize("n_threads", [2, 3])
 @pytest.mark.parametrize("rows, bias", [(1, False), (1, True), (2, True)])
 def test_a_thin_product_runs_whole_on_blas_threads_and_equals_one_product(
-        rows, bias, n_threads, dtype, rtol, monkeypatch, set_threads):
+        rows, bias, n_threads, dtype, rtol, monkeypatch, set_threads, blas_limit):
     # A Linear's x @ W^T with fewer rows than threads, inside a kernel (BLAS held to one).
     monkeypatch.setattr(products, "SPLIT_THIN_MACS", 1)
     monkeypatch.setattr(products, "SPLIT_MACS", 1 << 60)  # the thin size alone decides
     monkeypatch.setattr(products, "THIN_ROWS", 0)         # thin: fewer rows than threads
     set_threads(n_threads)
+    blas_limit(4)
     calls, counts = spy_on_parallel_map(monkeypatch), spy_on_blas_counts(monkeypatch)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((rows, 24)).astype(dtype)
@@ -210,10 +223,12 @@ def test_a_thin_product_runs_whole_on_blas_threads_and_equals_one_product(
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-13), (np.float32, 1e-6)])
 @pytest.mark.parametrize("add_shape", [None, (1,), (40,), (3, 1, 40), (3, 2, 1)])
 def test_thin_stacked_products_on_blas_threads_add_what_broadcasts(add_shape, dtype, rtol,
-                                                                  monkeypatch, set_threads):
+                                                                  monkeypatch, set_threads,
+                                                                  blas_limit):
     monkeypatch.setattr(products, "SPLIT_THIN_MACS", 1)
     monkeypatch.setattr(products, "THIN_ROWS", 4)         # 2 rows a matrix: thin
     set_threads(2)
+    blas_limit(2)
     counts = spy_on_blas_counts(monkeypatch)
     rng = np.random.default_rng(4)
     a, b = rng.standard_normal((3, 2, 6)).astype(dtype), rng.standard_normal((6, 40)).astype(dtype)
@@ -226,10 +241,40 @@ def test_thin_stacked_products_on_blas_threads_add_what_broadcasts(add_shape, dt
 
 
 @needs_blas_control
+@pytest.mark.parametrize("limit, n_threads, seen", [(1, 2, 1), (2, 3, 2), (4, 3, 3)])
+def test_thin_products_get_no_more_blas_threads_than_blas_had(limit, n_threads, seen,
+                                                             monkeypatch, set_threads,
+                                                             blas_limit):
+    # OPENBLAS_NUM_THREADS=1 (or set_blas_num_threads(1)) keeps them on one thread
+    monkeypatch.setattr(products, "SPLIT_THIN_MACS", 1)
+    set_threads(n_threads)
+    blas_limit(limit)
+    counts = spy_on_blas_counts(monkeypatch)
+    x, w = np.ones((1, 8)), np.ones((8, 5))
+    with blas.single_threaded_blas():
+        np.testing.assert_array_equal(products.matmul(x, w), np.full((1, 5), 8.0))
+    assert counts == [seen] and blas.blas_thread_limit() == limit
+
+
+@needs_blas_control
+def test_the_blas_thread_limit_is_the_count_the_process_started_with():
+    code = ("from tinygpt.autograd.fast import blas; import numpy; "
+            "print(blas.blas_thread_limit(), blas.get_blas_num_threads())")
+    # (OpenBLAS caps the variable at the cores it finds)
+    for n in ("1", "2") if threads.usable_cores() >= 2 else ("1",):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env={**os.environ, "OPENBLAS_NUM_THREADS": n},
+                             check=True).stdout.split()
+        assert out == [n, n]
+
+
+@needs_blas_control
 def test_thin_products_run_together_on_blas_threads_one_after_the_other(monkeypatch,
-                                                                       set_threads):
+                                                                       set_threads,
+                                                                       blas_limit):
     monkeypatch.setattr(products, "SPLIT_THIN_MACS", 1)
     set_threads(2)
+    blas_limit(2)
     calls, counts = spy_on_parallel_map(monkeypatch), spy_on_blas_counts(monkeypatch)
     rng = np.random.default_rng(5)
     dy, w = rng.standard_normal((1, 30)), rng.standard_normal((30, 20))

@@ -17,7 +17,7 @@ another BLAS or another OS, every function here is a no-op and BLAS keeps its ow
 Imports: the standard library only.
 """
 
-_blas = {"controls": None, "config": None}
+_blas = {"controls": None, "config": None, "limit": None}
 
 # How OpenBLAS's function names are spelled: NumPy's wheels ship OpenBLAS with its symbols
 # renamed ("scipy_" prefix, "64_" suffix for 64-bit integers); other builds keep the plain
@@ -40,6 +40,9 @@ def _blas_controls():
                 set_.restype, set_.argtypes = None, [ctypes.c_int]
                 controls.append((get, set_))
         _blas["controls"] = controls
+        # BLAS's own count as the process started it (OPENBLAS_NUM_THREADS and the like):
+        # read here, before any kernel has changed it.
+        _blas["limit"] = max((get() for get, _ in controls), default=None)
     return _blas["controls"]
 
 
@@ -104,15 +107,26 @@ def get_blas_num_threads():
 
 
 def set_blas_num_threads(n):
-    """Set NumPy's BLAS thread count, for the whole process; does nothing where
-    `can_limit_blas_threads()` is False or n is None."""
+    """Set NumPy's BLAS thread count, for the whole process (and `blas_thread_limit`);
+    does nothing where `can_limit_blas_threads()` is False or n is None."""
     if n is None:
         return
     n = int(n)
     if n < 1:
         raise ValueError(f"set_blas_num_threads: expected at least 1 thread, got {n}")
-    for _, set_ in _blas_controls():
+    controls = _blas_controls()
+    for _, set_ in controls:
         set_(n)
+    if controls:
+        _blas["limit"] = n
+
+
+def blas_thread_limit():
+    """The most threads tinygpt's kernels give BLAS (`products` for thin products): BLAS's
+    own count as the process started it (OPENBLAS_NUM_THREADS, OMP_NUM_THREADS or the
+    cores), or as `set_blas_num_threads` last set it; None where it cannot be read."""
+    _blas_controls()
+    return _blas["limit"]
 
 
 class blas_threads:

@@ -51,9 +51,10 @@ def matmuls(products):
     products on two threads run whole, one a thread (neither thread packs the other's
     operands). When every product is thin (`is_thin`: fewer rows than the threads or
     THIN_ROWS) and they come to at least SPLIT_THIN_MACS, each runs whole on
-    get_num_threads() BLAS threads (`blas.blas_threads`), one after the other, unless the
-    call comes from inside a `parallel_map` (whose threads have the cores). Elsewhere each
-    is one `a @ b`."""
+    get_num_threads() BLAS threads, or on BLAS's own count if that is lower
+    (`blas.blas_thread_limit`: OPENBLAS_NUM_THREADS=1 keeps it to one), one after the
+    other, unless the call comes from inside a `parallel_map` (whose threads have the
+    cores). Elsewhere each is one `a @ b`."""
     products = [(p[0], p[1], p[2] if len(p) > 2 else None) for p in products]
     n_threads = threads.get_num_threads()
     if (n_threads >= 2 and blas.can_limit_blas_threads()
@@ -63,8 +64,9 @@ def matmuls(products):
         macs = sum(math.prod(batch) * a.shape[-2] * a.shape[-1] * b.shape[-1]
                    for batch, (a, b, _) in zip(shapes, products))
         if all(is_thin(a, n_threads) for a, _, _ in products):
-            if macs >= SPLIT_THIN_MACS and not threads.in_parallel_map():
-                with blas.blas_threads(n_threads):
+            n_blas = min(n_threads, blas.blas_thread_limit() or 1)
+            if macs >= SPLIT_THIN_MACS and n_blas > 1 and not threads.in_parallel_map():
+                with blas.blas_threads(n_blas):
                     return _each(products)
         elif macs >= SPLIT_MACS:
             per = max(1, n_threads // len(products))
