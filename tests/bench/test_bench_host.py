@@ -5,6 +5,7 @@ import json
 import platform
 
 import numpy as np
+import pytest
 
 from tinygpt.autograd.fast import blas, threads
 from bench import host
@@ -62,6 +63,30 @@ def test_host_info_reads_torchs_version_and_threads():
 
     info = host.host_info(FakeTorch)
     assert (info["torch"], info["torch_threads"]) == ("7.7.7", 6)
+
+
+@pytest.mark.parametrize("coretype, avx512, said", [
+    (None, True, ""),
+    ("SkylakeX", True, "; OPENBLAS_CORETYPE=SkylakeX chooses its kernels"),
+    ("Haswell", False, "; OPENBLAS_CORETYPE=Haswell chooses its kernels"),
+    ("Haswell", True, "; OPENBLAS_CORETYPE=Haswell chooses its kernels (AVX2 kernels on a "
+                      "CPU with AVX-512: unset it for OpenBLAS's own choice)")])
+def test_the_header_says_when_openblas_coretype_forces_the_kernels(coretype, avx512, said):
+    first, _ = host.header_lines(dict(INFO, openblas_coretype=coretype, avx512=avx512))
+    assert first == ("host: Test CPU 9000, 3 usable cores; NumPy 9.9.9, BLAS someblas 1.2.3 "
+                     "(SomeBLAS 1.2.3 Zen; core Zen)" + said)
+
+
+def test_host_info_reads_openblas_coretype_and_the_cpu_flags(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    assert host.host_info()["openblas_coretype"] == "Haswell"
+    monkeypatch.delenv("OPENBLAS_CORETYPE")
+    assert host.host_info()["openblas_coretype"] is None
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512bw\n\n"
+                       "processor\t: 1\nflags\t\t: fpu\n")
+    assert host.cpu_flags(cpuinfo) == {"fpu", "avx2", "avx512f", "avx512bw"}
+    assert host.cpu_flags(tmp_path / "missing") == set()
 
 
 def test_header_lines_name_the_cpu_blas_and_every_thread_count(monkeypatch):
