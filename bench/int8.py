@@ -27,7 +27,6 @@ Imports: the standard library, numpy and tinygpt.
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -124,6 +123,8 @@ def time_products(repeats=5, rows=64, out_features=3072, in_features=768):
     """Median seconds of x @ W^T three ways (see the module docstring)."""
     from tinygpt.autograd.fast.blas import single_threaded_blas
     from tinygpt.nn.quantize import quantize_per_channel
+
+    from .products import median_ms
     rng = np.random.default_rng(0)
     x = rng.standard_normal((rows, in_features)).astype(np.float32)
     w = (rng.standard_normal((out_features, in_features)) * 0.02).astype(np.float32)
@@ -132,13 +133,7 @@ def time_products(repeats=5, rows=64, out_features=3072, in_features=768):
     x32, q32 = xq.astype(np.int32), q.astype(np.int32)
 
     def median(fn):
-        fn()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
+        return median_ms(fn, repeats) / 1e3
 
     # BLAS on one thread, as tinygpt's kernels run it (NumPy's integer product has one).
     with single_threaded_blas():

@@ -5,11 +5,11 @@ element the same dot product; on the CPU, large ones are cut into blocks of a's 
 block per thread, each on one BLAS thread (see `blas` for why BLAS's own threads are kept
 asleep). A thin product, with fewer rows than threads or THIN_ROWS (generation's one
 row a sequence), streams b from memory and does little arithmetic on each byte: it runs
-whole on BLAS's own threads, as many as tinygpt's (`blas.blas_threads`), whose threads
-each stream a part of b and wait for the next product spinning, so that a one-row
-product reads its weights on every core (docs/performance.md). `column_sums(a)` is
-`a.sum(axis=0)` as a product with a vector of ones. On a GPU every function here is the
-plain expression.
+whole on BLAS's own threads, as many as tinygpt's and no more than BLAS had
+(`blas.blas_threads`, `blas.blas_thread_limit`), whose threads each stream a part of b
+and wait for the next product spinning, so that a one-row product reads its weights on
+every core (docs/performance.md). `column_sums(a)` is `a.sum(axis=0)` as a product with a
+vector of ones. On a GPU every function here is the plain expression.
 Imports: numpy, backend, fast.threads, fast.blas.
 """
 
