@@ -123,6 +123,23 @@ def test_choice():
         v.choice("reduction", ["mean"], {"mean", "sum"})
 
 
+def test_names_accepts_tuples_and_lists_of_names_and_returns_a_tuple():
+    assert v.names("targets", ["c_attn", "c_fc"], ("c_attn",)) == ("c_attn", "c_fc")
+    assert v.names("trainable", (), ("score",), empty_ok=True) == ()
+
+
+@pytest.mark.parametrize("value", ["c_attn", ("c_attn", ""), ("c_attn", 3), None, {"c_fc"}])
+def test_names_refuses_what_is_not_a_tuple_of_names(value):
+    with pytest.raises(TypeError, match=r"targets must be a tuple of module names such as "
+                                        r"\('c_attn',\), got"):
+        v.names("targets", value, ("c_attn",))
+
+
+def test_names_refuses_none_unless_asked():
+    with pytest.raises(ValueError, match=r"targets needs at least one module name, such as"):
+        v.names("targets", [], ("c_attn",))
+
+
 def test_token_ids_accepts_ids_in_range_and_returns_them():
     ids = np.array([[0, 4], [2, 3]])
     assert v.token_ids(ids, 5) is ids

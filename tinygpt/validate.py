@@ -143,6 +143,19 @@ def choice(name, value, options):
     raise ValueError(f"{name} must be one of {', '.join(map(repr, options))}, got {value!r}")
 
 
+def names(name, value, example, empty_ok=False):
+    """`value` as a tuple if it is a list or tuple of non-empty strings (module names such
+    as `example`), with at least one unless empty_ok; else ArgumentTypeError (a lone
+    string too: a name is not a tuple of names) or ValueError (none given)."""
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) \
+            or not all(isinstance(n, str) and n for n in value):
+        raise ArgumentTypeError(f"{name} must be a tuple of module names such as {example}, "
+                                f"got {value!r}")
+    if not value and not empty_ok:
+        raise ValueError(f"{name} needs at least one module name, such as {example}")
+    return tuple(value)
+
+
 def token_ids(ids, vocab_size, name="token ids", what="token id", size_name="vocab_size",
               ignore_index=None):
     """Check that every entry of the integer NumPy array `ids` lies in [0, vocab_size)

@@ -130,3 +130,17 @@ def test_score_bias_option_survives_checkpoints(tmp_path):
     with pytest.raises(TypeError, match="score_bias must be True or False"):
         GPTForMultipleChoice.from_gpt(small_gpt(), score_bias="no")
     assert head_hf_config(model, None, 7)["pad_token_id"] == 7
+
+
+def test_a_head_saved_over_a_folder_keeps_no_stale_tokenizer_file(tmp_path):
+    # The same folder writer as save_pretrained's: existing files are refused, and with
+    # overwrite the tokenizer files of an earlier save that this one has not are removed.
+    first = GPTForSequenceClassification.from_gpt(small_gpt(), num_labels=2)
+    first.save_pretrained(tmp_path, tokenizer=CharTokenizer("abcdefghij"))
+    assert (tmp_path / "tinygpt_tokenizer.json").exists()
+    second = GPTForSequenceClassification.from_gpt(small_gpt(seed=1), num_labels=2)
+    with pytest.raises(FileExistsError, match="already exists; pass overwrite=True"):
+        second.save_pretrained(tmp_path)
+    second.save_pretrained(tmp_path, overwrite=True)
+    assert not (tmp_path / "tinygpt_tokenizer.json").exists()
+    assert (tmp_path / "config.json").exists() and (tmp_path / "model.safetensors").exists()

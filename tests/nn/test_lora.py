@@ -146,9 +146,9 @@ def test_bad_settings_are_named():
         apply_lora(model, alpha=0)
     with pytest.raises(ValueError, match="dropout"):
         apply_lora(model, dropout=1.0)
-    with pytest.raises(TypeError, match="tuple of layer names"):
+    with pytest.raises(TypeError, match="LoRA targets must be a tuple of module names"):
         apply_lora(model, targets="c_attn")
-    with pytest.raises(ValueError, match="at least one target"):
+    with pytest.raises(ValueError, match="LoRA targets needs at least one module name"):
         apply_lora(model, targets=())
     with pytest.raises(ValueError, match="'q_proj' names no layer.*c_attn, c_fc, c_proj, "
                                          "lm_head"):

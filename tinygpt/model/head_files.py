@@ -32,22 +32,19 @@ Refused, before any file is written: a model with LoRA layers (merge_lora first)
 model with bottleneck adapters (no transformers GPT-2 class has them), what a GPT-2
 folder cannot describe (rotary positions, banded layers, experts: `config_to_hf`).
 
-Imports: the standard library, numpy, data (tokenizers), files, nn (LoRA, bottleneck
-adapters), model (heads, pretrained, safetensors).
+Imports: the standard library, numpy, nn (LoRA, bottleneck
+adapters), model (heads; pretrained, whose folder writer it shares).
 """
 
 import json
-from pathlib import Path
 
 import numpy as np
 
-from ..data.tokenizers import HF_MERGES, HF_VOCAB, TOKENIZER_NAME, hf_tokenizer_files
-from ..files import FolderLock, atomic_write_text
 from ..nn.bottleneck import bottleneck_adapters
 from ..nn.lora import lora_layers
-from . import safetensors
 from .heads import GPTForMultipleChoice, GPTForSequenceClassification
-from .pretrained import CONFIG_NAME, WEIGHTS_NAME, config_to_hf, hf_state_dict
+from .pretrained import (CONFIG_NAME, config_to_hf, hf_folder, hf_state_dict, tokenizer_texts,
+                         write_hf_folder)
 
 HF_CLASSES = {GPTForMultipleChoice: "GPT2DoubleHeadsModel",
               GPTForSequenceClassification: "GPT2ForSequenceClassification"}
@@ -107,36 +104,18 @@ def check_exportable(model):
 def save_head_pretrained(model, path, overwrite=False, tokenizer=None, pad_token_id=None):
     """Write a task head model as the Hugging Face folder of its transformers class (see
     the module docstring): config.json, model.safetensors (float32) and the tokenizer's
-    files, as `save_pretrained` writes a GPT's. An existing file of these names raises
-    FileExistsError naming it, before anything is written, unless overwrite=True.
+    files, as `save_pretrained` writes a GPT's (`write_hf_folder`). An existing file of
+    these names raises FileExistsError naming it, before anything is written, unless
+    overwrite=True (which also removes tokenizer files a previous save left).
 
     >>> model.save_pretrained("my-classifier")               # doctest: +SKIP
     >>> GPT2ForSequenceClassification.from_pretrained("my-classifier")   # doctest: +SKIP
     """
     check_exportable(model)
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise FileExistsError(f"{path} exists and is not a folder; save_pretrained writes a "
-                              f"folder of files")
+    path = hf_folder(path)
     tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
-    texts = {}
-    if tokenizer is not None:
-        texts[TOKENIZER_NAME] = json.dumps(tokenizer.to_dict(), ensure_ascii=False)
-        hf_files = hf_tokenizer_files(tokenizer)
-        if hf_files is not None:
-            texts[HF_VOCAB], texts[HF_MERGES] = hf_files
+    texts = tokenizer_texts(tokenizer)
     texts[CONFIG_NAME] = json.dumps(head_hf_config(model, tokenizer, pad_token_id),
                                     indent=2) + "\n"
-    tensors = head_hf_state_dict(model)
-    with FolderLock(path, hint="another save into this folder is under way; wait for it, "
-                               "or save elsewhere"):
-        if not overwrite:
-            existing = [n for n in [WEIGHTS_NAME, *texts] if (path / n).exists()]
-            if existing:
-                raise FileExistsError(f"{path / existing[0]} already exists; pass "
-                                      f"overwrite=True to replace the model saved in {path}")
-        safetensors.save_file(tensors, path / WEIGHTS_NAME, metadata={"format": "pt"})
-        # config.json last: a folder that has one has everything else.
-        for name in sorted(texts, key=lambda n: n == CONFIG_NAME):
-            atomic_write_text(path / name, texts[name])
+    write_hf_folder(path, texts, head_hf_state_dict(model), overwrite)
 

@@ -380,30 +380,50 @@ def save_pretrained(model, path, overwrite=False, tokenizer=None):
             f"save_pretrained writes a GPT-2 language model (what GPT2LMHeadModel loads); a "
             f"{type(model).__name__} also has a task head (score) that GPT-2's folder layout "
             f"has no place for: keep it as the tinygpt checkpoint fine-tuning writes")
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise FileExistsError(f"{path} exists and is not a folder; save_pretrained writes a "
-                              f"folder of files")
+    path = hf_folder(path)
     tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
     if tokenizer is not None and tokenizer.vocab_size > model.config.vocab_size:
         raise ValueError(f"the tokenizer has {tokenizer.vocab_size} token ids but the model's "
                          f"vocab_size is {model.config.vocab_size}")
 
     # Everything is prepared (and every check made) before the first file is touched.
-    texts = {}
-    if tokenizer is not None:
-        texts[TOKENIZER_NAME] = json.dumps(tokenizer.to_dict(), ensure_ascii=False)
-        hf_files = hf_tokenizer_files(tokenizer)
-        if hf_files is not None:
-            texts[HF_VOCAB], texts[HF_MERGES] = hf_files
+    texts = tokenizer_texts(tokenizer)
     # The end-of-text id: the tokenizer's, else GPT-2's when the vocabulary is GPT-2's.
     eos = getattr(tokenizer, "eot_token", None)
     if eos is None and tokenizer is None and model.config.vocab_size >= GPT2_VOCAB_RANGE[0]:
         eos = GPT2_VOCAB_RANGE[0] - 1
     texts[CONFIG_NAME] = json.dumps(
         config_to_hf(model.config, model.transformer.ln_f.eps, eos), indent=2) + "\n"
-    tensors = hf_state_dict(model)
+    write_hf_folder(path, texts, hf_state_dict(model), overwrite)
 
+
+def hf_folder(path):
+    """`path` as a Path, checked to be a folder or nothing yet (FileExistsError else)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{path} exists and is not a folder; save_pretrained writes a "
+                              f"folder of files")
+    return path
+
+
+def tokenizer_texts(tokenizer):
+    """{file name: text} of a tokenizer's files in a Hugging Face folder: tinygpt's own,
+    plus vocab.json and merges.txt for a byte-level BPE with GPT-2's pattern; {} for None."""
+    texts = {}
+    if tokenizer is not None:
+        texts[TOKENIZER_NAME] = json.dumps(tokenizer.to_dict(), ensure_ascii=False)
+        hf_files = hf_tokenizer_files(tokenizer)
+        if hf_files is not None:
+            texts[HF_VOCAB], texts[HF_MERGES] = hf_files
+    return texts
+
+
+def write_hf_folder(path, texts, tensors, overwrite):
+    """Write model.safetensors from `tensors` and each of `texts` ({file name: text},
+    config.json among them) into the folder `path`, under its lock: an existing file of
+    these names (or a tokenizer file this save has not) raises FileExistsError before
+    anything is written unless `overwrite`, which also removes such stale tokenizer files.
+    config.json is written last: a folder that has one has everything else."""
     # One writer at a time: two saves into one folder would leave a mix of two models.
     with FolderLock(path, hint="another save into this folder is under way; wait for it, "
                                "or save elsewhere"):
@@ -419,7 +439,6 @@ def save_pretrained(model, path, overwrite=False, tokenizer=None):
         # "pt" is what transformers requires in the header to load the file.
         safetensors.save_file(tensors, path / WEIGHTS_NAME, metadata={"format": "pt"})
         del tensors
-        # config.json last: a folder that has one has everything else.
         for name in sorted(texts, key=lambda n: n == CONFIG_NAME):
             atomic_write_text(path / name, texts[name])
         for name in stale:

@@ -47,7 +47,7 @@ from .. import validate
 from . import init
 from .layers import GELU, Linear
 from .lora import lora_layers
-from .module import Module
+from .module import Module, name_matches
 
 DEFAULT_TARGETS = ("attn", "mlp")       # Houlsby's two places in each GPT block
 ATTRIBUTE = "bottleneck"                 # the child each adapted module gets
@@ -77,7 +77,7 @@ class BottleneckConfig:
         config = cls(d["size"], tuple(d["targets"]), d["features"],
                      tuple(d.get("trainable", ())))
         check_bottleneck_options(config.size, config.targets, config.trainable)
-        _check_positive("bottleneck features", config.features)
+        validate.positive_integer("bottleneck features", config.features)
         return config
 
 
@@ -91,8 +91,8 @@ class BottleneckAdapter(Module):
 
     def __init__(self, features, size, device=None, dtype=None):
         super().__init__()
-        _check_positive("bottleneck features", features)
-        _check_positive("bottleneck size", size)
+        validate.positive_integer("bottleneck features", features)
+        validate.positive_integer("bottleneck size", size)
         self.features, self.size = int(features), int(size)
         self.down = Linear(features, size, device=device, dtype=dtype)
         self.gelu = GELU()
@@ -109,25 +109,11 @@ class BottleneckAdapter(Module):
         return f"features={self.features}, size={self.size}"
 
 
-def _check_positive(what, value):
-    validate.positive_integer(what, value)
-
-
 def check_bottleneck_options(size, targets=DEFAULT_TARGETS, trainable=()):
     """Raise an error naming the first bad bottleneck-adapter setting."""
-    _check_positive("bottleneck size", size)
-    for what, names in (("targets", targets), ("trainable", trainable)):
-        if isinstance(names, str) or not all(isinstance(n, str) and n for n in names):
-            raise TypeError(f"bottleneck {what} must be a tuple of module names such as "
-                            f"{DEFAULT_TARGETS if what == 'targets' else ('score',)}, got "
-                            f"{names!r}")
-    if not targets:
-        raise ValueError(f"bottleneck adapters need at least one target module name, such "
-                         f"as {DEFAULT_TARGETS}")
-
-
-def _matches(name, target):
-    return name == target or name.endswith("." + target)
+    validate.positive_integer("bottleneck size", size)
+    validate.names("bottleneck targets", targets, DEFAULT_TARGETS)
+    validate.names("bottleneck trainable", trainable, ("score",), empty_ok=True)
 
 
 def _adapter_output(module, inputs, output):
@@ -152,7 +138,7 @@ def _named(modules, names, what):
     is a ValueError listing what the model's modules are called."""
     out = []
     for target in names:
-        found = [(n, m) for n, m in modules.items() if n and _matches(n, target)]
+        found = [(n, m) for n, m in modules.items() if n and name_matches(n, target)]
         if not found:
             known = sorted({n.rsplit(".", 1)[-1] for n in modules if n})
             raise ValueError(f"bottleneck {what} {target!r} names no module of the model; its "
@@ -190,7 +176,7 @@ def apply_adapters(model, size, targets=DEFAULT_TARGETS, trainable=(), features=
             raise ValueError("apply_adapters: give features= (the adapted modules' output "
                              "width); the model has no config.n_embd")
         features = width
-    _check_positive("bottleneck features", features)
+    validate.positive_integer("bottleneck features", features)
     if width is not None and features != width:
         raise ValueError(f"bottleneck features {features} must be the model's width: its "
                          f"sublayers output n_embd = {width} channels")
@@ -256,7 +242,7 @@ def bottleneck_parameter_shapes(shapes, config):
         parts = key.split(".")[:-1]
         for i in range(1, len(parts) + 1):
             name = ".".join(parts[:i])
-            if name not in modules and any(_matches(name, t) for t in config.targets):
+            if name not in modules and any(name_matches(name, t) for t in config.targets):
                 modules.append(name)
     if not modules:
         raise ValueError(f"bottleneck targets {config.targets} name no module of the model")

@@ -32,7 +32,7 @@ import numpy as np
 from .. import memory, validate
 from . import init
 from .layers import Dropout, Linear
-from .module import Module
+from .module import Module, name_matches
 
 DEFAULT_TARGETS = ("c_attn", "c_proj", "c_fc")     # every projection of a GPT-2 block
 # The largest scaling alpha / r: float16's largest number, so that the scale is finite in
@@ -121,16 +121,7 @@ def check_lora_options(rank, alpha, dropout, targets=None):
                          f"largest number); LoRA's alpha is usually about the rank")
     validate.probability("LoRA dropout", dropout, include_one=False)
     if targets is not None:
-        if isinstance(targets, str) or not all(isinstance(t, str) and t for t in targets):
-            raise TypeError(f"LoRA targets must be a tuple of layer names such as "
-                            f"{DEFAULT_TARGETS}, got {targets!r}")
-        if not targets:
-            raise ValueError(f"LoRA needs at least one target layer name, such as "
-                             f"{DEFAULT_TARGETS}")
-
-
-def _matches(name, target):
-    return name == target or name.endswith("." + target)
+        validate.names("LoRA targets", targets, DEFAULT_TARGETS)
 
 
 def apply_lora(model, rank=8, alpha=16, dropout=0.0, targets=DEFAULT_TARGETS):
@@ -172,7 +163,7 @@ def lora_targets(model, targets):
     modules = dict(model.named_modules())
     chosen = []
     for target in targets:
-        named = [name for name in modules if name and _matches(name, target)]
+        named = [name for name in modules if name and name_matches(name, target)]
         if not named:
             linear = sorted({name.rsplit(".", 1)[-1] for name, m in modules.items()
                              if isinstance(m, Linear)})
@@ -213,7 +204,7 @@ def lora_parameter_shapes(shapes, config, tied=("lm_head",)):
         layer, _, kind = key.rpartition(".")
         adapted = (layer not in tied and kind in ("weight", "bias") and f"{layer}.weight" in shapes
                    and len(shapes[f"{layer}.weight"]) == 2
-                   and any(_matches(layer, t) for t in config.target_modules))
+                   and any(name_matches(layer, t) for t in config.target_modules))
         if not adapted:
             out[key] = shape
             continue

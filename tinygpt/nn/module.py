@@ -369,6 +369,13 @@ class Module:
         return f"{self._repr_lines()}  # {self.num_parameters():,} parameters"
 
 
+def name_matches(name, target):
+    """Whether the module called `name` (dotted, as `named_modules` gives it) is `target`:
+    the same name, or one ending in "." + target ("transformer.h.0.attn.c_attn" is
+    "c_attn" and "attn.c_attn")."""
+    return name == target or name.endswith("." + target)
+
+
 def _is_device(arg):
     if not isinstance(arg, str):
         return False
