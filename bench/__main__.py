@@ -1,16 +1,7 @@
 """`python -m bench NAME [ARGS...]`, from the repository root: run the benchmark `bench/NAME.py`.
 
-NAME is one of `ops` (op forward+backward times beside PyTorch), `train` (training steps
-per second), `generate` (generation and a fine-tuning step at GPT-2's shape beside
-transformers), `products` (thin products at GPT-2's shapes: weights streamed, GB/s), `bpe` (tokenizer throughput), `quality` (final loss over seeds), `attention`
-(padding masks; banded against dense layers), `gpu` (the GPU check: tests, gradient
-checks, transfers and speed on CUDA), `lora` (LoRA against full fine-tuning), `moe` (a
-mixture of experts against the dense MLP), `parallel` (forked processes against MPI
-ranks), `context` (validation loss past the trained context: learned and rotary positions),
-`int8` (int8 weights against float32), `prune` (validation loss against sparsity) or
-`peft_compare` (full fine-tuning, LoRA and bottleneck adapters on one task) or `transfer`
-(GPT-1's claim: fine-tuning from pre-training against random init); ARGS go to that
-benchmark's `main(argv)` (`python -m bench ops --help`). Each benchmark module
+NAME is one of BENCHMARKS below (`python -m bench --help` lists them with a line each);
+ARGS go to that benchmark's `main(argv)` (`python -m bench ops --help`). Each benchmark module
 is imported only when asked for, so a missing optional dependency of one does not break
 the others.
 """
@@ -35,6 +26,7 @@ BENCHMARKS = {
     "prune": "validation loss against sparsity, with and without a recovery fine-tune",
     "peft_compare": "full fine-tuning against LoRA and bottleneck adapters: accuracy, time, RSS",
     "transfer": "an acceptability task fine-tuned from pre-training and from random init",
+    "memory": "peak memory of loading pretrained GPT-2 weights and of generating with them",
 }
 
 
@@ -67,7 +59,9 @@ def main(argv=None):
     from tinygpt.autograd.fast import malloc
     malloc.keep_freed_memory()          # as the trainer does: the steps timed are a trainer's
     status = module.main(rest)
-    return 0 if status is None else status
+    # A benchmark's main returns its exit status, or None, or (for tests that call it)
+    # its results: a finished run either way.
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":

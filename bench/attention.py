@@ -108,3 +108,8 @@ def main(argv=None):
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=1)
     return 0
+
+
+if __name__ == "__main__":
+    from bench import run_as_main
+    run_as_main("attention")

@@ -143,4 +143,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from bench import run_as_main
+    run_as_main("bpe")

@@ -137,4 +137,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from bench import run_as_main
+    run_as_main("context")

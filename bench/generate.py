@@ -44,6 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import with_root_on_path
+
 MODES = ("greedy", "sampled")
 TOP_K = 50
 TASKS = ("generate", "finetune")
@@ -168,8 +170,7 @@ def write_weights(folder, preset, seed):
 
 def run_child(framework, settings, root):
     """One measuring process's JSON (`_CHILD`), tinygpt imported from `root`."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(root)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    env = with_root_on_path(os.environ, root)
     for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env[name] = str(settings["threads"])
     kind = "transformers" if framework == "transformers" else "tinygpt"
@@ -377,4 +378,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from bench import run_as_main
+    run_as_main("generate")

@@ -45,6 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import with_root_on_path
+
 import tinygpt as tg
 from tinygpt.autograd import backend
 from tinygpt.autograd.checks import CASES, run_check
@@ -220,9 +222,7 @@ def tests(report, tiny):
     target = ["tests/autograd/test_cupy_standin.py"] if tiny else ["tests"]
     cmd = [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider",
            *target]
-    env = dict(os.environ, HYPOTHESIS_PROFILE="ci",
-               PYTHONPATH=os.pathsep.join([str(REPO)] + [p for p in [
-                   os.environ.get("PYTHONPATH")] if p]))
+    env = dict(with_root_on_path(os.environ), HYPOTHESIS_PROFILE="ci")
     try:
         done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
                               timeout=timeout)
@@ -514,4 +514,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from bench import run_as_main
+    run_as_main("gpu")

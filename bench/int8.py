@@ -33,6 +33,8 @@ import time
 
 import numpy as np
 
+from . import ROOT, with_root_on_path
+
 MODES = ("float32", "int8")
 
 _CHILD = r"""
@@ -42,8 +44,7 @@ import tinygpt as tg
 from tinygpt.memory import peak_rss_mb
 from tinygpt.nn.quantize import save_int8, weight_bytes
 from tinygpt.train import evaluate, load_for_inference
-sys.path.insert(0, os.getcwd())
-from bench.int8 import run_splits
+from bench.int8 import split_run_text
 
 args = json.loads(sys.argv[1])
 model, tokenizer = load_for_inference(args["out_dir"])
@@ -62,9 +63,9 @@ with tempfile.TemporaryDirectory() as folder:
                 arrays[name] = value.numpy()
         np.savez(path, **arrays)
         size = os.path.getsize(path)
-splits, config = run_splits(args["out_dir"], tokenizer)
+splits = split_run_text(args["config"], tokenizer)      # the checkpoint is read once
 loss = evaluate(model, {"val": splits["val"]}, model.config.block_size,
-                config.get("batch_size", 12), args["eval_iters"], seed=0)["val"]
+                args["config"].get("batch_size", 12), args["eval_iters"], seed=0)["val"]
 prompt = tg.tensor(splits["val"][None, :1], dtype="int64")    # one token of the text
 times = []
 for i in range(args["repeats"] + 1):
@@ -88,11 +89,17 @@ def run_config(out_dir):
 def run_splits(out_dir, tokenizer):
     """({"train": ids, "val": ids}, the run's settings): the run's text, split as the
     trainer splits it."""
-    from tinygpt.data import load_text, train_val_split
     config = run_config(out_dir)
+    return split_run_text(config, tokenizer), config
+
+
+def split_run_text(config, tokenizer):
+    """{"train": ids, "val": ids}: the text of a run's settings `config`, split as the
+    trainer splits it."""
+    from tinygpt.data import load_text, train_val_split
     ids = np.asarray(tokenizer.encode(load_text(config.get("data", "default"))), dtype=np.int64)
     train, val = train_val_split(ids, 0.9)
-    return {"train": train, "val": val}, config
+    return {"train": train, "val": val}
 
 
 def ensure_run(out_dir, max_iters=None, log=print):
@@ -109,11 +116,9 @@ def ensure_run(out_dir, max_iters=None, log=print):
 
 
 def run_child(settings):
-    env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     done = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(settings)],
-                          capture_output=True, text=True, env=env, cwd=root)
+                          capture_output=True, text=True, env=with_root_on_path(os.environ),
+                          cwd=ROOT)
     if done.returncode != 0:
         raise RuntimeError(f"the {settings['mode']} process failed:\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -176,9 +181,10 @@ def main(argv=None):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     ensure_run(args.out_dir, args.max_iters)
-    results = {}
+    results, config = {}, run_config(args.out_dir)
     for mode in MODES:
         results[mode] = run_child({"mode": mode, "out_dir": os.path.abspath(args.out_dir),
+                                   "config": config,
                                    "eval_iters": args.eval_iters,
                                    "num_tokens": args.num_tokens, "repeats": args.repeats})
     print(table(results))
@@ -194,5 +200,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
-
+    from bench import run_as_main
+    run_as_main("int8")

@@ -1,6 +1,6 @@
 """Benchmark: peak memory of loading pretrained GPT-2 weights and of generating with them.
 
-Run as `python -m bench.memory [--preset gpt2] [--dtype F32|F16|BF16] [--tokens 100]`.
+Run as `python -m bench memory [--preset gpt2] [--dtype F32|F16|BF16] [--tokens 100]`.
 It writes a Hugging Face GPT-2 folder of random weights in the openai-community/gpt2 layout
 (no `transformer.` prefix, Conv1D matrices, the `attn.bias` mask buffers) to a temporary
 folder, then, each in a fresh Python process, measures the peak resident memory (VmHWM) of
@@ -137,4 +137,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from bench import run_as_main
+    run_as_main("memory")

@@ -186,4 +186,5 @@ def print_table(config, spec, iters, warmup, rows):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from bench import run_as_main
+    run_as_main("parallel")

@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import ROOT, with_root_on_path
+
 SHARED_TEXT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / \
     "tinyshakespeare.txt"
 METHODS = ("full", "lora", "bottleneck")
@@ -146,12 +148,10 @@ def run_method(method, folder, args):
             "lr": lr, "epochs": args.epochs, "batch_size": args.batch_size,
             "lm_coef": args.lm_coef, "seed": args.seed, "lora_rank": args.lora_rank,
             "adapter_size": args.adapter_size}
-    root = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
+    env = with_root_on_path(os.environ)
     done = subprocess.run([sys.executable, "-m", "bench.peft_compare", "--worker",
                            json.dumps(spec)], capture_output=True, text=True, env=env,
-                          cwd=root)
+                          cwd=ROOT)
     if done.returncode != 0:
         raise RuntimeError(f"the {method} run failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -231,4 +231,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from bench import run_as_main
+    run_as_main("peft_compare")

@@ -18,7 +18,6 @@ The validation loss is the mean over --eval_iters batches of the same windows ev
 
 import argparse
 import os
-import sys
 import time
 
 from bench.int8 import ensure_run, run_splits
@@ -105,4 +104,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from bench import run_as_main
+    run_as_main("prune")

@@ -35,7 +35,7 @@ from tinygpt.optim import get_schedule
 from tinygpt.train import TrainConfig
 from tinygpt.train.trainer import Trainer
 
-from .ops import _threads
+from .ops import _import_torch, _threads
 from .torch_gpt import torch_gpt_class
 
 RECIPE = "shakespeare-char-cpu"
@@ -141,15 +141,6 @@ def run_torch(torch, cfg, train_data, val_data, vocab_size, starts):
     return {"val20": val20, "fixed": fixed_loss(loss_of, val_data.astype(np.int64), starts, T)}
 
 
-def _optional_torch():
-    try:
-        import torch
-    except ImportError:
-        return None
-    torch.set_num_threads(_threads())     # as many threads as NumPy's BLAS
-    return torch
-
-
 def parse_args(argv):
     p = argparse.ArgumentParser(
         prog="python -m bench quality",
@@ -190,7 +181,7 @@ def summarize(runs, key, target):
 
 def main(argv=None):
     args = parse_args(argv)
-    torch = None if args.no_torch else _optional_torch()
+    torch = None if args.no_torch else _import_torch(_threads())
     frameworks = ["tinygpt"] + (["torch"] if torch is not None else [])
     results = {name: [] for name in frameworks}
     print(f"quality benchmark: recipe {RECIPE}, seeds {args.seeds}, scored on "
@@ -249,3 +240,8 @@ def print_table(results, summary, args):
         print(f"{n}: {s['val20']['at_or_below_target']} of {len(args.seeds)} runs reach "
               f"val20 <= {args.target}; {s['fixed']['at_or_below_target']} reach "
               f"{fixed} <= {args.target}")
+
+
+if __name__ == "__main__":
+    from bench import run_as_main
+    run_as_main("quality")

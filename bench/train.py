@@ -75,7 +75,7 @@ from tinygpt.model.sizes import count_params
 from tinygpt.optim import AdamW, clip_grad_norm_, configure_param_groups
 from tinygpt.train.parallel import DataParallel, auto_processes, check_processes, peak_rss_mb
 
-from . import with_root_on_path
+from . import ROOT, with_root_on_path
 from .host import header_lines, host_info
 from .ops import _import_torch, _threads
 from .torch_gpt import torch_gpt_class
@@ -564,9 +564,7 @@ def child_env(threads):
         env[name] = str(threads)
     env[CHILD_MARK] = "1"
     # The child must import this tinygpt and this bench, wherever the parent was started from.
-    root = str(Path(tg.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
-    return with_root_on_path(env)
+    return with_root_on_path(env, Path(tg.__file__).resolve().parents[1], ROOT)
 
 
 def _ms(seconds):
@@ -864,4 +862,5 @@ def print_table(results, generate, ceiling, threads, with_torch, host=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from bench import run_as_main
+    run_as_main("train")

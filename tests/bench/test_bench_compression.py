@@ -33,8 +33,9 @@ def test_int8_benchmark_on_a_tiny_run(tiny_run, capsys):
 
 
 def test_int8_weights_are_smaller(tiny_run):
-    results = {mode: bench_int8.run_child({"mode": mode, "out_dir": tiny_run, "eval_iters": 1,
-                                           "num_tokens": 3, "repeats": 1})
+    config = bench_int8.run_config(tiny_run)
+    results = {mode: bench_int8.run_child({"mode": mode, "out_dir": tiny_run, "config": config,
+                                           "eval_iters": 1, "num_tokens": 3, "repeats": 1})
                for mode in bench_int8.MODES}
     assert results["int8"]["weight_bytes"] < results["float32"]["weight_bytes"] / 2
     assert abs(results["int8"]["val_loss"] - results["float32"]["val_loss"]) < 0.05
