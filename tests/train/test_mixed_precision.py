@@ -115,7 +115,9 @@ def test_resume_continues_exactly(tmp_path):
 @pytest.mark.parametrize("bad, message", [
     (dict(dtype="bfloat16"), "neither NumPy nor CuPy has a bfloat16"),
     (dict(dtype="float16", processes=2), "runs in one process"),
-    (dict(dtype="float16", loss_scale=0.0), "loss_scale must be a finite number > 0"),
+    (dict(dtype="float16", loss_scale=0.0), r"loss_scale \(float32's normal range"),
+    (dict(dtype="float16", loss_scale=1e39), r"loss_scale .* must be a finite number in"),
+    (dict(dtype="float16", loss_scale=1e-40), r"loss_scale .* got 1e-40"),
     (dict(dtype="int8"), "dtype must be 'float32', 'float64' or 'float16'"),
 ])
 def test_bad_precision_settings_are_refused(bad, message):

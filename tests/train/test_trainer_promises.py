@@ -105,6 +105,36 @@ def test_lora_settings_changed_on_resume_reach_the_model(base):
     assert saved.meta["lora"]["lora_alpha"] == 4.0 and saved.meta["lora"]["lora_dropout"] == 0.3
 
 
+def test_optimizer_settings_changed_on_resume_reach_the_optimizer(base):
+    # load_state_dict brings back the saved groups' betas and weight decay with the
+    # moments: the run's own settings must win, as the log says they changed.
+    run(settings(base), max_iters=2, eval_interval=2)
+    resumed = Trainer(TrainConfig(out_dir=str(base / "run"), resume=True, max_iters=4,
+                                  beta1=0.5, beta2=0.9, weight_decay=0.0), **QUIET)
+    groups = resumed.optimizer.param_groups
+    assert all(g["betas"] == (0.5, 0.9) and g["weight_decay"] == 0.0 for g in groups)
+    assert all(resumed.optimizer.state[p]["step"] == 2 for p in groups[0]["params"])
+    resumed.run()
+    saved = load_training_state(base / "run" / "ckpt.npz").optimizer_state
+    assert all(tuple(g["betas"]) == (0.5, 0.9) and g["weight_decay"] == 0.0
+               for g in saved["param_groups"])
+
+
+def test_a_loss_scale_given_on_resume_replaces_the_saved_one(base):
+    config = {"data": str(base / "text.txt"), "out_dir": str(base / "half"), "n_layer": 1,
+              "n_head": 2, "n_embd": 16, "block_size": 16, "batch_size": 4, "max_iters": 2,
+              "eval_interval": 2, "eval_iters": 1, "dtype": "float16", "processes": 1,
+              "loss_scale_window": 0}
+    run(config)
+    kept = Trainer(TrainConfig(out_dir=str(base / "half"), resume=True, max_iters=4), **QUIET)
+    assert kept.scaler.scale == 65536.0
+    kept.close()
+    resumed = Trainer(TrainConfig(out_dir=str(base / "half"), resume=True, max_iters=4,
+                                  loss_scale=8.0), **QUIET)
+    assert resumed.scaler.scale == 8.0
+    resumed.close()
+
+
 @pytest.mark.parametrize("flags, named", [
     ({"n_expert": 8}, "--n_expert 8 (the pretrained model's: 0)"),
     ({"n_layer": 3}, "--n_layer 3 (the pretrained model's: 2)"),

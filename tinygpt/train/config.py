@@ -20,6 +20,7 @@ from ..autograd import backend
 from ..autograd.fast import threads
 from ..model import GPTConfig
 from ..optim import get_schedule
+from ..optim.amp import check_scale
 from ..nn.lora import check_lora_options
 from ..nn.bottleneck import check_bottleneck_options
 from .distributed import launched_size, resolve as resolve_distributed
@@ -127,7 +128,7 @@ class TrainConfig:
             if not getattr(self, name):
                 raise ValueError(f"{name} must not be empty")
         validate.real("learning_rate", self.learning_rate, minimum=0, low_open=True)
-        validate.real("loss_scale", self.loss_scale, minimum=0, low_open=True)
+        check_scale(self.loss_scale, "loss_scale")
         for name in ("min_lr", "weight_decay", "grad_clip"):     # grad_clip 0: no clipping
             validate.real(name, getattr(self, name), minimum=0)
         for name in ("dropout", "beta1", "beta2"):

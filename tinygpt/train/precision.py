@@ -13,6 +13,7 @@ float32 or float64 every method here is the plain path: no copy, no scale.
 import numpy as np
 
 from ..optim import GradScaler, copy_to, master_copy
+from ..optim.amp import check_scale
 
 
 class Precision:
@@ -75,6 +76,10 @@ class Precision:
         """The checkpoint's entries for precision: {"grad_scaler": ...} or {}."""
         return {} if self.scaler is None else {"grad_scaler": self.scaler.state_dict()}
 
-    def load_state(self, meta):
+    def load_state(self, meta, new_scale=False):
+        """The saved scaler's state; with new_scale (--loss_scale given on resume) the
+        run's loss scale replaces the saved one."""
         if self.scaler is not None:
             self.scaler.load_state_dict(meta["grad_scaler"])
+            if new_scale:
+                self.scaler.scale = check_scale(self.config.loss_scale, "loss_scale")

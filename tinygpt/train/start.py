@@ -140,14 +140,20 @@ def resume(trainer, state):
     check_data(trainer, state.path, meta.get("data"))
     _make_optimizer(trainer)
     saving = trainer.saving
+    # The run's settings (betas, weight decay, ...: the config may change them on resume)
+    # win over the saved groups' copies, which load_state_dict restores with the moments.
+    settings = [{k: v for k, v in g.items() if k != "params"}
+                for g in trainer.optimizer.param_groups]
     try:
         trainer.optimizer.load_state_dict(state.optimizer_state)
+        for saved, setting in zip(trainer.optimizer.param_groups, settings):
+            saved.update(setting)
         trainer.sampler = BatchSampler(trainer.train_data, cfg.block_size, cfg.batch_size,
                                        seed=cfg.seed, device=cfg.device)
         trainer.sampler.load_state_dict(meta["sampler"])
         backend.set_rng_state(meta["rng"])
         backend.set_rng_state(meta["cuda_rng"], "cuda")
-        trainer.precision.load_state(meta)
+        trainer.precision.load_state(meta, new_scale="loss_scale" in changed)
         trainer.iter_num = int(meta["iter_num"])
         # The evaluation at iter_num is made again on resume (with the same result).
         trainer.history = [h for h in meta["history"] if h["iter"] < trainer.iter_num]
