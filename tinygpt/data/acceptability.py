@@ -62,13 +62,20 @@ from .. import validate
 from .cloze import SPLITS, ClozeExample, ClozeTask, split_speeches
 
 KINDS = ("swap", "shuffle", "replace", "misspell")
+# What a line needs for each kind of change (`_usable`), as the error for none says it.
+NEEDS = {"swap": "two of them plain lowercase words of different spellings",
+         "shuffle": "two of them plain lowercase words of different spellings",
+         "replace": "one of them a plain lowercase word whose length has another spelling "
+                    "in the training speeches",
+         "misspell": "one of them a plain lowercase word of 4 letters or more, two of them "
+                     "different"}
 PLAIN_WORD = re.compile(r"[a-z]+")
 
 
 def make_acceptability(text, kind="swap", seed=0, fractions=(0.8, 0.05, 0.15), min_words=4,
                        n_train=None, n_val=None, n_test=None, last_word=False):
     """The acceptability task of a play text (see the module docstring); a ClozeTask."""
-    _check_arguments(kind, seed, fractions, min_words, n_train, n_val, n_test)
+    _check_arguments(kind, seed, min_words, n_train, n_val, n_test)
     if not isinstance(last_word, bool) or (last_word and kind not in ("misspell", "replace")):
         raise ValueError(f"last_word must be True or False, and True only with kind "
                          f"'misspell' or 'replace' (one word changed), got {last_word!r} with "
@@ -103,15 +110,15 @@ def make_acceptability(text, kind="swap", seed=0, fractions=(0.8, 0.05, 0.15), m
             lines = [lines[i] for i in keep]
         if not lines:
             raise ValueError(f"the {split} split has no line of at least {min_words} words "
-                             f"(two of them plain lowercase words of different spellings) "
-                             f"that is new to the pre-training text; "
+                             f"({NEEDS[kind]}) that is new to the pre-training text; "
                              f"lower --min_words or use a longer text")
         labels = rng.permutation(np.arange(len(lines)) % 2)         # balanced 0s and 1s
         examples = []
         for line, label in zip(lines, labels):
             wrong = (_swap(rng, line) if kind == "swap" else _shuffle(rng, line)
                      if kind == "shuffle" else _misspell(rng, line, words_seen, last_word)
-                     if kind == "misspell" else _replace(rng, line, vocabulary, last_word))
+                     if kind == "misspell"
+                     else _replace(rng, line, vocabulary, replaceable, last_word))
             endings = [wrong, wrong]
             endings[int(label)] = line
             examples.append(ClozeExample("", endings, int(label)))
@@ -138,7 +145,7 @@ def _usable(line, min_words, kind, replaceable):
     if kind == "replace":
         return any(_plain(w) and len(w) in replaceable for w in words)
     if kind == "misspell":
-        return any(_plain(w) and len(set(w)) >= 2 and len(w) >= 4 for w in words)
+        return any(_misspellable(w) for w in words)
     return len({w for w in words if _plain(w)}) >= 2
 
 
@@ -170,7 +177,7 @@ def _misspell(rng, line, words_seen, last_word=False):
     """`line` with the letters of one plain word (4 letters or more, two of them different;
     the last such word with last_word) scrambled into a string not in `words_seen`."""
     words = line.split(" ")
-    plain = [i for i, w in enumerate(words) if _plain(w) and len(set(w)) >= 2 and len(w) >= 4]
+    plain = [i for i, w in enumerate(words) if _misspellable(w)]
     plain = plain[-1:] if last_word else plain
     for _ in range(100):
         i = plain[int(rng.integers(len(plain)))]
@@ -182,13 +189,18 @@ def _misspell(rng, line, words_seen, last_word=False):
     raise ValueError(f"no word of {line!r} scrambles into a non-word")   # (never seen)
 
 
-def _replace(rng, line, vocabulary, last_word=False):
+def _misspellable(word):
+    """Whether `word` can be scrambled into another string: plain, 4 letters or more, two
+    of them different."""
+    return _plain(word) and len(word) >= 4 and len(set(word)) >= 2
+
+
+def _replace(rng, line, vocabulary, replaceable, last_word=False):
     """`line` with one of its plain words (the last one that can be, with last_word)
     replaced by a different word of the same length drawn from `vocabulary` ({length:
-    [words]})."""
+    [words]}); `replaceable`: the lengths with two spellings or more there."""
     words = line.split(" ")
-    plain = [i for i, w in enumerate(words)
-             if _plain(w) and len(set(vocabulary.get(len(w), ()))) >= 2]
+    plain = [i for i, w in enumerate(words) if _plain(w) and len(w) in replaceable]
     plain = plain[-1:] if last_word else plain
     i = plain[int(rng.integers(len(plain)))]
     candidates = vocabulary[len(words[i])]
@@ -199,7 +211,7 @@ def _replace(rng, line, vocabulary, last_word=False):
             return " ".join(words)
 
 
-def _check_arguments(kind, seed, fractions, min_words, n_train, n_val, n_test):
+def _check_arguments(kind, seed, min_words, n_train, n_val, n_test):
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     validate.integer("seed", seed, minimum=0)
