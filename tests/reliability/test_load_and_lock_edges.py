@@ -49,3 +49,19 @@ def test_without_fcntl_the_lock_says_it_locks_nothing(tmp_path, monkeypatch):
         lock.acquire()
     assert str(tmp_path / "run") in str(record[0].message)
     lock.release()
+
+
+def test_a_model_that_fits_only_in_float16_is_built_empty_in_float16(monkeypatch):
+    # empty_gpt (what every loader fills) checks the memory in the dtype it fills, not the
+    # float32 of GPT(config)'s own check, which skip_init leaves untouched.
+    from tinygpt.model import GPTConfig
+    from tinygpt.model.sizes import count_params, empty_gpt
+    config = GPTConfig(vocab_size=32, block_size=8, n_layer=1, n_head=2, n_embd=16)
+    n = count_params(config)
+    monkeypatch.setattr(tinygpt.memory, "total_memory", lambda: 3 * n)
+    model = empty_gpt(config, "float16")
+    assert all(p.dtype == "float16" for p in model.parameters())
+    with pytest.raises(ValueError, match="more than this machine's"):
+        empty_gpt(config, "float32")
+    with pytest.raises(ValueError, match="more than this machine's"):
+        tinygpt.model.GPT(config)

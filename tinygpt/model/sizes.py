@@ -98,6 +98,7 @@ def empty_gpt(config, dtype="float32"):
     dtype = np.dtype(dtype)
     if dtype.kind != "f":
         raise TypeError(f"dtype must be a floating-point type, got {dtype}")
+    check_model_fits(config, dtype)         # in the dtype the parameters will have
     model = init.skip_init(GPT, config)
     for param in model.parameters():      # the tied wte/lm_head Parameter is listed once
         if param.dtype != dtype:

@@ -46,6 +46,11 @@ def skipping_init():
         _skipping.reset(token)
 
 
+def is_skipping():
+    """Whether a `skip_init` (or `skipping_init`) is building modules in this thread now."""
+    return _skipping.get()
+
+
 def _draw_dtype(dtype):
     # NumPy's generators draw float32 or float64 only.
     return dtype if dtype.itemsize >= 4 else backend.DEFAULT_FLOAT
