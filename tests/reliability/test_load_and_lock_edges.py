@@ -65,3 +65,26 @@ def test_a_model_that_fits_only_in_float16_is_built_empty_in_float16(monkeypatch
         empty_gpt(config, "float32")
     with pytest.raises(ValueError, match="more than this machine's"):
         tinygpt.model.GPT(config)
+
+
+def test_the_kv_cache_holds_what_generation_needs_and_is_checked_before_it_is_made(
+        monkeypatch):
+    # A rotary model runs on any block_size: the cache is sized by the prompt and the new
+    # tokens (at most block_size), and a cache larger than memory is refused up front.
+    import numpy as np
+    import tinygpt as tg
+    from tinygpt.model import GPT, GPTConfig
+    from tinygpt.model import generation
+    tg.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=20, block_size=16, n_layer=1, n_head=2, n_embd=8,
+                          position="rotary")).extend_context(10 ** 9)
+    sizes, real = [], generation.KVCache.__init__
+    monkeypatch.setattr(generation.KVCache, "__init__",
+                        lambda self, B, H, capacity, *a, **k: sizes.append(capacity)
+                        or real(self, B, H, capacity, *a, **k))
+    prompt = np.array([[1, 2, 3]])
+    assert model.generate(prompt, 4, do_sample=False).shape == (1, 7)
+    assert sizes == [7]
+    monkeypatch.setattr(tinygpt.memory, "total_memory", lambda: 10_000)
+    with pytest.raises(ValueError, match=r"the KV cache of 1 sequences x 1003 positions"):
+        model.generate(prompt, 1000, do_sample=False)

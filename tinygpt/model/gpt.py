@@ -18,7 +18,7 @@ model.blocks, model.generation, model.moe.
 
 import math
 
-from .. import nn, validate
+from .. import memory, nn, validate
 from ..autograd import backend
 from ..autograd.function import no_grad
 from ..autograd.factories import cat
@@ -365,7 +365,13 @@ class GPT(nn.Module):
         xp = backend.array_module(idx.data)
         tokens = idx.data                                         # (B, T) so far
         real = None if key_mask is None else key_mask.data       # (B, T) so far
-        caches = [KVCache(tokens.shape[0], cfg.n_head, block_size, cfg.head_size, self.dtype,
+        # The cache never holds more than the prompt and the new tokens (nor more than
+        # block_size: a full context is cropped and run again); checked before allocating.
+        capacity = min(block_size, tokens.shape[1] + max_new_tokens)
+        memory.check_fits(
+            2 * cfg.n_layer * tokens.shape[0] * capacity * cfg.n_embd * self.dtype.itemsize,
+            f"the KV cache of {tokens.shape[0]} sequences x {capacity} positions")
+        caches = [KVCache(tokens.shape[0], cfg.n_head, capacity, cfg.head_size, self.dtype,
                           self.device, window) for window in cfg.layer_windows()]
 
         def prefill():
