@@ -101,6 +101,26 @@ def test_load_checks_shapes_before_copying(tmp_path):
     assert not bottleneck_adapters(fresh)
 
 
+def test_a_size_from_the_file_is_checked_before_any_adapter_is_made(tmp_path, monkeypatch):
+    # config.json's size decides what apply_adapters allocates: a size the tensors do not
+    # have, or adapters larger than memory, are refused from the header alone.
+    from tinygpt import memory
+    from tinygpt.model import bottleneck as files
+    save_bottleneck(trained_like(apply_adapters(small_gpt(), 3)), tmp_path / "b")
+    made = []
+    monkeypatch.setattr(files, "apply_adapters", lambda *a, **k: made.append(a))
+    config = json.loads((tmp_path / "b" / CONFIG_NAME).read_text())
+    (tmp_path / "b" / CONFIG_NAME).write_text(json.dumps({**config, "size": 10 ** 9}))
+    with pytest.raises(ValueError, match=r"has shape \(3, 8\), the model's is \(1000000000, 8\)"):
+        load_bottleneck(small_gpt(), tmp_path / "b")
+    (tmp_path / "b" / CONFIG_NAME).write_text(json.dumps(config))
+    model = small_gpt()
+    monkeypatch.setattr(memory, "total_memory", lambda: 1000)
+    with pytest.raises(ValueError, match="the bottleneck adapters of .* more than this"):
+        load_bottleneck(model, tmp_path / "b")
+    assert made == []
+
+
 def test_checkpoints_rebuild_the_adapters(tmp_path):
     model = trained_like(apply_adapters(small_gpt(), 3))
     save_training_state(tmp_path / "ckpt.npz", model)

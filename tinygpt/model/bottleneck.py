@@ -27,10 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import memory
 from ..autograd import backend
 from ..files import read_json
 from ..nn.bottleneck import (BottleneckConfig, apply_adapters, bottleneck_adapters,
-                              remove_adapters)
+                              bottleneck_parameter_shapes, remove_adapters)
 from . import safetensors
 
 CONFIG_NAME = "bottleneck_config.json"
@@ -96,21 +97,34 @@ def load_bottleneck(model, path):
     file = Path(path) / WEIGHTS_NAME
     if not file.is_file():
         raise FileNotFoundError(f"no {WEIGHTS_NAME} in {path}")
-    stored = safetensors.load_file(file)
     existing = model.__dict__.get("bottleneck_config")
     if existing is not None and existing != config:
         raise ValueError(f"{path} holds bottleneck adapters {config.to_dict()}; the model's are "
                          f"{existing.to_dict()}")
     added = existing is None
+    # From the sizes alone, before anything is read or allocated: the file's tensors
+    # against the adapted model's shapes, and the new adapters and the file in memory.
+    shapes = {k: tuple(p.shape) for k, p in model.state_dict().items()}
+    expected = bottleneck_parameter_shapes(shapes, config) if added else shapes
+    with open(file, "rb") as f:
+        entries, _, _ = safetensors.read_index(f, file)
+    problems = [f"unexpected tensor {k!r}" for k in entries if k not in expected]
+    problems += [f"tensor {k!r} has shape {tuple(e.shape)}, the model's is {expected[k]}"
+                 for k, e in entries.items() if k in expected and tuple(e.shape) != expected[k]]
+    if problems:
+        raise ValueError(f"{file} does not fit the model's bottleneck adapters (nothing was "
+                         f"loaded):\n  " + "\n  ".join(problems))
+    itemsize = next(model.parameters()).data.itemsize
+    new = sum(int(np.prod(s)) for k, s in expected.items() if k not in shapes) * itemsize
+    memory.check_fits(new + sum(e.end - e.begin for e in entries.values()),
+                      f"the bottleneck adapters of {path} and their file")
+    stored = safetensors.load_file(file)
     flags = [(p, p.requires_grad) for p in model.parameters()]
     if added:
         apply_adapters(model, config.size, config.targets, config.trainable, config.features)
     wanted = bottleneck_state_dict(model)
     problems = [f"missing tensor {k!r}" for k in wanted if k not in stored]
     problems += [f"unexpected tensor {k!r}" for k in stored if k not in wanted]
-    problems += [f"tensor {k!r} has shape {tuple(stored[k].shape)}, the model's is "
-                 f"{tuple(p.shape)}" for k, p in wanted.items()
-                 if k in stored and tuple(stored[k].shape) != tuple(p.shape)]
     if problems:
         if added:
             remove_adapters(model)
