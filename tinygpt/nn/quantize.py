@@ -34,7 +34,7 @@ parameters) with `np.savez`, each tied matrix once; `load_int8(model, path)` rea
 back into a quantised model of the same shape. tinygpt's checkpoints are unchanged: a
 checkpoint holds float weights, and a model is quantised after loading.
 
-Imports: autograd, nn.module, nn.layers, nn.functional.
+Imports: numpy, files (the atomic write), autograd, nn.module, nn.layers, nn.functional.
 """
 
 import os
@@ -42,6 +42,7 @@ import os
 import numpy as np
 
 from ..autograd import backend
+from ..files import atomic_open
 from ..autograd.function import Function, is_grad_enabled
 from ..autograd.tensor import Tensor
 from . import functional as F
@@ -217,17 +218,17 @@ def quantize_int8(model):
 
 # --- files ---------------------------------------------------------------------------------
 def _unique_state(model):
-    """(name, array) for every parameter, each shared one under its first name only, and a
-    dict: later name -> first name."""
-    arrays, aliases, first = {}, {}, {}
+    """{name: parameter} for every parameter, each shared one under its first name only,
+    and a dict: later name -> first name."""
+    params, aliases, first = {}, {}, {}
     for name, value in model.state_dict().items():
         key = id(value.data)
         if key in first:
             aliases[name] = first[key]
         else:
             first[key] = name
-            arrays[name] = backend.to_numpy(value.data)
-    return arrays, aliases
+            params[name] = value
+    return params, aliases
 
 
 def save_int8(model, path):
@@ -239,10 +240,9 @@ def save_int8(model, path):
     path = os.fspath(path)
     if not path.endswith(".npz"):
         raise ValueError(f"save_int8: the path must end in .npz, got {path!r}")
-    arrays, _ = _unique_state(model)
-    tmp = path[:-4] + ".tmp.npz"
-    np.savez(tmp, **arrays)  # numpy: host data
-    os.replace(tmp, path)
+    params, _ = _unique_state(model)
+    with atomic_open(path) as f:        # a temporary file, synced and renamed into place
+        np.savez(f, **{name: backend.to_numpy(p.data) for name, p in params.items()})
     return os.path.getsize(path)
 
 
@@ -267,5 +267,5 @@ def load_int8(model, path):
 
 def weight_bytes(model):
     """Bytes held by the model's parameters, each shared array counted once."""
-    arrays, _ = _unique_state(model)
-    return sum(a.nbytes for a in arrays.values())
+    params, _ = _unique_state(model)
+    return sum(p.data.nbytes for p in params.values())
