@@ -77,10 +77,9 @@ def save_adapter(model, path, overwrite=False, base_model_name_or_path=None):
                         f"got a {type(model).__name__}")
     config = model.__dict__.get("lora_config")
     tensors = adapter_state_dict(model)
-    safetensors.save_folder(path, tensors, WEIGHTS_NAME, CONFIG_NAME,
-                            json.dumps(adapter_config(config, base_model_name_or_path),
-                                       indent=2) + "\n", overwrite, "the adapter",
-                            metadata={"format": "pt"})
+    text = json.dumps(adapter_config(config, base_model_name_or_path), indent=2) + "\n"
+    safetensors.save_folder(path, tensors, WEIGHTS_NAME, {CONFIG_NAME: text}, CONFIG_NAME,
+                            overwrite, "the adapter", metadata={"format": "pt"})
 
 
 def read_adapter_config(path):

@@ -62,11 +62,9 @@ def save_bottleneck(model, path, overwrite=False):
     FileExistsError before anything is written, unless overwrite=True."""
     tensors = {k: backend.to_numpy(v.data) for k, v in bottleneck_state_dict(model).items()}
     config = model.bottleneck_config
-    document = {"method": METHOD, **config.to_dict(), "model_class": type(model).__name__,
-                "n_layer": model.config.n_layer if hasattr(model, "config") else None}
-    safetensors.save_folder(path, tensors, WEIGHTS_NAME, CONFIG_NAME,
-                            json.dumps(document, indent=2) + "\n", overwrite,
-                            "the bottleneck adapters", metadata={"format": "tinygpt"})
+    text = json.dumps({"method": METHOD, **config.to_dict()}, indent=2) + "\n"
+    safetensors.save_folder(path, tensors, WEIGHTS_NAME, {CONFIG_NAME: text}, CONFIG_NAME,
+                            overwrite, "the bottleneck adapters", metadata={"format": "tinygpt"})
 
 
 def read_bottleneck_config(path):

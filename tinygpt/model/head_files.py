@@ -43,7 +43,7 @@ import numpy as np
 from ..nn.bottleneck import bottleneck_adapters
 from ..nn.lora import lora_layers
 from .heads import GPTForMultipleChoice, GPTForSequenceClassification
-from .pretrained import (CONFIG_NAME, config_to_hf, hf_folder, hf_state_dict, tokenizer_texts,
+from .pretrained import (CONFIG_NAME, config_to_hf, hf_state_dict, tokenizer_texts,
                          write_hf_folder)
 
 HF_CLASSES = {GPTForMultipleChoice: "GPT2DoubleHeadsModel",
@@ -112,7 +112,6 @@ def save_head_pretrained(model, path, overwrite=False, tokenizer=None, pad_token
     >>> GPT2ForSequenceClassification.from_pretrained("my-classifier")   # doctest: +SKIP
     """
     check_exportable(model)
-    path = hf_folder(path)
     tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
     texts = tokenizer_texts(tokenizer)
     texts[CONFIG_NAME] = json.dumps(head_hf_config(model, tokenizer, pad_token_id),

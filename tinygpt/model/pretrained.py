@@ -43,7 +43,7 @@ from .. import validate
 from ..autograd import backend
 from ..data.tokenizers import (GPT2_VOCAB_RANGE, HF_MERGES, HF_VOCAB, TOKENIZER_NAME,
                                find_tokenizer, hf_tokenizer_files)
-from ..files import FolderLock, atomic_write_text, read_json
+from ..files import read_json
 from ..memory import check_fits, format_bytes
 from .. import nn
 from . import safetensors
@@ -380,7 +380,6 @@ def save_pretrained(model, path, overwrite=False, tokenizer=None):
             f"save_pretrained writes a GPT-2 language model (what GPT2LMHeadModel loads); a "
             f"{type(model).__name__} also has a task head (score) that GPT-2's folder layout "
             f"has no place for: keep it as the tinygpt checkpoint fine-tuning writes")
-    path = hf_folder(path)
     tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
     if tokenizer is not None and tokenizer.vocab_size > model.config.vocab_size:
         raise ValueError(f"the tokenizer has {tokenizer.vocab_size} token ids but the model's "
@@ -397,15 +396,6 @@ def save_pretrained(model, path, overwrite=False, tokenizer=None):
     write_hf_folder(path, texts, hf_state_dict(model), overwrite)
 
 
-def hf_folder(path):
-    """`path` as a Path, checked to be a folder or nothing yet (FileExistsError else)."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise FileExistsError(f"{path} exists and is not a folder; save_pretrained writes a "
-                              f"folder of files")
-    return path
-
-
 def tokenizer_texts(tokenizer):
     """{file name: text} of a tokenizer's files in a Hugging Face folder: tinygpt's own,
     plus vocab.json and merges.txt for a byte-level BPE with GPT-2's pattern; {} for None."""
@@ -420,29 +410,13 @@ def tokenizer_texts(tokenizer):
 
 def write_hf_folder(path, texts, tensors, overwrite):
     """Write model.safetensors from `tensors` and each of `texts` ({file name: text},
-    config.json among them) into the folder `path`, under its lock: an existing file of
-    these names (or a tokenizer file this save has not) raises FileExistsError before
-    anything is written unless `overwrite`, which also removes such stale tokenizer files.
-    config.json is written last: a folder that has one has everything else."""
-    # One writer at a time: two saves into one folder would leave a mix of two models.
-    with FolderLock(path, hint="another save into this folder is under way; wait for it, "
-                               "or save elsewhere"):
-        stale = [name for name in (TOKENIZER_NAME, HF_VOCAB, HF_MERGES)
-                 if name not in texts and (path / name).exists()]
-        if not overwrite:
-            existing = [name for name in [WEIGHTS_NAME, *texts, *stale]
-                        if (path / name).exists()]
-            if existing:
-                raise FileExistsError(
-                    f"{path / existing[0]} already exists; pass overwrite=True to replace the "
-                    f"model saved in {path}")
-        # "pt" is what transformers requires in the header to load the file.
-        safetensors.save_file(tensors, path / WEIGHTS_NAME, metadata={"format": "pt"})
-        del tensors
-        for name in sorted(texts, key=lambda n: n == CONFIG_NAME):
-            atomic_write_text(path / name, texts[name])
-        for name in stale:
-            (path / name).unlink()
+    config.json among them, last) into the folder `path` (`safetensors.save_folder`); a
+    tokenizer file of an earlier save that this one has not is refused, or removed with
+    overwrite."""
+    # "pt" is what transformers requires in the header to load the file.
+    safetensors.save_folder(path, tensors, WEIGHTS_NAME, texts, CONFIG_NAME, overwrite,
+                            "the model", metadata={"format": "pt"},
+                            optional=(TOKENIZER_NAME, HF_VOCAB, HF_MERGES))
 
 
 # --------------------------------------------------------------------------- nanoGPT

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import atomic_open, atomic_write_text
+from ..files import FolderLock, atomic_open, atomic_write_text
 
 # safetensors dtype name -> NumPy dtype of the stored (little-endian) bytes. BF16 has no NumPy
 # dtype: it is read as uint16 and widened to float32 in `bf16_to_f32`.
@@ -289,20 +289,31 @@ def save_file(tensors, path, metadata=None):
             f.write(arrays[name].reshape(-1).view(np.uint8))  # raw bytes, no copy
 
 
-def save_folder(path, tensors, weights_name, config_name, config_text, overwrite, what,
-                metadata=None):
-    """Write `tensors` to path/weights_name and `config_text` to path/config_name, the
-    config last (a folder that has one has its weights too). An existing file of either
-    name raises FileExistsError before anything is written unless overwrite=True; `what`
-    names the folder's contents in that message ("the adapter", ...)."""
+def save_folder(path, tensors, weights_name, texts, config_name, overwrite, what,
+                metadata=None, optional=()):
+    """Write `tensors` to path/weights_name and each of `texts` ({file name: text}) into
+    the folder `path`, `config_name` last (a folder that has one has everything else),
+    under the folder's lock (`FolderLock`: two saves into one folder fail, not mix). An
+    existing file of these names, or of `optional` names this save does not write (files
+    an earlier save may have left, such as a tokenizer's), raises FileExistsError before
+    anything is written unless overwrite=True, which also removes those; `what` names the
+    folder's contents in the message ("the adapter", ...)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise FileExistsError(f"{path} exists and is not a folder")
-    if not overwrite:
-        for name in (weights_name, config_name):
-            if (path / name).exists():
-                raise FileExistsError(f"{path / name} already exists; pass overwrite=True to "
-                                      f"replace {what} saved in {path}")
-    path.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, path / weights_name, metadata=metadata)
-    atomic_write_text(path / config_name, config_text)
+        raise FileExistsError(f"{path} exists and is not a folder; a folder of files is "
+                              f"written there")
+    with FolderLock(path, hint="another save into this folder is under way; wait for it, "
+                               "or save elsewhere"):
+        stale = [name for name in optional if name not in texts and (path / name).exists()]
+        if not overwrite:
+            existing = [name for name in [weights_name, *texts, *stale]
+                        if (path / name).exists()]
+            if existing:
+                raise FileExistsError(f"{path / existing[0]} already exists; pass "
+                                      f"overwrite=True to replace {what} saved in {path}")
+        save_file(tensors, path / weights_name, metadata=metadata)
+        del tensors
+        for name in sorted(texts, key=lambda n: n == config_name):
+            atomic_write_text(path / name, texts[name])
+        for name in stale:
+            (path / name).unlink()
