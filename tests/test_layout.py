@@ -28,6 +28,11 @@ def test_every_module_is_in_the_architecture_table():
                               f"gone: {sorted(listed - actual)} (run python tools/module_table.py)")
 
 
+def test_the_architecture_table_is_the_one_the_tool_writes(capsys):
+    # every row's line count and concern too, not only the list of modules
+    assert _table_tool().main(["--check"]) == 0, capsys.readouterr()
+
+
 def test_the_table_tool_finds_a_stale_table(tmp_path, monkeypatch):
     tool = _table_tool()
     page = tmp_path / "architecture.md"

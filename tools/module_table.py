@@ -23,7 +23,7 @@ START, END = "<!-- modules -->", "<!-- /modules -->"
 def concern(path):
     """The first sentence of the module's docstring, its "(floor N...)" dropped."""
     doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
-    text = " ".join(doc.split())
+    text = " ".join(doc.split("\n\n")[0].split())        # the first paragraph only
     match = re.match(r"(.+?[.:])(\s+[A-Z`(\"']|$)", text)
     sentence = match.group(1) if match else text
     sentence = re.sub(r"\s*\((?:floor|floors) [^)]*\)", "", sentence).rstrip(".:")

@@ -226,10 +226,9 @@ def _op_section(name, cls, options):
 
 # --- the command ----------------------------------------------------------------------------
 # The first line of the generated file, and words of its first paragraph: a file with both
-# is one this tool wrote, and may be regenerated (the second signature is the one files
-# carried when `python -m tinygpt docs` wrote them).
+# is one this tool wrote, and may be regenerated.
 _TITLE = "# Op reference"
-_SIGNATURES = ("by `python tools/ops_doc.py`", "by `python -m tinygpt docs`")
+_SIGNATURES = ("by `python tools/ops_doc.py`",)
 
 
 def default_path():
