@@ -59,11 +59,9 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
             return xp.abs(flat).sum()
         return (xp.abs(flat) ** norm_type).sum()
 
-    # One 0-d array per gradient (on the CPU, shared out over tinygpt's threads, one BLAS
-    # thread each), combined in order on the device; a single conversion to a Python
-    # float at the end (on a GPU, one host synchronisation for all parameters).
-    parts = (threads.parallel_map(part, grads) if backend.device_of(grads[0]) == "cpu"
-             else [part(g) for g in grads])
+    # One 0-d array per gradient, shared out over tinygpt's threads (one BLAS thread
+    # each), combined in order (a GPU took _clip_on_device above).
+    parts = threads.parallel_map(part, grads)
     total = None
     for p in parts:
         if norm_type == math.inf:

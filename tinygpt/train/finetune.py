@@ -58,12 +58,14 @@ from ..model.heads import HEADS, GPTForMultipleChoice, add_special_tokens
 from ..nn.bottleneck import apply_adapters, check_bottleneck_options
 from ..nn.lora import apply_lora, check_lora_options
 from ..optim import AdamW, clip_grad_norm_, configure_param_groups, get_schedule
+from .config import TrainConfig
 from .distributed import launched_size
 from .start import check_training_fits
-from .trainer import CHECKPOINT, TrainingError, load_for_inference
+from .inference import load_for_inference
+from .metrics import TrainingError
+from .run_folder import BOTTLENECK, CHECKPOINT
 
 RESULTS = "results.json"
-BOTTLENECK = "bottleneck"       # the bottleneck adapters and the head alone, in out_dir
 
 
 @dataclass
@@ -127,10 +129,7 @@ class FinetuneConfig:
         if self.adapter_size:
             check_bottleneck_options(self.adapter_size)
 
-    def lora_options(self):
-        """apply_lora's keyword arguments for this run's LoRA settings."""
-        return dict(rank=self.lora_rank, alpha=self.lora_alpha, dropout=self.lora_dropout,
-                    targets=tuple(t.strip() for t in self.lora_targets.split(",") if t.strip()))
+    lora_options = TrainConfig.lora_options      # the same fields, the same meaning
 
     def method(self):
         """What is trained: "full", "LoRA rank r" or "bottleneck adapters of width m"."""

@@ -234,8 +234,10 @@ def check_training_fits(dtype, model=None, n_params=None, shards=1):
         trained = sum(p.data.size for p in params if p.requires_grad)
     else:
         trained = n_params
-    if dtype == "float16":      # float16 weights and gradients, float32 master and moments
-        nbytes = 2 * n_params + 2 * trained + 2 * 4 * trained + 2 * 4 * trained // shards
+    if dtype == "float16":      # float16 weights and gradients; the float32 master copy
+        # (every parameter, frozen ones too), its gradients and the moments
+        nbytes = 2 * n_params + 2 * trained + 4 * n_params + 4 * trained \
+            + 2 * 4 * trained // shards
     else:
         size = np.dtype(dtype).itemsize
         nbytes = size * n_params + size * trained + 2 * size * trained // shards

@@ -29,11 +29,10 @@ from ..optim import clip_grad_norm_, get_schedule
 from .config import TrainConfig, non_default_fields
 from .distributed import init_process_group
 from .evaluation import evaluate
-from .inference import load_for_inference  # noqa: F401  (finetune.py imports it here)
-from .interrupts import Interrupted, Interrupts  # noqa: F401
-from .metrics import Metrics, TrainingError  # noqa: F401  (finetune.py: TrainingError)
+from .interrupts import Interrupts
+from .metrics import Metrics
 from .ranks import make_parallel
-from .run_folder import CHECKPOINT, RunFolder  # noqa: F401  (finetune.py: CHECKPOINT)
+from .run_folder import RunFolder
 from .saving import Saving
 from .start import start
 

@@ -195,7 +195,7 @@ class ZeroAdamW:
         saved = self.inner.state_dict()         # the groups; its own state is empty
         saved["state"] = {
             i: {"step": int(self.steps[i]),
-                **{name: whole[name][start:end].reshape(p.data.shape).copy()
+                **{name: whole[name][start:end].reshape(p.data.shape)   # views: fresh
                    for name in ("exp_avg", "exp_avg_sq")}}
             for i, (p, start, end) in enumerate(zip(self.params, self.offsets[:-1],
                                                     self.offsets[1:])) if self.steps[i] > 0}
