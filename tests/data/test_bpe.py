@@ -348,7 +348,7 @@ def test_save_load_round_trip(small, tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    ("not json at all", "not JSON"),
+    ("not json at all", "is not valid JSON"),
     ('{"vocab": [1, 2]}', "expected format 'tinygpt-bpe'"),
     ("[1, 2, 3]", "not a tinygpt BPE tokenizer"),
     ('{"format": "tinygpt-bpe", "version": 99, "tokens": []}', "version 99"),

@@ -37,9 +37,9 @@ import sys
 import regex
 
 from .. import validate
-from ..files import atomic_write_text
+from ..files import atomic_write_text, read_json
 from . import bpe_files
-from .bpe_files import FORMAT, FORMAT_VERSION, bytes_to_unicode, find_gpt2_vocab  # noqa: F401
+from .bpe_files import bytes_to_unicode, find_gpt2_vocab  # noqa: F401  (imported from here)
 from .bpe_train import learn_ranks
 
 # GPT-2's pre-tokenizer pattern: contractions, letters, digits and other symbols (each with an
@@ -384,7 +384,7 @@ class BPETokenizer:
     @classmethod
     def load(cls, path):
         """Read a tokenizer written by `save`."""
-        d = bpe_files.read_json(path)
+        d = read_json(path)
         try:
             return cls.from_dict(d)
         except ValueError as e:

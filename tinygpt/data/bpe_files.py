@@ -7,11 +7,10 @@ Imports: the standard library and tinygpt.files.
 """
 
 import base64
-import json
 import os
 from pathlib import Path
 
-from ..files import cache_dir
+from ..files import cache_dir, read_json
 
 FORMAT = "tinygpt-bpe"  # marker in files written by `save`, so `load` can reject foreign JSON
 FORMAT_VERSION = 1
@@ -107,11 +106,7 @@ def read_encoder_files(encoder_json, vocab_bpe, special_tokens):
             raise ValueError(f"{where}: {s!r} has a character outside GPT-2's byte "
                              f"alphabet: {e.args[0]!r}") from None
 
-    try:
-        with open(encoder_json, encoding="utf-8") as f:
-            encoder = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-        raise ValueError(f"{encoder_json}: not a JSON encoder file ({e})") from None
+    encoder = read_json(encoder_json)
     if not isinstance(encoder, dict):
         raise ValueError(f"{encoder_json}: expected a JSON object token -> id")
 
@@ -183,12 +178,3 @@ def from_dict(d, default_pattern):
             raise ValueError("tinygpt BPE tokenizer: 'ids' must be a list as long as 'tokens'")
         ids = dict(zip(token_bytes, d["ids"]))
     return ranks, specials, ids, pattern
-
-def read_json(path):
-    """The dict of a tokenizer file written by `BPETokenizer.save` (not yet checked)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-        raise ValueError(f"{path} is not a tinygpt BPE tokenizer file: not JSON "
-                         f"({e})") from None
