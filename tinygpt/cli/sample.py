@@ -40,7 +40,7 @@ def add_model_arguments(parser):
                         help="run with int8 weights (per-row scales), quantised after loading")
     add_bool(parser, "--reference_ops", "run every op on its reference code "
              "(tinygpt/autograd/ops): slower, the same numbers to float rounding (default: "
-             "false)")
+             "as TINYGPT_REFERENCE_OPS says, else false)")
 
 
 def add_sampling_arguments(parser):
@@ -55,7 +55,7 @@ def add_sampling_arguments(parser):
 def load(args):
     """The model and its tokenizer, on the context --block_size / --rope_scale ask for
     (`GPT.extend_context`)."""
-    if getattr(args, "reference_ops", None) is not None:
+    if args.reference_ops is not None:
         from ..autograd import use_reference_ops
         from ..train.trainer import describe_ops
         use_reference_ops(args.reference_ops)
@@ -68,12 +68,11 @@ def load(args):
     else:
         from ..train import load_for_inference
         model, tokenizer = load_for_inference(args.out_dir, device=args.device)
-    block_size = getattr(args, "block_size", None)
-    rope_scale = getattr(args, "rope_scale", None)
+    block_size, rope_scale = args.block_size, args.rope_scale
     if block_size is not None or rope_scale is not None:
         model.extend_context(model.config.block_size if block_size is None else block_size,
                              rope_scale=rope_scale)
-    if getattr(args, "quantize", None):
+    if args.quantize:
         model.quantize(args.quantize)
     return model, tokenizer
 

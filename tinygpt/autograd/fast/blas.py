@@ -111,14 +111,20 @@ def set_blas_num_threads(n):
     does nothing where `can_limit_blas_threads()` is False or n is None."""
     if n is None:
         return
-    n = int(n)
-    if n < 1:
-        raise ValueError(f"set_blas_num_threads: expected at least 1 thread, got {n}")
+    n = _thread_count("set_blas_num_threads", n)
     controls = _blas_controls()
     for _, set_ in controls:
         set_(n)
     if controls:
         _blas["limit"] = n
+
+
+def _thread_count(what, n):
+    """`n` as an int, at least 1 (a number of threads); ValueError naming `what` else."""
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"{what}: expected at least 1 thread, got {n}")
+    return n
 
 
 def blas_thread_limit():
@@ -136,9 +142,7 @@ class blas_threads:
     `can_limit_blas_threads()` is False."""
 
     def __init__(self, n):
-        self.n = int(n)
-        if self.n < 1:
-            raise ValueError(f"blas_threads: expected at least 1 thread, got {n}")
+        self.n = _thread_count("blas_threads", n)
 
     def __enter__(self):
         self.before = [(set_, get()) for get, set_ in _blas_controls()]
