@@ -86,9 +86,7 @@ class GPTConfig:
         self._check_positions()
 
     def _check_positions(self):
-        if self.position not in POSITIONS:
-            raise ValueError(f"GPTConfig: position must be one of {POSITIONS}, got "
-                             f"{self.position!r}")
+        validate.choice("GPTConfig: position", self.position, POSITIONS)
         self.rope_base = validate.real("GPTConfig: rope_base", self.rope_base, minimum=1.0,
                                        low_open=True)
         self.rope_scale = validate.real("GPTConfig: rope_scale", self.rope_scale, minimum=1.0)
