@@ -41,7 +41,7 @@ def notebook_paths(selected=()):
 
 
 def kernel_environment(small=True):
-    """The environment the kernel inherits: this checkout first on PYTHONPATH, the small
+    """The environment the kernel runs with: this checkout first on PYTHONPATH, the small
     sizes unless `small` is False."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
@@ -65,23 +65,16 @@ def execute(path, small=True):
     with tempfile.TemporaryDirectory(prefix="tinygpt-notebook-") as cwd:
         client = NotebookClient(nb, kernel_name=KERNEL, timeout=CELL_TIMEOUT,
                                 resources={"metadata": {"path": cwd}})
-        # The kernel is a child process: it inherits this process's environment.
-        saved = dict(os.environ)
-        os.environ.clear()
-        os.environ.update(kernel_environment(small))
-        try:
-            with client.setup_kernel():
-                for index, cell in enumerate(nb.cells):
-                    try:
-                        client.execute_cell(cell, index)
-                    except CellExecutionError as error:
-                        first = cell.source.strip().splitlines()[0] if cell.source.strip() else ""
-                        raise NotebookError(
-                            f"{Path(path).name}: cell {index} ({first!r}) raised:\n{error}"
-                        ) from None
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
+        # The kernel gets its own environment (jupyter_client's start_kernel(env=...)).
+        with client.setup_kernel(env=kernel_environment(small)):
+            for index, cell in enumerate(nb.cells):
+                try:
+                    client.execute_cell(cell, index)
+                except CellExecutionError as error:
+                    first = cell.source.strip().splitlines()[0] if cell.source.strip() else ""
+                    raise NotebookError(
+                        f"{Path(path).name}: cell {index} ({first!r}) raised:\n{error}"
+                    ) from None
     return nb
 
 
