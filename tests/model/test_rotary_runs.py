@@ -78,7 +78,8 @@ def test_chat_runs_a_rotary_model_on_a_longer_context(runs, capsys):
     args = SimpleNamespace(out_dir=str(runs / "rotary"), init_from="", device="cpu",
                            block_size=48, rope_scale=3.0, user_prefix="", bot_prefix=" ",
                            stop="ItItIt", max_new_tokens=30, temperature=0.8, top_k=None,
-                           top_p=None, greedy=True, seed=1, stats=False)
+                           top_p=None, greedy=True, seed=1, stats=False,
+                           reference_ops=None, quantize=None)
     out = io.StringIO()
     # A turn of 5 + 30 tokens fits in 48 positions, not in the trained 16; the stop string
     # (of the vocabulary, never in the text) does not end the reply early.

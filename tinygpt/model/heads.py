@@ -99,10 +99,13 @@ def lm_loss_of(lm_logits, lm_targets):
     targets equal to -100 left out; 0 when every target is left out (rows of one real
     token predict nothing), where a mean over no targets would be NaN."""
     V = lm_logits.shape[-1]
-    if not bool((lm_targets.data != IGNORE_INDEX).any()):
-        return (lm_logits * 0.0).sum()
-    return F.cross_entropy(lm_logits.reshape(-1, V), lm_targets.reshape(-1),
-                           ignore_index=IGNORE_INDEX)
+    total = F.cross_entropy(lm_logits.reshape(-1, V), lm_targets.reshape(-1),
+                            ignore_index=IGNORE_INDEX, reduction="sum")
+    # Divided on the device by the count, at least 1: no host round trip to ask whether
+    # any target counts (the sum is 0 when none does).
+    xp = backend.array_module(lm_targets.data)
+    count = xp.maximum((lm_targets.data != IGNORE_INDEX).sum(), 1).astype(total.dtype)
+    return total / Tensor(count)
 
 
 class _TaskHeadGPT(GPT):
