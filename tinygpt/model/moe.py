@@ -17,7 +17,8 @@ over every token. Slots left empty hold a zero row.
 Capacity is a training-time limit, as in Switch Transformer (its capacity factor bounds
 the work of a training step): in training mode capacity = ceil(expert_capacity * N * k / E)
 (every assignment when expert_capacity is 0), and the shapes stay fixed whatever the
-routing, so nothing waits for the host. In eval mode (evaluation, generation, the chat)
+routing, so nothing waits for the host (with a padding mask N counts the real tokens: one
+number read from the device per layer). In eval mode (evaluation, generation, the chat)
 no assignment is ever dropped, as in Mixtral-style inference: each buffer is as long as
 the busiest expert's assignments (one number read from the device). A token's output then
 depends on that token alone, so a row gives the same logits alone or beside others, and
@@ -92,9 +93,9 @@ class MoE(nn.Module):
         gates = gates / gates.sum(dim=-1, keepdim=True)             # (N, k), renormalised
 
         real = None if key_mask is None else key_mask.data.reshape(N).astype(bool)
-        if real is not None and bool(real.all()):
+        n_real = N if real is None else int(real.sum())  # sizes the buffers: read once
+        if n_real == N:
             real = None                                  # no padding: routed as without a mask
-        n_real = N if real is None else int(real.sum())
         expert = top.reshape(-1)                                    # (N * k,) token-major
         if real is not None:
             expert = xp.where(xp.repeat(real, k), expert, E)        # E: padding, routed nowhere
