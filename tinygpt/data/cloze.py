@@ -44,6 +44,7 @@ import numpy as np
 
 from .. import validate
 from ..files import atomic_write_text, read_json
+from .corpus import read_text_file
 
 SPLITS = ("train", "val", "test")
 PRETRAIN_FILE = "pretrain.txt"
@@ -207,7 +208,7 @@ def load_split(path):
                                 f"val.jsonl and test.jsonl (write one with `python -m tinygpt "
                                 f"cloze`)")
     examples = []
-    for number, line in enumerate(_read_text(path).split("\n"), start=1):
+    for number, line in enumerate(read_text_file(path).split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -254,13 +255,7 @@ def load_task(folder):
         raise ValueError(f"{folder}: the splits have different numbers of endings: {counts}")
     pretrain = folder / PRETRAIN_FILE
     info = folder / INFO_FILE
-    return ClozeTask(**splits, pretrain_text=_read_text(pretrain) if pretrain.is_file() else "",
+    return ClozeTask(**splits,
+                     pretrain_text=read_text_file(pretrain) if pretrain.is_file() else "",
                      info=read_json(info) if info.is_file() else {})
 
-
-def _read_text(path):
-    """The UTF-8 text of the file `path`; ValueError naming it when it is not UTF-8."""
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path} is not UTF-8 text ({e})") from None
