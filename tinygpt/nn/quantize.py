@@ -242,7 +242,8 @@ def save_int8(model, path):
         raise ValueError(f"save_int8: the path must end in .npz, got {path!r}")
     params, _ = _unique_state(model)
     with atomic_open(path) as f:        # a temporary file, synced and renamed into place
-        np.savez(f, **{name: backend.to_numpy(p.data) for name, p in params.items()})
+        arrays = {name: backend.to_numpy(p.data) for name, p in params.items()}
+        np.savez(f, **arrays)  # numpy: host data
     return os.path.getsize(path)
 
 
