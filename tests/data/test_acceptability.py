@@ -193,6 +193,10 @@ def test_files_round_trip_through_the_cloze_format(tmp_path):
     assert loaded.train == task.train and loaded.val == task.val and loaded.test == task.test
     assert loaded.pretrain_text == task.pretrain_text
     assert loaded.info["kind"] == "swap" and loaded.info["test_examples"] == 12
+    # every setting that made the task is recorded with it
+    assert {k: loaded.info[k] for k in ("seed", "n_train", "n_val", "n_test", "last_word",
+                                        "min_words")} == dict(
+        seed=0, n_train=50, n_val=8, n_test=12, last_word=False, min_words=4)
 
 
 def test_the_command_writes_the_task_and_refuses_bad_arguments(tmp_path, capsys):

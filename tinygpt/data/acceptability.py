@@ -124,7 +124,8 @@ def make_acceptability(text, kind="swap", seed=0, fractions=(0.8, 0.05, 0.15), m
             examples.append(ClozeExample("", endings, int(label)))
         task[split] = examples
     info = {"task": "acceptability", "kind": kind, "seed": seed, "fractions": list(fractions),
-            "min_words": min_words, "n_choices": 2, "speeches": len(all_speeches),
+            "min_words": min_words, "last_word": last_word, "n_train": n_train,
+            "n_val": n_val, "n_test": n_test, "n_choices": 2, "speeches": len(all_speeches),
             **{f"{split}_speeches": len(members[split]) for split in SPLITS},
             **{f"{split}_examples": len(task[split]) for split in SPLITS},
             "pretrain_chars": len(pretrain_text)}
