@@ -7,8 +7,10 @@ imports. Every command gets the conventions of `common.py`: no abbreviated flags
 true/false flags, and errors as one line on stderr with a non-zero exit status.
 
 Started by an MPI launcher (`mpiexec -n N`), every rank runs the command. `train` reports
-its ranks' errors itself; any other command runs the same on every rank, so rank 0 alone
-writes to stderr (one error line, not N) and every rank exits with the same status.
+its ranks' errors itself; any other command runs the same on every rank, and rank 0 alone
+writes to stderr (one error line, not N). Such a command is meant for one process: one
+that writes files (cloze, acceptability, tokenizer) writes them from every rank, and a
+rank that finds another's file there already fails with its error unseen.
 """
 
 import contextlib
