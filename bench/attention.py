@@ -14,25 +14,22 @@ Steps alternate between the variants; the table gives medians. Imports: numpy, t
 
 import argparse
 import statistics
-import time
 
 import numpy as np
 
 import tinygpt as tg
 from tinygpt import GPT, GPTConfig
 
+from .timing import median_seconds
+
 
 def step_seconds(model, idx, targets, mask=None, steps=5):
     """Median seconds of forward + backward, after one untimed step."""
-    times = []
-    for i in range(steps + 1):
-        start = time.perf_counter()
+    def step():
         _, loss = model(idx, targets, attention_mask=mask)
         loss.backward()
         model.zero_grad()
-        if i:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_seconds(step, steps)
 
 
 def padding_rows(args, rng):

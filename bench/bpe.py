@@ -14,11 +14,11 @@ import argparse
 import base64
 import functools
 import os
-import statistics
-import time
 from pathlib import Path
 
 from tinygpt.data.bpe import ENDOFTEXT, GPT2_PATTERN, BPETokenizer, find_gpt2_vocab
+
+from .timing import median_seconds
 
 _SHARED = Path(os.environ.get("TINYGPT_SHARED_DATA")
                or Path(__file__).resolve().parents[1].parent / "shared" / "data")
@@ -55,17 +55,6 @@ def mixed_text(target_bytes=1_000_000):
         size += len(line.encode("utf-8"))
         n += 1
     return "".join(out)
-
-
-def _median_seconds(fn, runs, before=None):
-    times = []
-    for _ in range(runs):
-        if before is not None:
-            before()
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _find_vocab(path):
@@ -107,6 +96,10 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=5, help="runs per measurement (median)")
     parser.add_argument("--mixed-mb", type=float, default=1.0, help="size of the mixed text in MB")
     args = parser.parse_args(argv)
+    if args.runs < 1:
+        parser.error(f"--runs must be >= 1, got {args.runs}")
+    if args.mixed_mb <= 0:
+        parser.error(f"--mixed-mb must be > 0, got {args.mixed_mb}")
 
     vocab_path = _find_vocab(args.vocab)
     tok = BPETokenizer.from_tiktoken(vocab_path, {ENDOFTEXT: 50256})
@@ -127,14 +120,14 @@ def main(argv=None):
     for name, text in texts:
         mb = len(text.encode("utf-8")) / 1e6
         ours = functools.partial(tok.encode, text, allowed_special="all")
-        cold = _median_seconds(ours, args.runs, before=tok._cache.clear)  # an empty cache each run
-        warm = _median_seconds(ours, args.runs)
+        cold = median_seconds(ours, args.runs, warmup=0, before=tok._cache.clear)  # an empty cache each run
+        warm = median_seconds(ours, args.runs, warmup=0)
         row = f"{name[:24]:<24} {mb:6.2f} {mb / cold:13.2f} {mb / warm:8.2f}"
         if reference is None:
             row += f" {'-':>9} {'-':>6}  (pip install tiktoken to compare)"
         else:
             theirs = functools.partial(reference.encode, text, allowed_special="all")
-            ref = _median_seconds(theirs, args.runs)
+            ref = median_seconds(theirs, args.runs, warmup=0)
             same = ours() == theirs()
             row += f" {mb / ref:9.2f} {ref / cold:6.2f}  {'identical' if same else 'DIFFERENT'}"
         print(row)

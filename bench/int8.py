@@ -129,7 +129,7 @@ def time_products(repeats=5, rows=64, out_features=3072, in_features=768):
     from tinygpt.autograd.fast.blas import single_threaded_blas
     from tinygpt.nn.quantize import quantize_per_channel
 
-    from .products import median_ms
+    from .timing import median_seconds
     rng = np.random.default_rng(0)
     x = rng.standard_normal((rows, in_features)).astype(np.float32)
     w = (rng.standard_normal((out_features, in_features)) * 0.02).astype(np.float32)
@@ -138,7 +138,7 @@ def time_products(repeats=5, rows=64, out_features=3072, in_features=768):
     x32, q32 = xq.astype(np.int32), q.astype(np.int32)
 
     def median(fn):
-        return median_ms(fn, repeats) / 1e3
+        return median_seconds(fn, repeats)
 
     # BLAS on one thread, as tinygpt's kernels run it (NumPy's integer product has one).
     with single_threaded_blas():

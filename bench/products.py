@@ -21,27 +21,16 @@ Imports: the standard library, numpy, tinygpt's fast products, the host header.
 """
 
 import argparse
-import statistics
 import sys
-import time
 
 import numpy as np
+
+from .timing import median_seconds
 
 # (in, out) of GPT-2 124M's weight matrices, in the order a block runs them, and its head.
 SHAPES = {"qkv": (768, 2304), "attn proj": (768, 768), "mlp fc": (768, 3072),
           "mlp proj": (3072, 768), "lm head": (768, 50257)}
 WAYS = ("one thread", "tinygpt", "BLAS threads")
-
-
-def median_ms(fn, repeats):
-    """Median wall time of fn() over `repeats` calls after one warm-up, in ms."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
 
 
 def measure(shape, rows, matrices, repeats, threads, seed=0):
@@ -63,10 +52,10 @@ def measure(shape, rows, matrices, repeats, threads, seed=0):
 
     out = {}
     with blas.blas_threads(1):
-        out["one thread"] = median_ms(lambda: x @ weight().T, repeats)
-    out["tinygpt"] = median_ms(in_a_kernel, repeats)
+        out["one thread"] = 1e3 * median_seconds(lambda: x @ weight().T, repeats)
+    out["tinygpt"] = 1e3 * median_seconds(in_a_kernel, repeats)
     with blas.blas_threads(threads):
-        out["BLAS threads"] = median_ms(lambda: x @ weight().T, repeats)
+        out["BLAS threads"] = 1e3 * median_seconds(lambda: x @ weight().T, repeats)
     return out, weights[0].nbytes
 
 
