@@ -48,19 +48,18 @@ each batch split over two processes (`DataParallel`), the threads shared out amo
 the sum over its processes, each worker's counting the memory it shares with the main
 process: an overestimate. Its --profile rows are the main process's ops, on its part of
 the batch.
-Imports: numpy, tinygpt, the ops benchmark's helpers; torch lazily and optionally. Never
+Imports: numpy, tinygpt, the ops benchmark's helpers and the train_* modules beside this one
+(runners, profile, alone runs); torch lazily and optionally. Never
 imported by the package.
 """
 
 import argparse
-import contextlib
 import json
 import os
 import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -68,17 +67,18 @@ import tinygpt as tg
 from tinygpt.autograd import backend
 from tinygpt.autograd.fast import threads as fast_threads
 from tinygpt.autograd.ops.fused import GELU_APPROXIMATIONS
-from tinygpt.autograd.trace import trace
 from tinygpt.model import GPT, GPTConfig
 from tinygpt.model.config import PRESETS
 from tinygpt.model.sizes import count_params
-from tinygpt.optim import AdamW, clip_grad_norm_, configure_param_groups
-from tinygpt.train.parallel import DataParallel, auto_processes, check_processes, peak_rss_mb
+from tinygpt.train.parallel import check_processes
 
-from . import ROOT, with_root_on_path
 from .host import header_lines, host_info
 from .ops import _import_torch, _threads
-from .torch_gpt import torch_gpt_class
+from .train_profile import print_profile, profile_steps
+from .train_alone import (ALONE_MAX_ROUNDS, CHILD_MARK, SPEC_KEYS, THREAD_VARS, alone_results,
+                          child_env, measure_alone, run_rss_child, tinygpt_processes)
+from .train_runners import (BETAS, DEFAULT_GELU, LR, MAX_NORM, WEIGHT_DECAY, TinygptRunner,
+                            TorchRunner, flops_per_step, gpt_config)
 
 # Shapes: B batch, T sequence (block size), C channels, L layers, V vocabulary.
 CONFIGS = {
@@ -87,170 +87,11 @@ CONFIGS = {
     "baby": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch_size=64, vocab_size=65,
                  bias=True),
 }
-SPEC_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "vocab_size", "bias")
-
-LR, BETAS, WEIGHT_DECAY, MAX_NORM = 1e-3, (0.9, 0.99), 0.1, 1.0
-DEFAULT_GELU = "tanh"       # GPTConfig's; --gelu none gives the exact one
-THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-CHILD_MARK = "TINYGPT_BENCH_TRAIN_CHILD"   # set in the processes this benchmark starts
 FLOP_FORMULA = ("FLOPs/step = B*T * (6*N + 12*L*T*C); N = non-embedding parameters "
                 "(blocks, ln_f, the tied lm_head's V*C; not wpe), 12*L*T*C = attention's "
                 "q@k^T and att@v at 2*T*C each per token forward (full, non-causal), x3 for "
                 "forward+backward")
 
-
-# The caller's own OpenMP waiting policy, if any (the alternation sets PASSIVE for itself).
-_USER_OMP_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY")
-ALONE_SECONDS = 30.0        # time budget of the extra steps a process runs alone
-ALONE_MAX_ROUNDS = 12       # rounds of alone processes that --alone-seconds can add up to
-ALONE_MIN_TIMED = 3         # timed steps a process runs alone whatever the budget (fewer
-                            # only with --iters below it): a median, not one step
-PROFILE_ROWS = 16           # rows of each framework's --profile table
-
-
-def flops_per_step(spec):
-    """FLOPs of one training step of `spec` (see the module docstring)."""
-    B, T, C, L = spec["batch_size"], spec["block_size"], spec["n_embd"], spec["n_layer"]
-    N = count_params(gpt_config(spec, 0.0), non_embedding=True)
-    return B * T * (6 * N + 12 * L * T * C)
-
-
-def gpt_config(spec, dropout):
-    """The GPTConfig of a config; its GELU is spec["gelu"] (set from --gelu), else tanh."""
-    return GPTConfig(block_size=spec["block_size"], vocab_size=spec["vocab_size"],
-                     n_layer=spec["n_layer"], n_head=spec["n_head"], n_embd=spec["n_embd"],
-                     dropout=dropout, bias=spec["bias"],
-                     gelu_approximate=spec.get("gelu", DEFAULT_GELU))
-
-
-# --- one framework's training step ----------------------------------------------------------
-class Runner:
-    """One framework's model and optimizer. `step(idx, targets)` times one training step:
-    forward and backward, clipping, the optimizer step, zeroing the gradients; subclasses
-    give `forward_backward`, `clip`, `zero_grad`, `sync` and `opt`."""
-
-    def step(self, idx, targets):
-        """(step seconds, optimizer-step seconds, loss tensor)."""
-        self.sync()
-        start = time.perf_counter()
-        loss = self.forward_backward(idx, targets)
-        self.clip()
-        self.sync()
-        opt_start = time.perf_counter()
-        self.opt.step()
-        self.sync()
-        opt_end = time.perf_counter()
-        self.zero_grad()
-        self.sync()
-        return time.perf_counter() - start, opt_end - opt_start, loss
-
-
-class TinygptRunner(Runner):
-    """A tinygpt GPT and its AdamW; `step(idx, targets)` runs one timed training step, each
-    batch split over `processes` CPU processes (`DataParallel`) when more than one."""
-
-    name = "tinygpt"
-
-    def __init__(self, spec, dropout, device, seed, processes=1, threads=None):
-        tg.manual_seed(seed)
-        self.device = device
-        self.model = GPT(gpt_config(spec, dropout)).to(device)
-        self.model.train()
-        self.params = list(self.model.parameters())
-        self.opt = AdamW(configure_param_groups(self.model.named_parameters(), WEIGHT_DECAY),
-                         lr=LR, betas=BETAS)
-        self.parallel = DataParallel(self.model, processes, threads) if processes > 1 else None
-
-    def forward_backward(self, idx, targets):
-        """Forward and backward of one batch; the loss."""
-        if self.parallel is not None:
-            return tg.tensor(self.parallel.forward_backward([(idx, targets)]))
-        _, loss = self.model(idx, targets)
-        loss.backward()
-        return loss
-
-    def all_threads(self):
-        """Context manager: this process on all its threads (the workers wait meanwhile)."""
-        return self.parallel.all_threads() if self.parallel else contextlib.nullcontext()
-
-    def peak_rss_mb(self):
-        """Peak RSS of the processes, summed (a worker's counts what it shares with this
-        process at the fork: an overestimate)."""
-        return sum(self.parallel.peak_rss_mb()) if self.parallel else peak_rss_mb()
-
-    def close(self):
-        if self.parallel is not None:
-            self.parallel.close()
-
-    def batch(self, tokens):
-        """(idx, targets) on the device from a (B, T + 1) NumPy array of token ids."""
-        idx = tg.tensor(np.ascontiguousarray(tokens[:, :-1]), device=self.device)
-        targets = tg.tensor(np.ascontiguousarray(tokens[:, 1:]), device=self.device)
-        return idx, targets
-
-    def sync(self):
-        backend.synchronize(self.device)
-
-    def clip(self):
-        clip_grad_norm_(self.params, MAX_NORM)
-
-    def zero_grad(self):
-        self.opt.zero_grad()
-
-    def state_dict(self):
-        return {k: v.numpy() for k, v in self.model.state_dict().items()}
-
-
-class TorchRunner(Runner):
-    """The same step in PyTorch eager: `torch_gpt_class()`, torch.optim.AdamW (for-loop,
-    fused=False) with the same groups, torch.nn.utils.clip_grad_norm_."""
-
-    name = "torch"
-
-    def __init__(self, torch, spec, dropout, device, seed, weights=None):
-        self.torch = torch
-        self.device = "cuda" if device == "cuda" else "cpu"
-        torch.manual_seed(seed)
-        model = torch_gpt_class()(gpt_config(spec, dropout))
-        if weights is not None:                        # start from tinygpt's initial weights
-            model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in weights.items()})
-        self.model = model.to(self.device)
-        self.model.train()
-        self.params = list(self.model.parameters())
-        named = list(self.model.named_parameters())    # the tied weight is listed once
-        groups = [{"params": [p for _, p in named if p.dim() >= 2], "weight_decay": WEIGHT_DECAY},
-                  {"params": [p for _, p in named if p.dim() < 2], "weight_decay": 0.0}]
-        self.opt = torch.optim.AdamW(groups, lr=LR, betas=BETAS, fused=False)
-
-    def batch(self, tokens):
-        torch = self.torch
-        idx = torch.from_numpy(np.ascontiguousarray(tokens[:, :-1])).to(self.device)
-        targets = torch.from_numpy(np.ascontiguousarray(tokens[:, 1:])).to(self.device)
-        return idx, targets
-
-    def sync(self):
-        if self.device == "cuda":
-            self.torch.cuda.synchronize()
-
-    def forward_backward(self, idx, targets):
-        _, loss = self.model(idx, targets)
-        loss.backward()
-        return loss
-
-    def all_threads(self):
-        return contextlib.nullcontext()
-
-    def peak_rss_mb(self):
-        return peak_rss_mb()
-
-    def close(self):
-        pass
-
-    def clip(self):
-        self.torch.nn.utils.clip_grad_norm_(self.params, MAX_NORM)
-
-    def zero_grad(self):
-        self.opt.zero_grad(set_to_none=True)
 
 
 # --- measurements -------------------------------------------------------------------------------
@@ -314,209 +155,6 @@ def time_config(spec, runners, warmup, iters, seed):
     return steps, opts, first_loss
 
 
-def profile_steps(runners, spec, seed, steps):
-    """Forward and backward of `steps` more batches, each framework in turn as in the timed
-    run: tinygpt's under `trace`, PyTorch's under one torch.profiler session around the
-    whole loop (it records PyTorch's ops only; tinygpt's steps add nothing to it). Returns
-    tinygpt's rows [(op, direction, calls, seconds)] and PyTorch's [(op, calls, self
-    seconds: CPU time on the CPU, device time on CUDA)], both per step, largest first
-    (PyTorch's empty without it). The optimizer is not profiled: its time is the table's
-    "optim ms"."""
-    rng = np.random.default_rng(seed + 1)
-    batches = [[runner.batch(tokens) for runner in runners]     # made before the profiling
-               for tokens in (rng.integers(0, spec["vocab_size"], size=(
-                   spec["batch_size"], spec["block_size"] + 1)) for _ in range(steps))]
-    ours, theirs = trace(synchronize=runners[0].device == "cuda"), None
-    torch_runner = next((r for r in runners if r.name != "tinygpt"), None)
-    if torch_runner is not None:
-        profiler = torch_runner.torch.profiler
-        theirs = profiler.profile(activities=[profiler.ProfilerActivity.CPU] + (
-            [profiler.ProfilerActivity.CUDA] if torch_runner.device == "cuda" else []))
-        with _quiet_stderr():               # its start and stop print a line each there
-            theirs.start()
-    try:
-        for step_batches in batches:
-            for runner, (idx, targets) in zip(runners, step_batches):
-                with ours if runner.name == "tinygpt" else contextlib.nullcontext():
-                    runner.forward_backward(idx, targets)
-                    runner.sync()
-                runner.zero_grad()
-    finally:
-        if theirs is not None:
-            with _quiet_stderr():
-                theirs.stop()
-    totals = {}
-    for event in theirs.key_averages() if theirs is not None else []:
-        totals[event.key] = (event.count, event.self_device_time_total
-                             if torch_runner.device == "cuda" else event.self_cpu_time_total)
-    tinygpt_rows = [(op, d, calls / steps, sec / steps)
-                    for (op, d), (calls, sec) in ours.summary().items()]
-    torch_rows = sorted(((op, calls / steps, 1e-6 * us / steps)
-                         for op, (calls, us) in totals.items()), key=lambda r: -r[2])
-    return tinygpt_rows, torch_rows
-
-
-@contextlib.contextmanager
-def _quiet_stderr():
-    """File descriptor 2 sent to /dev/null for the block: torch.profiler's start and stop
-    write there from C++ (its library's log lines), past Python's sys.stderr."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    null = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(null, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(null)
-
-
-def print_profile(tinygpt_rows, torch_rows, steps, opt_ms, opt_share, device, processes=1,
-                  limit=PROFILE_ROWS):
-    """tinygpt's rows and PyTorch's, one table after the other, per step."""
-    print(f"  profile, per step over {steps} more steps (forward + backward ops; the "
-          f"optimizer step, not profiled: {opt_ms:.1f} ms, {100 * opt_share:.1f}% of the "
-          f"step):")
-    _print_op_rows("tinygpt", "ms in ops; `trace`" + (
-                       f"; the main process, its part of the batch split over {processes}"
-                       if processes > 1 else ""),
-                   [(f"{op:<16} {d:<9}", calls, sec) for op, d, calls, sec in tinygpt_rows],
-                   f"{'op':<16} {'direction':<9}", limit)
-    if torch_rows:
-        kind = "device" if device == "cuda" else "CPU"
-        width = max(len(r[0]) for r in torch_rows[:limit])
-        _print_op_rows("PyTorch", f"ms self {kind} time; torch.profiler",
-                       [(f"{op:<{width}}", calls, sec) for op, calls, sec in torch_rows],
-                       f"{'op':<{width}}", limit)
-
-
-def _print_op_rows(framework, what, rows, head, limit):
-    """rows [(label, calls, seconds)], the first `limit` of them with their share of all."""
-    total = sum(sec for _, _, sec in rows)
-    print(f"    {framework} ({1e3 * total:.2f} {what}):")
-    print(f"      {head} {'calls':>6} {'ms':>8} {'share':>6}")
-    for label, calls, sec in rows[:limit]:
-        print(f"      {label} {calls:>6.0f} {1e3 * sec:>8.2f} "
-              f"{100 * sec / total if total else 0:>5.1f}%")
-
-
-def tinygpt_processes(args, spec, threads):
-    """(processes, threads of each) for tinygpt at a config: --processes, else
-    `auto_processes`, the threads shared out among them."""
-    n = args.processes or auto_processes(threads, spec["batch_size"], args.device)
-    return n, max(1, threads // n)
-
-
-def rss_child(framework, spec, args, threads):
-    """Build one framework's model in a fresh process and run training steps there alone:
-    at least --rss-steps and ALONE_MIN_TIMED timed steps after the first (capped by
-    --iters), then more up to --iters while under ALONE_SECONDS. Returns (peak RSS in MB,
-    median ms per step after the first, steps in that median), or (None, None, None) on
-    failure.
-
-    Alone, PyTorch keeps its default OpenMP waiting (unless the caller set
-    OMP_WAIT_POLICY): the same-process alternation needs passive waiting, which slows it.
-    """
-    cmd = [sys.executable, "-m", "bench", "train", "--_rss-child", framework,
-           "--custom", json.dumps({k: spec[k] for k in SPEC_KEYS}),  # --gelu gives "gelu"
-           "--threads", str(threads), "--device", args.device,
-           "--dropout", str(args.dropout), "--gelu", args.gelu, "--seed", str(args.seed),
-           "--rss-steps", str(args.rss_steps), "--iters", str(args.iters),
-           "--processes", str(tinygpt_processes(args, spec, threads)[0])]
-    env = child_env(threads)
-    if _USER_OMP_WAIT_POLICY is None:
-        env.pop("OMP_WAIT_POLICY", None)
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines or not lines[-1].startswith("peak_rss_mb "):
-        print(f"  peak RSS of {framework} not measured: the subprocess failed "
-              f"(exit {done.returncode}): {done.stderr.strip()[-500:]}", file=sys.stderr)
-        return None, None, None
-    fields = lines[-1].split()
-    return float(fields[1]), float(fields[3]), int(fields[5])
-
-
-def run_rss_child(args, spec, threads):
-    """The body of an RSS subprocess: prints `peak_rss_mb X` as its last line."""
-    if args._rss_child == "torch":
-        if _USER_OMP_WAIT_POLICY is None:
-            # Alone, nothing competes with PyTorch's OpenMP workers: import it before
-            # _import_torch would ask them to wait passively.
-            import torch  # noqa: F401
-        torch = _import_torch(threads)
-        runner = TorchRunner(torch, spec, args.dropout, args.device, args.seed)
-    else:
-        runner = TinygptRunner(spec, args.dropout, args.device, args.seed,
-                               *tinygpt_processes(args, spec, threads))
-    rng = np.random.default_rng(args.seed)
-    times, start = [], time.perf_counter()
-    at_least = max(args.rss_steps, min(ALONE_MIN_TIMED, args.iters) + 1)
-    while len(times) < at_least or (
-            len(times) < args.iters + 1 and time.perf_counter() - start < ALONE_SECONDS):
-        tokens = rng.integers(0, spec["vocab_size"],
-                              size=(spec["batch_size"], spec["block_size"] + 1))
-        batch = runner.batch(tokens)
-        runner.sync()
-        t0 = time.perf_counter()
-        runner.step(*batch)
-        runner.sync()
-        times.append(time.perf_counter() - t0)
-    alone = times[1:] or times
-    rss = runner.peak_rss_mb()
-    runner.close()
-    print(f"peak_rss_mb {rss:.1f} median_ms {1e3 * float(np.median(alone)):.2f} "
-          f"steps {len(alone)}")
-    return 0
-
-
-def measure_alone(spec, args, threads, with_torch):
-    """Peak RSS and ms/step of each framework alone in its own process (`rss_child`), in
-    rounds whose order alternates (tinygpt, PyTorch; PyTorch, tinygpt; ...): a machine
-    whose load drifts then weighs on both alike, and each round's ratio compares two
-    processes that ran back to back. At least --alone-rounds rounds, then more two at a
-    time while the rounds so far took less than --alone-seconds, up to ALONE_MAX_ROUNDS:
-    on this shared machine one round's ratio at small has ranged from 0.85 to 1.69, so a
-    config whose processes are short gets more of them. The figures of `alone_results`."""
-    frameworks = ["tinygpt", "torch"] if with_torch else ["tinygpt"]
-    runs = {fw: [] for fw in frameworks}
-    start, i = time.perf_counter(), 0
-
-    def another():
-        if i < args.alone_rounds:
-            return True
-        extra = i - args.alone_rounds               # the extra rounds come in pairs
-        return i < ALONE_MAX_ROUNDS and (
-            extra % 2 == 1 or time.perf_counter() - start < args.alone_seconds)
-
-    while another():
-        for fw in frameworks if i % 2 == 0 else frameworks[::-1]:
-            runs[fw].append(rss_child(fw, spec, args, threads))
-        i += 1
-    return alone_results(runs)
-
-
-def alone_results(runs):
-    """From {framework: [(peak RSS MB, median ms, steps) per round]} (None fields where a
-    round failed): for each framework its highest peak RSS, the median of its rounds' ms
-    (`<fw>_alone_ms`, each round's in `<fw>_alone_ms_rounds`) and its fewest timed steps in
-    a round; `ratio_alone`, the median of the rounds' tinygpt/PyTorch ratios (rounds where
-    both ran), each in `ratio_alone_rounds`. None where nothing was measured."""
-    row = {}
-    for fw in ("tinygpt", "torch"):
-        done = [r for r in runs.get(fw, []) if r[1] is not None]
-        rss = [r[0] for r in runs.get(fw, []) if r[0] is not None]
-        row[f"{fw}_peak_rss_mb"] = max(rss) if rss else None
-        row[f"{fw}_alone_ms_rounds"] = [r[1] for r in done]
-        row[f"{fw}_alone_ms"] = statistics.median(r[1] for r in done) if done else None
-        row[f"{fw}_alone_steps"] = min(r[2] for r in done) if done else None
-    pairs = zip(runs.get("tinygpt", []), runs.get("torch", []))
-    ratios = [ours[1] / theirs[1] for ours, theirs in pairs if ours[1] and theirs[1]]
-    row["ratio_alone_rounds"] = ratios
-    row["ratio_alone"] = statistics.median(ratios) if ratios else None
-    return row
-
-
 # --- generation ---------------------------------------------------------------------------------
 def bench_generate(device, preset, new_tokens, prompt_tokens=8, seed=0):
     """Greedy generation tokens/s of a random-weight model of `preset`'s shape, with the KV
@@ -557,16 +195,6 @@ def bench_generate(device, preset, new_tokens, prompt_tokens=8, seed=0):
 
 
 # --- the command --------------------------------------------------------------------------------
-def child_env(threads):
-    """This process's environment with the BLAS thread variables set to `threads`."""
-    env = dict(os.environ)
-    for name in THREAD_VARS:
-        env[name] = str(threads)
-    env[CHILD_MARK] = "1"
-    # The child must import this tinygpt and this bench, wherever the parent was started from.
-    return with_root_on_path(env, Path(tg.__file__).resolve().parents[1], ROOT)
-
-
 def _ms(seconds):
     return 1e3 * seconds
 

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from bench import host, train
+from bench import host, train, train_alone, train_profile, train_runners
 from tinygpt.model import GPT
 
 TINY = dict(n_layer=1, n_head=2, n_embd=16, block_size=8, batch_size=2, vocab_size=11,
@@ -164,7 +164,7 @@ def test_a_batch_split_over_processes_is_timed_and_reported(tmp_path, one_thread
 
 def test_quiet_stderr_drops_file_descriptor_2_then_restores_it(capfd):
     import os
-    with train._quiet_stderr():
+    with train_profile._quiet_stderr():
         os.write(2, b"dropped\n")
     os.write(2, b"kept\n")
     assert capfd.readouterr().err == "kept\n"
@@ -191,7 +191,7 @@ def test_torch_model_does_the_same_work(tmp_path, one_thread, processes):
 def test_the_gelu_choice_reaches_both_models_and_the_report(gelu, tmp_path, one_thread,
                                                             capsys, monkeypatch):
     built = []
-    monkeypatch.setattr(train, "GPT", lambda config: built.append(config) or GPT(config))
+    monkeypatch.setattr(train_runners, "GPT", lambda config: built.append(config) or GPT(config))
     status = train.main(tiny_args(tmp_path, "--no-torch", "--no-rss", "--gelu", gelu,
                                   *one_thread))
     assert status == 0
@@ -207,7 +207,7 @@ def test_the_gelu_choice_reaches_both_models_and_the_report(gelu, tmp_path, one_
     monkeypatch.setattr(train.subprocess, "run", lambda cmd, **kw: calls.append(cmd) or Failed())
     args = type("Args", (), dict(device="cpu", dropout=0.0, gelu=gelu, seed=1, rss_steps=1,
                                  iters=2, processes=None))()
-    train.rss_child("tinygpt", dict(TINY, gelu=gelu), args, 1)
+    train_alone.rss_child("tinygpt", dict(TINY, gelu=gelu), args, 1)
     cmd = calls[0]
     assert cmd[cmd.index("--gelu") + 1] == gelu
     assert json.loads(cmd[cmd.index("--custom") + 1]) == TINY
@@ -220,10 +220,10 @@ def test_the_torch_model_takes_the_gelu_choice():
         assert runner.model.transformer.h[0].mlp.gelu.approximate == gelu
 
 
-@pytest.mark.parametrize("iters,steps", [(5, train.ALONE_MIN_TIMED), (2, 2)])
+@pytest.mark.parametrize("iters,steps", [(5, train_alone.ALONE_MIN_TIMED), (2, 2)])
 def test_a_process_alone_times_a_few_steps_even_past_its_budget(iters, steps, monkeypatch,
                                                                  one_thread, capsys):
-    monkeypatch.setattr(train, "ALONE_SECONDS", 0.0)
+    monkeypatch.setattr(train_alone, "ALONE_SECONDS", 0.0)
     status = train.main(["--_rss-child", "tinygpt", "--custom", json.dumps(TINY),
                          "--rss-steps", "1", "--iters", str(iters), *one_thread])
     assert status == 0
@@ -243,9 +243,9 @@ def test_alone_rounds_alternate_their_order_and_report_medians(monkeypatch):
         calls.append(framework)
         return canned[framework][sum(c == framework for c in calls) - 1]
 
-    monkeypatch.setattr(train, "rss_child", fake_child)
+    monkeypatch.setattr(train_alone, "rss_child", fake_child)
     args = type("Args", (), dict(alone_rounds=3, alone_seconds=0.0))()
-    row = train.measure_alone(TINY, args, 1, with_torch=True)
+    row = train_alone.measure_alone(TINY, args, 1, with_torch=True)
     assert calls == ["tinygpt", "torch", "torch", "tinygpt", "tinygpt", "torch"]
     assert row["ratio_alone_rounds"] == [60 / 50, 50 / 100, 70 / 70]
     assert row["ratio_alone"] == 1.0                       # the median of 1.2, 0.5, 1.0
@@ -272,10 +272,10 @@ def test_alone_rounds_are_added_in_pairs_while_under_the_budget(alone_rounds, bu
         clock[0] += 0.05                # two processes a round: 0.1 s a round
         return (90.0, 60.0, 10)
 
-    monkeypatch.setattr(train, "rss_child", fake_child)
+    monkeypatch.setattr(train_alone, "rss_child", fake_child)
     monkeypatch.setattr(train.time, "perf_counter", lambda: clock[0])
     args = type("Args", (), dict(alone_rounds=alone_rounds, alone_seconds=budget))()
-    row = train.measure_alone(TINY, args, 1, with_torch=True)
+    row = train_alone.measure_alone(TINY, args, 1, with_torch=True)
     assert len(row["ratio_alone_rounds"]) == rounds and len(calls) == 2 * rounds
     assert calls[:4] == ["tinygpt", "torch", "torch", "tinygpt"][:len(calls)]
 
@@ -292,9 +292,9 @@ def test_a_failed_alone_round_is_left_out_and_no_torch_runs_tinygpt_alone(monkey
     assert nothing["torch_peak_rss_mb"] is None and nothing["ratio_alone_rounds"] == []
 
     calls = []
-    monkeypatch.setattr(train, "rss_child",
+    monkeypatch.setattr(train_alone, "rss_child",
                         lambda fw, *a: calls.append(fw) or (90.0, 60.0, 10))
-    row = train.measure_alone(TINY, type("Args", (), dict(alone_rounds=2, alone_seconds=0.0))(),
+    row = train_alone.measure_alone(TINY, type("Args", (), dict(alone_rounds=2, alone_seconds=0.0))(),
                               1, with_torch=False)
     assert calls == ["tinygpt", "tinygpt"] and row["ratio_alone"] is None
     assert row["tinygpt_alone_ms"] == 60.0 and row["torch_alone_ms"] is None
