@@ -123,22 +123,24 @@ def _targets(model, parameters):
     return [(names[k], holders[k], params[k]) for k in keys]
 
 
-def _mask_of(holders):
+def _hook_of(holders):
+    """The `_MaskHook` a module holding the parameter records for it, or None."""
     for module, attr in holders:
         masks = module.__dict__.get("_prune_masks")
         if masks and attr in masks:
-            return masks[attr].mask
+            return masks[attr]
     return None
+
+
+def _mask_of(holders):
+    hook = _hook_of(holders)
+    return None if hook is None else hook.mask
 
 
 def _set_mask(holders, param, mask):
     """Record `mask` for `param` on every module holding it, hook its gradient once, and
     zero the pruned weights (and their gradient, if any)."""
-    hook = None
-    for module, attr in holders:
-        masks = module.__dict__.get("_prune_masks")
-        if masks and attr in masks:
-            hook = masks[attr]
+    hook = _hook_of(holders)
     if hook is None:
         hook = _MaskHook(mask)
         if param.requires_grad:
