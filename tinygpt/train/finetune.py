@@ -28,10 +28,11 @@ GPT (no init_from) the frozen base is random: a baseline, not a recipe. The chec
 rebuilds the adapters; with bottleneck adapters out_dir also gets `bottleneck/`, the
 adapters and the head alone (`tinygpt.model.bottleneck.load_bottleneck`).
 
-Like `train`, a run locks its out_dir (tinygpt.files.FolderLock) and runs in one process
+Like `train`, a run locks its out_dir (its RunFolder's FolderLock) and runs in one process
 (MPI ranks are refused); Ctrl-C saves the classifier after the last finished step.
 
-Imports: autograd, nn, optim, data, model, train.trainer, train.start (the memory check).
+Imports: autograd, nn, optim, data, model, and train's config, start (the memory check),
+inference, metrics, interrupts (signal handlers) and run_folder (the lock).
 """
 
 import contextlib
@@ -39,7 +40,6 @@ import json
 import math
 import os
 import signal
-import threading
 import time
 from dataclasses import asdict, dataclass
 
@@ -50,7 +50,7 @@ from ..autograd import backend, no_grad
 from ..autograd.tensor import Tensor
 from ..data import CharTokenizer
 from ..data.cloze import SPLITS, load_task
-from ..files import FolderLock, atomic_write_text, remove_stale_temp_files
+from ..files import atomic_write_text
 from ..model import GPT, GPTConfig
 from ..model.checkpoint import load_training_state, save_training_state
 from ..model.bottleneck import save_bottleneck
@@ -63,7 +63,8 @@ from .distributed import launched_size
 from .start import check_training_fits
 from .inference import load_for_inference
 from .metrics import TrainingError
-from .run_folder import BOTTLENECK, CHECKPOINT
+from .interrupts import signal_handlers
+from .run_folder import BOTTLENECK, CHECKPOINT, RunFolder
 
 RESULTS = "results.json"
 
@@ -298,19 +299,17 @@ def finetune(config=None, log=None, **overrides):
                            f"ranks, each of which would write {cfg.out_dir}: run it without "
                            f"mpiexec")
     ckpt_path = os.path.join(cfg.out_dir, CHECKPOINT)
-    lock = FolderLock(cfg.out_dir, hint=(
-        "two runs writing one folder would overwrite each other's checkpoints; wait for that "
-        "run to end, or choose another --out_dir"))
-    lock.check()                    # a run in progress there is named at once
+    folder = RunFolder(cfg.out_dir)
+    folder.check()                  # a run in progress there is named at once
     _refuse_existing(cfg, ckpt_path)
     task = load_task(cfg.task)
     model, tokenizer, special = build_classifier(cfg, task)
     block_size = model.config.block_size
     data = {split: encode_split(task.split(split), tokenizer, special, block_size, split)
             for split in SPLITS}
-    with lock:
+    with folder.lock:
         _refuse_existing(cfg, ckpt_path)     # written while this run was setting up?
-        remove_stale_temp_files(cfg.out_dir)
+        folder.remove_stale_files()
         return _run(cfg, log, task, model, tokenizer, special, data, ckpt_path)
 
 
@@ -401,14 +400,8 @@ def _run(cfg, log, task, model, tokenizer, special, data, ckpt_path):
 def _ctrl_c_after():
     """Hold a Ctrl-C (SIGINT) back until the block has run, then raise it. Outside the main
     thread (no signal handlers there) the block just runs."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     caught = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
-    try:
+    with signal_handlers((signal.SIGINT,), lambda signum, frame: caught.append(signum)):
         yield
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
     if caught:
         raise KeyboardInterrupt

@@ -41,22 +41,10 @@ class Interrupts:
         self.interruptible = False
         self.consistent = True
 
-    @contextlib.contextmanager
     def signals(self):
         """Ctrl-C and SIGTERM ask the loop to stop (see `_on_signal`) while it runs; outside
         the main thread, where Python cannot catch signals, they keep their handlers."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = {}
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            previous[signum] = signal.getsignal(signum)
-            signal.signal(signum, self._on_signal)
-        try:
-            yield
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        return signal_handlers((signal.SIGINT, signal.SIGTERM), self._on_signal)
 
     def _on_signal(self, signum, frame):
         if self.requested is None:
@@ -134,3 +122,21 @@ def resume_hint(trainer):
               if group.world_size > 1 and getattr(group, "backend", None) == "mpi" else "")
     return (f"continue with: {launch}python -m tinygpt train --out_dir {trainer.out_dir} "
             "--resume")
+
+
+@contextlib.contextmanager
+def signal_handlers(signums, handler):
+    """Context manager: `handler` for the signals `signums` inside the block, their
+    previous handlers again after it. Outside the main thread, where Python cannot catch
+    signals, they keep their handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.getsignal(signum) for signum in signums}
+    for signum in signums:
+        signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, signal.SIG_DFL if old is None else old)
