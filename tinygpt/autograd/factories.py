@@ -6,7 +6,7 @@ backend, tensor, dtypes, shapes, ops.
 import numpy as np
 
 from . import backend
-from .dtypes import bool_, dtype_of, int64
+from .dtypes import bool_, dtype_of, int64, lift
 from .ops.elementwise import WhereOp
 from .ops.shape import CatOp, StackOp
 from .shapes import axis_index, shape_arg
@@ -137,8 +137,8 @@ def where(condition, input, other):
         input = Tensor(backend.array_module(condition.data).asarray(
             input, dtype=backend.DEFAULT_FLOAT if isinstance(input, float) else None))
     if not isinstance(input, Tensor):
-        input = other._lift(input)
-    other = input._lift(other)
+        input = lift(other, input)
+    other = lift(input, other)
     return WhereOp.apply(condition, input, other)
 
 

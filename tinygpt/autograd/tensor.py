@@ -235,58 +235,50 @@ class Tensor:
         from .graph import to_dot
         return to_dot(self, **kwargs)
 
-    # --- operators ----------------------------------------------------------------------
-    def _lift(self, other):
-        """`other` as a constant tensor of this one's kind (`dtypes.lift`)."""
-        return lift(self, other)
-
-    def _pair(self, other):
-        """(self, other) in one dtype by PyTorch's rules (`dtypes.operands`)."""
-        return operands(self, other)
-
+    # --- operators: the two operands in one dtype by PyTorch's rules (dtypes.operands) ----
     def __add__(self, other):
-        return AddOp.apply(*self._pair(other))
+        return AddOp.apply(*operands(self, other))
 
     def __radd__(self, other):
-        a, b = self._pair(other)
+        a, b = operands(self, other)
         return AddOp.apply(b, a)
 
     def __sub__(self, other):
-        return SubOp.apply(*self._pair(other))
+        return SubOp.apply(*operands(self, other))
 
     def __rsub__(self, other):
-        a, b = self._pair(other)
+        a, b = operands(self, other)
         return SubOp.apply(b, a)
 
     def __mul__(self, other):
-        return MulOp.apply(*self._pair(other))
+        return MulOp.apply(*operands(self, other))
 
     def __rmul__(self, other):
-        a, b = self._pair(other)
+        a, b = operands(self, other)
         return MulOp.apply(b, a)
 
     def __truediv__(self, other):
-        return DivOp.apply(*floating_operands(*self._pair(other)))
+        return DivOp.apply(*floating_operands(*operands(self, other)))
 
     def __rtruediv__(self, other):
-        a, b = floating_operands(*self._pair(other))
+        a, b = floating_operands(*operands(self, other))
         return DivOp.apply(b, a)
 
     def __pow__(self, other):
-        return PowOp.apply(*self._pair(other))
+        return PowOp.apply(*operands(self, other))
 
     def __rpow__(self, other):
-        a, b = self._pair(other)
+        a, b = operands(self, other)
         return PowOp.apply(b, a)
 
     def __neg__(self):
         return NegOp.apply(self)
 
     def __matmul__(self, other):
-        return MatMulOp.apply(*self._pair(other))
+        return MatMulOp.apply(*operands(self, other))
 
     def __rmatmul__(self, other):
-        a, b = self._pair(other)
+        a, b = operands(self, other)
         return MatMulOp.apply(b, a)
 
     def __getitem__(self, index):
@@ -494,5 +486,5 @@ from .ops.reduce import MaxOp, MeanOp, SumOp  # noqa: E402
 from .ops.shape import ExpandOp, IndexOp, PermuteOp, ReshapeOp, TransposeOp  # noqa: E402
 from .ops.matmul import MatMulOp  # noqa: E402
 from .ops.fused import LogSoftmaxOp, SoftmaxOp  # noqa: E402
-from .dtypes import bool_, float32, float64, floating_operands, int64, lift, operands  # noqa: E402
+from .dtypes import bool_, float32, float64, floating_operands, int64, operands  # noqa: E402
 from .shapes import axes_of, axis_index, normalize_index, resolve_shape, shape_arg  # noqa: E402
